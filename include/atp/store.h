@@ -1,0 +1,344 @@
+/*
+ * atp/store.h - the in-memory available-to-promise store.
+ *
+ * The core of atpd. It knows items, channels, safety stock, reservations and
+ * their expiry; it knows nothing about sockets, wire formats, Kafka or files.
+ * Every edge (binary protocol, HTTP, Kafka ingest, durability) reaches it
+ * through these calls.
+ *
+ * Concurrency contract (docs/ARCHITECTURE.md has the design and the proof
+ * sketch of no-oversell):
+ *   - every call is thread-safe;
+ *   - reads (atp_store_get*, atp_store_reservation_get*) and reservation calls
+ *     (reserve, commit, release, extend, expire) take no mutex and no spin
+ *     lock: they are lock-free, so a stalled thread never blocks another;
+ *   - event mutations (adjust, set, allocate, deallocate, safety, fulfill)
+ *     and the creation of new items serialize per shard on a mutex that
+ *     readers and reservations never touch.
+ *
+ * Time: calls that depend on time take `now_us`, microseconds since the Unix
+ * epoch (atp_now_us() reads CLOCK_REALTIME). The store never reads a clock
+ * itself, so tests drive time explicitly.
+ *
+ * Memory: the store copies every key in. Items, skus and locations are never
+ * removed, so the slices the store hands out (sku and location names in
+ * reservation lines) stay valid until atp_store_free(). Capacities are fixed
+ * at creation; memory is reserved up front and touched as it is used.
+ *
+ * Errors: 0 on success, a negative code from atp/error.h on failure.
+ * Out-parameters (ret_*) are written only on success unless a function says
+ * otherwise.
+ */
+#ifndef ATP_STORE_H
+#define ATP_STORE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "atp/error.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Limits of the domain model (SPEC.md). */
+#define ATP_SKU_MAX      64          /* bytes */
+#define ATP_LOC_MAX      32          /* bytes */
+#define ATP_CHANNEL_MAX  32          /* bytes of a channel name */
+#define ATP_KEY_MAX      64          /* bytes of an idempotency key */
+#define ATP_MAX_CHANNELS 32          /* channels per store */
+#define ATP_MAX_LINES    32          /* lines per reservation */
+#define ATP_MAX_LOCATIONS 65535      /* distinct locations per store */
+/*
+ * Quantities are int64 at every interface, but the store keeps an item's
+ * free quantity (on_hand - allocated - reserved) packed with a version in one
+ * 64-bit word so a reservation is a single compare-and-swap. Every item
+ * quantity therefore stays within +-ATP_QTY_MAX (549,755,813,887 units);
+ * a change that would leave it is refused with ATP_ERANGE.
+ */
+#define ATP_QTY_MAX ((int64_t)((1LL << 39) - 1))
+
+/* A borrowed byte string: not NUL-terminated, valid for the call only. */
+struct atp_slice {
+    const char *p;
+    uint32_t len;
+};
+
+#define ATP_SLICE(lit) ((struct atp_slice){(lit), (uint32_t)(sizeof(lit) - 1)})
+struct atp_slice atp_slice_cstr(const char *s);
+
+/* Channel configuration, given once at store creation. */
+struct atp_channel_config {
+    const char *name;              /* 1..ATP_CHANNEL_MAX bytes, sku charset */
+    int64_t safety_units;          /* >= 0 */
+    uint32_t safety_pct;           /* 0..100: percent of on_hand, rounded up */
+    int64_t cap;                   /* < 0: no cap; else ATP never shows more */
+    const char *const *locations;  /* NULL: may sell from every location */
+    uint32_t nlocations;           /* locations in priority order, first best */
+};
+
+struct atp_store_config {
+    uint32_t max_items;            /* (sku, location) pairs; default 1M */
+    uint32_t max_skus;             /* default max_items */
+    uint32_t max_reservations;     /* records held at once; default 256k */
+    uint32_t max_overrides;        /* safety overrides; default 64k */
+    uint32_t nshards;              /* power of two; default 64 */
+    uint64_t max_ttl_ms;           /* default 24 h */
+    uint64_t idempotency_window_ms; /* how long finished reservations and
+                                       their keys are kept; default 10 min */
+    const struct atp_channel_config *channels;
+    uint32_t nchannels;            /* 1..ATP_MAX_CHANNELS */
+};
+
+/* Fill a config with the defaults above and no channels. */
+void atp_store_config_defaults(struct atp_store_config *cfg);
+
+struct atp_store;
+
+/* Create a store. *ret_store is untouched on failure. */
+int atp_store_new(const struct atp_store_config *cfg, struct atp_store **ret_store);
+/* Destroy; NULL is fine. No call may be in flight. */
+void atp_store_free(struct atp_store *store);
+
+uint64_t atp_now_us(void);
+
+/* Validation as SPEC.md states it; 0 or ATP_EINVAL_SKU / ATP_EINVAL_LOC. */
+int atp_validate_sku(struct atp_slice sku);
+int atp_validate_loc(struct atp_slice loc);
+
+/* --- channels ----------------------------------------------------------- */
+
+/* Channel id (0..nchannels-1) by name, or ATP_ENOCHANNEL. */
+int atp_store_channel_find(const struct atp_store *store, struct atp_slice name,
+                           uint32_t *ret_id);
+uint32_t atp_store_channel_count(const struct atp_store *store);
+/* Name of a channel; the slice lives as long as the store. */
+struct atp_slice atp_store_channel_name(const struct atp_store *store, uint32_t id);
+
+/* --- reads -------------------------------------------------------------- */
+
+struct atp_breakdown {
+    int64_t on_hand;
+    int64_t allocated;
+    int64_t reserved;
+    int64_t safety;                /* safety stock that applies to this read */
+    int64_t atp;                   /* clamp(on_hand-allocated-reserved-safety, 0, cap) */
+};
+
+/*
+ * ATP of one item (sku at loc) for a channel. An unknown item is
+ * ATP_ENOTFOUND; a location the channel may not sell from reads as zero
+ * available (the breakdown still shows the stock). The breakdown's counters
+ * are read one by one, so under concurrent change they are each current but
+ * not a single snapshot; `atp` itself is computed from one atomic word.
+ */
+int atp_store_get(struct atp_store *store, struct atp_slice sku, struct atp_slice loc,
+                  uint32_t channel, struct atp_breakdown *ret);
+
+/*
+ * Network ATP of a sku for a channel: the sum of item ATP over the locations
+ * the channel may sell from (counters summed likewise). ATP_ENOTFOUND if the
+ * sku has no item at all.
+ */
+int atp_store_get_network(struct atp_store *store, struct atp_slice sku, uint32_t channel,
+                          struct atp_breakdown *ret);
+
+/* --- event mutations (Kafka ingest and admin calls) ---------------------- */
+
+/* on_hand += delta (delta may be negative, not zero). Creates the item. */
+int atp_store_adjust(struct atp_store *store, struct atp_slice sku, struct atp_slice loc,
+                     int64_t delta, int64_t *ret_on_hand);
+
+/*
+ * on_hand = on_hand_abs (>= 0), guarded by seq: applied only if seq is
+ * greater than the last applied set's seq for the item (ATP_ESTALE
+ * otherwise). seq 0 means unguarded (admin set): always applied, and it does
+ * not move the item's sequence. Creates the item.
+ */
+int atp_store_set(struct atp_store *store, struct atp_slice sku, struct atp_slice loc,
+                  int64_t on_hand_abs, uint64_t seq);
+
+/* Orders taken outside atpd: allocated += qty / allocated -= qty (qty > 0). */
+int atp_store_allocate(struct atp_store *store, struct atp_slice sku, struct atp_slice loc,
+                       int64_t qty);
+int atp_store_deallocate(struct atp_store *store, struct atp_slice sku, struct atp_slice loc,
+                         int64_t qty);
+
+/*
+ * Safety-stock override for a channel, per sku (loc.len == 0) or per item.
+ * units >= 0 sets it, units < 0 removes it. An item override wins over a sku
+ * override, which wins over the channel's configured safety stock.
+ */
+int atp_store_set_safety(struct atp_store *store, struct atp_slice sku, struct atp_slice loc,
+                         uint32_t channel, int64_t units);
+
+/* --- reservations ------------------------------------------------------- */
+
+enum atp_res_state {
+    ATP_RES_HELD = 1,
+    ATP_RES_COMMITTED = 2,
+    ATP_RES_FULFILLED = 3,
+    ATP_RES_RELEASED = 4,
+    ATP_RES_EXPIRED = 5,
+};
+const char *atp_res_state_name(int state);
+
+struct atp_line_req {
+    struct atp_slice sku;
+    struct atp_slice loc;          /* len 0: "any" location */
+    int64_t qty;                   /* > 0 */
+};
+
+struct atp_reserve_req {
+    struct atp_slice key;          /* idempotency key, 1..ATP_KEY_MAX printable */
+    uint32_t channel;
+    uint64_t ttl_ms;               /* 1..max_ttl_ms */
+    const struct atp_line_req *lines;
+    uint32_t nlines;               /* 1..ATP_MAX_LINES */
+};
+
+/* One line of a reservation. sku and loc live as long as the store. */
+struct atp_res_line {
+    struct atp_slice sku;
+    struct atp_slice loc;          /* the chosen location for "any" lines */
+    int64_t qty;
+    bool fulfilled;
+};
+
+/* A copy of a reservation, owned by the caller. */
+struct atp_reservation {
+    uint64_t id;                   /* never 0 */
+    int state;                     /* enum atp_res_state */
+    uint32_t channel;
+    uint64_t created_us;
+    uint64_t expires_us;           /* for held reservations */
+    uint64_t ttl_ms;
+    char key[ATP_KEY_MAX];
+    uint32_t key_len;
+    uint32_t nlines;
+    struct atp_res_line lines[ATP_MAX_LINES];
+};
+
+/* Why a reserve was refused, per requested line. */
+struct atp_shortfall {
+    int64_t requested;
+    int64_t available;             /* ATP seen for the line (best location for "any") */
+};
+
+/*
+ * Reserve every line or none, for ttl_ms from now_us.
+ *  0               created; *ret copied out.
+ *  0, *ret_replayed a reservation with this key and the same content exists
+ *                  (in any state): *ret is that reservation.
+ *  ATP_ECONFLICT   the key exists with different content.
+ *  ATP_EINSUFFICIENT  some line cannot be satisfied; ret_short (may be NULL,
+ *                  else nlines entries) is filled for every line.
+ *  ATP_EFULL       no free reservation record.
+ * Validation errors as in error.h. "Any" lines pick the first location in the
+ * channel's priority order that can satisfy the whole line, or for channels
+ * without a list the location with most ATP; lines are never split.
+ */
+int atp_store_reserve(struct atp_store *store, const struct atp_reserve_req *req, uint64_t now_us,
+                      struct atp_reservation *ret, bool *ret_replayed,
+                      struct atp_shortfall *ret_short);
+
+/*
+ * Held -> committed: reserved moves to allocated and the TTL no longer
+ * applies. Committing a committed reservation is a no-op success (retries are
+ * safe). ATP_EEXPIRED if its TTL has passed (it is expired on the spot),
+ * ATP_ESTATE if released, ATP_ENOTFOUND for an unknown id. *ret (may be NULL)
+ * receives the reservation after the call.
+ */
+int atp_store_commit(struct atp_store *store, uint64_t id, uint64_t now_us,
+                     struct atp_reservation *ret);
+
+/*
+ * Held -> released: the stock returns. Releasing a released reservation is
+ * ATP_ESTATE (so a double release is visible), as is releasing a committed
+ * one. ATP_EEXPIRED if it already expired.
+ */
+int atp_store_release(struct atp_store *store, uint64_t id, uint64_t now_us,
+                      struct atp_reservation *ret);
+
+/* Held: expires_at = now + ttl_ms. ATP_EEXPIRED / ATP_ESTATE otherwise. */
+int atp_store_extend(struct atp_store *store, uint64_t id, uint64_t ttl_ms, uint64_t now_us,
+                     struct atp_reservation *ret);
+
+/* Look up by id or by idempotency key. */
+int atp_store_reservation_get(struct atp_store *store, uint64_t id, struct atp_reservation *ret);
+int atp_store_reservation_find(struct atp_store *store, struct atp_slice key,
+                               struct atp_reservation *ret);
+
+/*
+ * Shipment of one committed line (0-based) of the reservation with this key:
+ * allocated and on_hand both drop by the line's qty. Once every line is
+ * fulfilled the reservation is fulfilled. ATP_ESTATE if not committed or the
+ * line is already fulfilled.
+ */
+int atp_store_fulfill(struct atp_store *store, struct atp_slice key, uint32_t line,
+                      struct atp_reservation *ret);
+
+/*
+ * Expiry: release every held reservation whose expires_at <= now_us, and
+ * reclaim finished reservations older than the idempotency window. Returns
+ * the number expired. Call it often (every millisecond) from one thread, or
+ * use the store's own expirer thread below. Safe to call concurrently with
+ * everything, but only one caller at a time does work (others return 0).
+ */
+int atp_store_expire(struct atp_store *store, uint64_t now_us);
+
+/* Run atp_store_expire every `tick_us` on a thread of the store's own. */
+int atp_store_start_expirer(struct atp_store *store, uint32_t tick_us);
+void atp_store_stop_expirer(struct atp_store *store);
+
+/* --- statistics --------------------------------------------------------- */
+
+#define ATP_LATENESS_BUCKETS 16 /* upper bounds 2^k * 64 us, k = 0..14, then +inf */
+
+struct atp_store_stats {
+    uint64_t items;
+    uint64_t skus;
+    uint64_t locations;
+    uint64_t overrides;
+    uint64_t reservations_live;    /* held + committed */
+    uint64_t reservations_held;
+    uint64_t reservations_committed;
+    uint64_t reserves_granted;     /* counters since start */
+    uint64_t reserves_rejected;    /* refused for insufficient stock */
+    uint64_t reserves_replayed;
+    uint64_t commits;
+    uint64_t releases;
+    uint64_t expirations;
+    uint64_t fulfillments;
+    uint64_t lateness_max_us;      /* worst expiry lateness seen */
+    uint64_t lateness_sum_us;
+    uint64_t lateness_buckets[ATP_LATENESS_BUCKETS];
+    size_t bytes_reserved;         /* address space set aside */
+};
+
+void atp_store_stats(struct atp_store *store, struct atp_store_stats *ret);
+
+/* --- iteration (snapshots, debugging) ----------------------------------- */
+
+struct atp_item_view {
+    struct atp_slice sku;
+    struct atp_slice loc;
+    int64_t on_hand;
+    int64_t allocated;
+    int64_t reserved;
+    uint64_t set_seq;
+};
+
+/*
+ * Visit every item. Not a point-in-time snapshot under concurrent writes.
+ * Stops and returns fn's value as soon as fn returns non-zero.
+ */
+int atp_store_foreach_item(struct atp_store *store,
+                           int (*fn)(const struct atp_item_view *item, void *arg), void *arg);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* ATP_STORE_H */

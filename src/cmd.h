@@ -1,0 +1,71 @@
+/*
+ * cmd.h - the command layer between the wire protocols and the store.
+ *
+ * The binary protocol (and later the HTTP facade) reach the store through
+ * here: one call executes one complete request frame and appends exactly one
+ * response frame. It knows the codec and the store; it knows nothing about
+ * sockets, io_uring or threads. The server owns the buffers.
+ */
+#ifndef ATP_CMD_H
+#define ATP_CMD_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "atp/store.h"
+
+/* A growable output buffer owned by the caller (one per connection). */
+struct atp_buf {
+    uint8_t *data;
+    size_t len;
+    size_t cap;
+    size_t limit; /* atp_buf_reserve fails beyond this many bytes (0: none) */
+};
+
+/* Make room for `need` more bytes; returns a pointer to data+len or NULL. */
+uint8_t *atp_buf_reserve(struct atp_buf *b, size_t need);
+void atp_buf_free(struct atp_buf *b);
+
+/* Statistics sources: anything that has counters registers one. */
+typedef void (*atp_stat_emit_fn)(void *emit_arg, const char *name, int64_t value);
+struct atp_stats_source {
+    void (*collect)(void *arg, atp_stat_emit_fn emit, void *emit_arg);
+    void *arg;
+};
+
+#define ATP_CMD_MAX_SOURCES 8
+
+struct atp_cmd_ctx {
+    struct atp_store *store;
+    struct atp_stats_source sources[ATP_CMD_MAX_SOURCES]; /* for STATS */
+    uint32_t nsources;
+    const char *build;        /* build string for HELLO, e.g. "atpd 0.1.0" */
+    uint32_t max_frame;       /* negotiated limits announced in HELLO */
+    uint32_t max_keys;
+    uint32_t max_lines;
+    /* Set by the server: 0 while serving normally, else a code such as
+     * ATP_EUNAVAILABLE that reservations are refused with. */
+    const volatile int *refuse_writes;
+};
+
+/*
+ * Handle the frame at the start of `in`.
+ *   > 0  bytes consumed; one response appended to `out`;
+ *   0    `in` holds less than one whole frame: read more;
+ *   < 0  broken framing (bad magic, version, or a length over the limit):
+ *        an error response was appended; the caller flushes `out` and closes.
+ * The response is appended even for malformed bodies and unknown opcodes
+ * (returning > 0): the connection carries on.
+ */
+ssize_t atp_cmd_handle(struct atp_cmd_ctx *ctx, const uint8_t *in, size_t len,
+                       struct atp_buf *out, uint64_t now_us);
+
+/*
+ * Append an error response frame that answers no particular request (for
+ * example "too many connections" or "idle timeout" before closing), or that
+ * answers `request_id`. `detail` may be NULL. 0 or -ENOMEM.
+ */
+int atp_cmd_error(struct atp_buf *out, uint64_t request_id, int code, const char *detail);
+
+#endif /* ATP_CMD_H */
