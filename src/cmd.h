@@ -40,8 +40,8 @@ struct atp_cmd_ctx {
     struct atp_store *store;
     struct atp_stats_source sources[ATP_CMD_MAX_SOURCES]; /* for STATS */
     uint32_t nsources;
-    const char *build;        /* build string for HELLO, e.g. "atpd 0.1.0" */
-    uint32_t max_frame;       /* negotiated limits announced in HELLO */
+    const char *build;  /* build string for HELLO, e.g. "atpd 0.1.0" */
+    uint32_t max_frame; /* negotiated limits announced in HELLO */
     uint32_t max_keys;
     uint32_t max_lines;
     /* Set by the server: 0 while serving normally, else a code such as
@@ -58,8 +58,8 @@ struct atp_cmd_ctx {
  * The response is appended even for malformed bodies and unknown opcodes
  * (returning > 0): the connection carries on.
  */
-ssize_t atp_cmd_handle(struct atp_cmd_ctx *ctx, const uint8_t *in, size_t len,
-                       struct atp_buf *out, uint64_t now_us);
+ssize_t atp_cmd_handle(struct atp_cmd_ctx *ctx, const uint8_t *in, size_t len, struct atp_buf *out,
+                       uint64_t now_us);
 
 /*
  * Append an error response frame that answers no particular request (for

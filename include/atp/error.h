@@ -45,6 +45,7 @@ extern "C" {
     X(ECONFLICT,     -10014, 303, 422, "idempotency-conflict", "idempotency key reused with different content") \
     X(ESTALE,        -10015, 304, 409, "stale-sequence",       "set is older than the last applied one for this item") \
     X(EDUPLICATE,    -10016, 305, 409, "duplicate-event",      "event already applied")           \
+    X(EBUSY,         -10020, 306, 409, "request-in-progress",  "a request with this idempotency key is in progress") \
     X(EFULL,         -10017, 400, 507, "capacity-exhausted",   "configured capacity exhausted")   \
     X(EUNAVAILABLE,  -10018, 401, 503, "unavailable",          "temporarily unavailable")         \
     X(EREADONLY,     -10019, 402, 503, "read-only",            "reservations are refused: durable storage failed") \

@@ -43,13 +43,13 @@ extern "C" {
 #endif
 
 /* Limits of the domain model (SPEC.md). */
-#define ATP_SKU_MAX      64          /* bytes */
-#define ATP_LOC_MAX      32          /* bytes */
-#define ATP_CHANNEL_MAX  32          /* bytes of a channel name */
-#define ATP_KEY_MAX      64          /* bytes of an idempotency key */
-#define ATP_MAX_CHANNELS 32          /* channels per store */
-#define ATP_MAX_LINES    32          /* lines per reservation */
-#define ATP_MAX_LOCATIONS 65535      /* distinct locations per store */
+#define ATP_SKU_MAX       64    /* bytes */
+#define ATP_LOC_MAX       32    /* bytes */
+#define ATP_CHANNEL_MAX   32    /* bytes of a channel name */
+#define ATP_KEY_MAX       64    /* bytes of an idempotency key */
+#define ATP_MAX_CHANNELS  32    /* channels per store */
+#define ATP_MAX_LINES     32    /* lines per reservation */
+#define ATP_MAX_LOCATIONS 65535 /* distinct locations per store */
 /*
  * Quantities are int64 at every interface, but the store keeps an item's
  * free quantity (on_hand - allocated - reserved) packed with a version in one
@@ -70,25 +70,25 @@ struct atp_slice atp_slice_cstr(const char *s);
 
 /* Channel configuration, given once at store creation. */
 struct atp_channel_config {
-    const char *name;              /* 1..ATP_CHANNEL_MAX bytes, sku charset */
-    int64_t safety_units;          /* >= 0 */
-    uint32_t safety_pct;           /* 0..100: percent of on_hand, rounded up */
-    int64_t cap;                   /* < 0: no cap; else ATP never shows more */
-    const char *const *locations;  /* NULL: may sell from every location */
-    uint32_t nlocations;           /* locations in priority order, first best */
+    const char *name;             /* 1..ATP_CHANNEL_MAX bytes, sku charset */
+    int64_t safety_units;         /* >= 0 */
+    uint32_t safety_pct;          /* 0..100: percent of on_hand, rounded up */
+    int64_t cap;                  /* < 0: no cap; else ATP never shows more */
+    const char *const *locations; /* NULL: may sell from every location */
+    uint32_t nlocations;          /* locations in priority order, first best */
 };
 
 struct atp_store_config {
-    uint32_t max_items;            /* (sku, location) pairs; default 1M */
-    uint32_t max_skus;             /* default max_items */
-    uint32_t max_reservations;     /* records held at once; default 256k */
-    uint32_t max_overrides;        /* safety overrides; default 64k */
-    uint32_t nshards;              /* power of two; default 64 */
-    uint64_t max_ttl_ms;           /* default 24 h */
+    uint32_t max_items;             /* (sku, location) pairs; default 1M */
+    uint32_t max_skus;              /* default max_items */
+    uint32_t max_reservations;      /* records held at once; default 256k */
+    uint32_t max_overrides;         /* safety overrides; default 64k */
+    uint32_t nshards;               /* power of two; default 64 */
+    uint64_t max_ttl_ms;            /* default 24 h */
     uint64_t idempotency_window_ms; /* how long finished reservations and
                                        their keys are kept; default 10 min */
     const struct atp_channel_config *channels;
-    uint32_t nchannels;            /* 1..ATP_MAX_CHANNELS */
+    uint32_t nchannels; /* 1..ATP_MAX_CHANNELS */
 };
 
 /* Fill a config with the defaults above and no channels. */
@@ -110,8 +110,7 @@ int atp_validate_loc(struct atp_slice loc);
 /* --- channels ----------------------------------------------------------- */
 
 /* Channel id (0..nchannels-1) by name, or ATP_ENOCHANNEL. */
-int atp_store_channel_find(const struct atp_store *store, struct atp_slice name,
-                           uint32_t *ret_id);
+int atp_store_channel_find(const struct atp_store *store, struct atp_slice name, uint32_t *ret_id);
 uint32_t atp_store_channel_count(const struct atp_store *store);
 /* Name of a channel; the slice lives as long as the store. */
 struct atp_slice atp_store_channel_name(const struct atp_store *store, uint32_t id);
@@ -122,8 +121,8 @@ struct atp_breakdown {
     int64_t on_hand;
     int64_t allocated;
     int64_t reserved;
-    int64_t safety;                /* safety stock that applies to this read */
-    int64_t atp;                   /* clamp(on_hand-allocated-reserved-safety, 0, cap) */
+    int64_t safety; /* safety stock that applies to this read */
+    int64_t atp;    /* clamp(on_hand-allocated-reserved-safety, 0, cap) */
 };
 
 /*
@@ -186,33 +185,33 @@ const char *atp_res_state_name(int state);
 
 struct atp_line_req {
     struct atp_slice sku;
-    struct atp_slice loc;          /* len 0: "any" location */
-    int64_t qty;                   /* > 0 */
+    struct atp_slice loc; /* len 0: "any" location */
+    int64_t qty;          /* > 0 */
 };
 
 struct atp_reserve_req {
-    struct atp_slice key;          /* idempotency key, 1..ATP_KEY_MAX printable */
+    struct atp_slice key; /* idempotency key, 1..ATP_KEY_MAX printable */
     uint32_t channel;
-    uint64_t ttl_ms;               /* 1..max_ttl_ms */
+    uint64_t ttl_ms; /* 1..max_ttl_ms */
     const struct atp_line_req *lines;
-    uint32_t nlines;               /* 1..ATP_MAX_LINES */
+    uint32_t nlines; /* 1..ATP_MAX_LINES */
 };
 
 /* One line of a reservation. sku and loc live as long as the store. */
 struct atp_res_line {
     struct atp_slice sku;
-    struct atp_slice loc;          /* the chosen location for "any" lines */
+    struct atp_slice loc; /* the chosen location for "any" lines */
     int64_t qty;
     bool fulfilled;
 };
 
 /* A copy of a reservation, owned by the caller. */
 struct atp_reservation {
-    uint64_t id;                   /* never 0 */
-    int state;                     /* enum atp_res_state */
+    uint64_t id; /* never 0 */
+    int state;   /* enum atp_res_state */
     uint32_t channel;
     uint64_t created_us;
-    uint64_t expires_us;           /* for held reservations */
+    uint64_t expires_us; /* held/expired: now + ttl, rounded up to the ms */
     uint64_t ttl_ms;
     char key[ATP_KEY_MAX];
     uint32_t key_len;
@@ -223,7 +222,7 @@ struct atp_reservation {
 /* Why a reserve was refused, per requested line. */
 struct atp_shortfall {
     int64_t requested;
-    int64_t available;             /* ATP seen for the line (best location for "any") */
+    int64_t available; /* ATP seen for the line (best location for "any") */
 };
 
 /*
@@ -301,20 +300,20 @@ struct atp_store_stats {
     uint64_t skus;
     uint64_t locations;
     uint64_t overrides;
-    uint64_t reservations_live;    /* held + committed */
+    uint64_t reservations_live; /* held + committed */
     uint64_t reservations_held;
     uint64_t reservations_committed;
-    uint64_t reserves_granted;     /* counters since start */
-    uint64_t reserves_rejected;    /* refused for insufficient stock */
+    uint64_t reserves_granted;  /* counters since start */
+    uint64_t reserves_rejected; /* refused for insufficient stock */
     uint64_t reserves_replayed;
     uint64_t commits;
     uint64_t releases;
     uint64_t expirations;
     uint64_t fulfillments;
-    uint64_t lateness_max_us;      /* worst expiry lateness seen */
+    uint64_t lateness_max_us; /* worst expiry lateness seen */
     uint64_t lateness_sum_us;
     uint64_t lateness_buckets[ATP_LATENESS_BUCKETS];
-    size_t bytes_reserved;         /* address space set aside */
+    size_t bytes_reserved; /* address space set aside */
 };
 
 void atp_store_stats(struct atp_store *store, struct atp_store_stats *ret);

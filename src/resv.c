@@ -1,0 +1,1111 @@
+/*
+ * resv.c - reservations: records, idempotency keys, state changes, expiry.
+ *
+ * Knows the store's item helpers (store_int.h) and nothing about wire
+ * formats or threads other than its optional expirer. Everything here is
+ * lock-free; docs/ARCHITECTURE.md explains the design. In short:
+ *
+ *  - Records live in a fixed pool. A record's `gen` is even while its content
+ *    is valid and odd while it is free or being written; an id is
+ *    (gen << 32 | index + 1), so a stale id never reaches a reused record.
+ *    Readers copy fields with relaxed atomic loads and re-check gen
+ *    (a sequence lock whose writers never block readers).
+ *  - `ctl` packs the low 18 bits of gen, expires_at in ms and the state; every
+ *    state change is one CAS of it, so commit, release, extend and expiry
+ *    cannot both win, and a stale id cannot change a reused record.
+ *  - Idempotency keys live in three insert-only open-addressing tables used
+ *    in rotation (current, previous, being cleared); slots are never reused
+ *    inside a table's life, so two inserters of one key always meet at the
+ *    same first empty slot. The reaper rotates the tables once per window,
+ *    carrying live keys forward.
+ *  - Expiry is a timer wheel of 65536 one-millisecond slots. Each slot head
+ *    carries the lap (ms >> 16) it is open for; a push for a lap that has
+ *    already been swept goes to an overdue list instead, so no record can be
+ *    missed by a race with the sweep.
+ */
+#include "store_int.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#define XXH_INLINE_ALL
+#include <xxhash.h>
+
+#define WHEEL_BITS  16
+#define WHEEL_SLOTS (1u << WHEEL_BITS)
+#define WHEEL_MASK  (WHEEL_SLOTS - 1)
+
+#define ST_CREATING 0u /* claimed, lines not yet taken */
+#define ST_FREE     15u
+
+/* ctl: gen (18 bits) | expires_ms (42 bits) | state (4 bits) */
+#define CTL_GEN_BITS 18
+#define CTL_EXP_BITS 42
+#define CTL_EXP_MASK ((UINT64_C(1) << CTL_EXP_BITS) - 1)
+
+static inline uint64_t ctl_make(uint32_t gen, uint64_t exp_ms, unsigned state)
+{
+    return ((uint64_t)(gen & ((1u << CTL_GEN_BITS) - 1)) << (CTL_EXP_BITS + 4)) |
+           ((exp_ms & CTL_EXP_MASK) << 4) | state;
+}
+static inline unsigned ctl_state(uint64_t c)
+{
+    return (unsigned)(c & 15);
+}
+static inline uint64_t ctl_exp(uint64_t c)
+{
+    return (c >> 4) & CTL_EXP_MASK;
+}
+static inline uint32_t ctl_gen(uint64_t c)
+{
+    return (uint32_t)(c >> (CTL_EXP_BITS + 4));
+}
+
+struct resv {
+    _Atomic uint32_t gen;       /* even: valid content; odd: free or being written */
+    _Atomic uint32_t refs;      /* 2 = in the wheel + not finished; 0 = retire */
+    _Atomic uint64_t ctl;       /* gen | expires_ms | state */
+    _Atomic uint64_t fulfilled; /* bit per fulfilled line */
+    _Atomic uint64_t created_us;
+    _Atomic uint64_t ttl_ms;
+    _Atomic uint32_t wnext; /* wheel / overdue list link, index+1 */
+    _Atomic uint32_t rnext; /* free / retire list link, index+1 */
+    _Atomic uint32_t channel;
+    _Atomic uint32_t nlines;
+    _Atomic uint32_t key_len;
+    _Atomic uint32_t any_mask; /* lines that asked for any location */
+    _Atomic uint64_t key[ATP_KEY_MAX / 8];
+    _Atomic uint32_t line_item[ATP_MAX_LINES];
+    _Atomic int64_t line_qty[ATP_MAX_LINES];
+};
+
+/* Key table entry: tag16 | gen16 | index+1 (32); 0 empty, ~0 dead. */
+#define KENT_DEAD UINT64_MAX
+struct ktable {
+    _Atomic uint64_t *slots;
+    uint32_t mask;
+    _Atomic uint32_t used;
+};
+
+struct retired {
+    uint32_t idx;
+    uint64_t since_us;
+};
+
+struct resv_state {
+    struct resv *recs;
+    size_t recs_bytes;
+    uint32_t cap;
+    _Atomic uint32_t fresh;       /* records never used yet start here */
+    _Atomic uint64_t free_head;   /* tag32 | index+1 (ABA-safe pops) */
+    _Atomic uint32_t retire_head; /* finished records, index+1, via rnext */
+
+    struct ktable kt[3];
+    _Atomic uint64_t epoch; /* current table = kt[epoch % 3] */
+    struct {
+        _Atomic int64_t n;
+        char pad[CACHELINE - sizeof(int64_t)];
+    } active[3];             /* operations in flight per epoch */
+    uint64_t last_rotate_us; /* reaper only */
+
+    _Atomic uint64_t *wheel;  /* lap32 | index+1 */
+    _Atomic uint32_t overdue; /* index+1, via wnext */
+    uint64_t done_ms;         /* reaper only: last swept ms (0: never) */
+
+    struct retired *fifo; /* reaper only: ring of retired records */
+    uint32_t fifo_head, fifo_len;
+
+    _Atomic int reaper_busy;
+    pthread_t expirer;
+    _Atomic int expirer_stop;
+    int expirer_running;
+    uint32_t tick_us;
+
+    /* statistics */
+    _Atomic uint64_t held, committed;
+    _Atomic uint64_t granted, rejected, replayed, commits, releases, expirations, fulfillments;
+    _Atomic uint64_t late_max, late_sum;
+    _Atomic uint64_t late_buckets[ATP_LATENESS_BUCKETS];
+};
+
+/* --- record pool ---------------------------------------------------------- */
+
+static int rec_alloc(struct resv_state *rs, uint32_t *ret_idx)
+{
+    /* A10: pairs with R10 in rec_free. */
+    uint64_t h = atomic_load_explicit(&rs->free_head, memory_order_acquire);
+    while ((uint32_t)h) {
+        uint32_t idx = (uint32_t)h - 1;
+        uint32_t next = atomic_load_explicit(&rs->recs[idx].rnext, memory_order_relaxed);
+        uint64_t nh = (((h >> 32) + 1) << 32) | next;
+        if (atomic_compare_exchange_weak_explicit(&rs->free_head, &h, nh, memory_order_acquire,
+                                                  memory_order_acquire)) {
+            *ret_idx = idx;
+            return 0;
+        }
+    }
+    uint32_t f = atomic_load_explicit(&rs->fresh, memory_order_relaxed);
+    do {
+        if (f >= rs->cap)
+            return ATP_EFULL;
+    } while (!atomic_compare_exchange_weak_explicit(&rs->fresh, &f, f + 1, memory_order_relaxed,
+                                                    memory_order_relaxed));
+    struct resv *r = &rs->recs[f];
+    atomic_store_explicit(&r->gen, 1, memory_order_relaxed); /* odd: being written */
+    *ret_idx = f;
+    return 0;
+}
+
+/* Invalidate (gen becomes odd) and push on the free list. */
+static void rec_free(struct resv_state *rs, uint32_t idx)
+{
+    struct resv *r = &rs->recs[idx];
+    uint32_t g = atomic_load_explicit(&r->gen, memory_order_relaxed);
+    if (!(g & 1))
+        atomic_store_explicit(&r->gen, g + 1, memory_order_release);
+    atomic_store_explicit(&r->ctl, ctl_make(g + 1, 0, ST_FREE), memory_order_release);
+    uint64_t h = atomic_load_explicit(&rs->free_head, memory_order_relaxed);
+    uint64_t nh;
+    do {
+        atomic_store_explicit(&r->rnext, (uint32_t)h, memory_order_relaxed);
+        nh = (((h >> 32) + 1) << 32) | (idx + 1);
+        /* R10: release publishes rnext; pairs with A10. */
+    } while (!atomic_compare_exchange_weak_explicit(&rs->free_head, &h, nh, memory_order_release,
+                                                    memory_order_relaxed));
+}
+
+static void key_pack(struct atp_slice key, uint64_t out[ATP_KEY_MAX / 8])
+{
+    memset(out, 0, ATP_KEY_MAX);
+    memcpy(out, key.p, key.len);
+}
+
+/* Does valid record idx (generation g) carry this key? Sequence-lock read. */
+static int rec_key_is(struct resv_state *rs, uint32_t idx, uint32_t g, const uint64_t *kw,
+                      uint32_t klen)
+{
+    struct resv *r = &rs->recs[idx];
+    if (atomic_load_explicit(&r->key_len, memory_order_relaxed) != klen)
+        goto differ;
+    for (uint32_t i = 0; i < (klen + 7) / 8; i++)
+        if (atomic_load_explicit(&r->key[i], memory_order_relaxed) != kw[i])
+            goto differ;
+    atomic_thread_fence(memory_order_acquire);
+    return atomic_load_explicit(&r->gen, memory_order_relaxed) == g;
+differ:
+    return 0;
+}
+
+/* --- idempotency key tables ----------------------------------------------- */
+
+static inline uint64_t kent_make(uint64_t h, uint32_t gen, uint32_t idx)
+{
+    return ((h >> 48) << 48) | ((uint64_t)(gen & 0xffff) << 32) | (idx + 1);
+}
+
+/*
+ * Find a live entry for the key in table t. Returns 1 with the record's
+ * index and full generation, or 0. `skip` is an entry value to ignore (our
+ * own claim).
+ */
+static int kt_find(struct resv_state *rs, struct ktable *t, uint64_t h, const uint64_t *kw,
+                   uint32_t klen, uint64_t skip, uint32_t *ret_idx, uint32_t *ret_gen)
+{
+    for (uint32_t i = (uint32_t)h & t->mask, n = 0; n <= t->mask; i = (i + 1) & t->mask, n++) {
+        /* A11: seq_cst, the read half of the cross-table check (see claim). */
+        uint64_t v = atomic_load(&t->slots[i]);
+        if (v == 0)
+            return 0;
+        if (v == KENT_DEAD || v == skip || (v >> 48) != (h >> 48))
+            continue;
+        uint32_t idx = (uint32_t)v - 1;
+        uint32_t g = atomic_load_explicit(&rs->recs[idx].gen, memory_order_acquire);
+        if ((g & 1) || (g & 0xffff) != ((v >> 32) & 0xffff))
+            continue; /* stale: the record was reclaimed */
+        if (rec_key_is(rs, idx, g, kw, klen)) {
+            *ret_idx = idx;
+            *ret_gen = g;
+            return 1;
+        }
+    }
+    return 0;
+}
+
+/*
+ * Claim the first empty slot of the key's probe sequence in t, unless a live
+ * entry for the key comes first (then 1 and *ret_idx/ret_gen name it).
+ * 0 claimed (slot in *ret_slot), ATP_EFULL when the table is full.
+ */
+static int kt_claim(struct resv_state *rs, struct ktable *t, uint64_t h, const uint64_t *kw,
+                    uint32_t klen, uint64_t mine, uint32_t *ret_slot, uint32_t *ret_idx,
+                    uint32_t *ret_gen)
+{
+    for (uint32_t i = (uint32_t)h & t->mask, n = 0; n <= t->mask; i = (i + 1) & t->mask, n++) {
+        uint64_t v = atomic_load(&t->slots[i]);
+        if (v == 0) {
+            /* W11: seq_cst claim; with A11 a Dekker pair across tables. */
+            if (atomic_compare_exchange_strong(&t->slots[i], &v, mine)) {
+                atomic_fetch_add_explicit(&t->used, 1, memory_order_relaxed);
+                *ret_slot = i;
+                return 0;
+            }
+        }
+        if (v == KENT_DEAD || (v >> 48) != (h >> 48))
+            continue;
+        uint32_t idx = (uint32_t)v - 1;
+        uint32_t g = atomic_load_explicit(&rs->recs[idx].gen, memory_order_acquire);
+        if ((g & 1) || (g & 0xffff) != ((v >> 32) & 0xffff))
+            continue;
+        if (rec_key_is(rs, idx, g, kw, klen)) {
+            *ret_idx = idx;
+            *ret_gen = g;
+            return 1;
+        }
+    }
+    return ATP_EFULL;
+}
+
+static uint64_t epoch_enter(struct resv_state *rs)
+{
+    for (;;) {
+        uint64_t e = atomic_load(&rs->epoch);
+        atomic_fetch_add(&rs->active[e % 3].n, 1);
+        if (atomic_load(&rs->epoch) == e)
+            return e;
+        atomic_fetch_sub(&rs->active[e % 3].n, 1);
+    }
+}
+
+static void epoch_leave(struct resv_state *rs, uint64_t e)
+{
+    atomic_fetch_sub_explicit(&rs->active[e % 3].n, 1, memory_order_release);
+}
+
+/* Look a key up in the tables visible at epoch e (current and previous). */
+static int key_lookup(struct resv_state *rs, uint64_t e, uint64_t h, const uint64_t *kw,
+                      uint32_t klen, uint32_t *ret_idx, uint32_t *ret_gen)
+{
+    return kt_find(rs, &rs->kt[e % 3], h, kw, klen, 0, ret_idx, ret_gen) ||
+           kt_find(rs, &rs->kt[(e + 2) % 3], h, kw, klen, 0, ret_idx, ret_gen);
+}
+
+/* --- copying out ------------------------------------------------------------ */
+
+/* Copy record idx of generation g; ATP_ENOTFOUND if it changed meanwhile. */
+static int rec_copy(struct atp_store *s, uint32_t idx, uint32_t g, struct atp_reservation *out)
+{
+    struct resv_state *rs = s->resv;
+    struct resv *r = &rs->recs[idx];
+    struct atp_reservation tmp;
+    /* A12: pairs with the release store of ctl when a reservation is granted. */
+    uint64_t c = atomic_load_explicit(&r->ctl, memory_order_acquire);
+    unsigned st = ctl_state(c);
+    if (st == ST_CREATING || st == ST_FREE || ctl_gen(c) != (g & ((1u << CTL_GEN_BITS) - 1)))
+        return ATP_ENOTFOUND;
+    tmp.id = ((uint64_t)g << 32) | (idx + 1);
+    tmp.state = (int)st;
+    tmp.channel = atomic_load_explicit(&r->channel, memory_order_relaxed);
+    tmp.created_us = atomic_load_explicit(&r->created_us, memory_order_relaxed);
+    tmp.ttl_ms = atomic_load_explicit(&r->ttl_ms, memory_order_relaxed);
+    tmp.expires_us = st == ATP_RES_HELD || st == ATP_RES_EXPIRED ? ctl_exp(c) * 1000 : 0;
+    tmp.key_len = atomic_load_explicit(&r->key_len, memory_order_relaxed);
+    tmp.nlines = atomic_load_explicit(&r->nlines, memory_order_relaxed);
+    if (tmp.key_len > ATP_KEY_MAX || tmp.nlines > ATP_MAX_LINES)
+        return ATP_ENOTFOUND;
+    uint64_t kw[ATP_KEY_MAX / 8];
+    for (uint32_t i = 0; i < ATP_KEY_MAX / 8; i++)
+        kw[i] = atomic_load_explicit(&r->key[i], memory_order_relaxed);
+    memcpy(tmp.key, kw, ATP_KEY_MAX);
+    uint64_t ff = atomic_load_explicit(&r->fulfilled, memory_order_relaxed);
+    for (uint32_t i = 0; i < tmp.nlines; i++) {
+        uint32_t it = atomic_load_explicit(&r->line_item[i], memory_order_relaxed);
+        if (it >= s->cfg.max_items)
+            return ATP_ENOTFOUND;
+        tmp.lines[i].sku = store_item_sku(s, it);
+        tmp.lines[i].loc = store_item_loc(s, it);
+        tmp.lines[i].qty = atomic_load_explicit(&r->line_qty[i], memory_order_relaxed);
+        tmp.lines[i].fulfilled = (ff >> i) & 1;
+    }
+    atomic_thread_fence(memory_order_acquire);
+    if (atomic_load_explicit(&r->gen, memory_order_relaxed) != g)
+        return ATP_ENOTFOUND;
+    memcpy(out, &tmp, offsetof(struct atp_reservation, lines) + sizeof(tmp.lines[0]) * tmp.nlines);
+    return 0;
+}
+
+/* Does record idx (valid, generation g) hold exactly this request? */
+static int rec_same_content(struct atp_store *s, uint32_t idx, const struct atp_reserve_req *req)
+{
+    struct resv *r = &s->resv->recs[idx];
+    if (atomic_load_explicit(&r->channel, memory_order_relaxed) != req->channel ||
+        atomic_load_explicit(&r->ttl_ms, memory_order_relaxed) != req->ttl_ms ||
+        atomic_load_explicit(&r->nlines, memory_order_relaxed) != req->nlines)
+        return 0;
+    uint32_t any = atomic_load_explicit(&r->any_mask, memory_order_relaxed);
+    for (uint32_t i = 0; i < req->nlines; i++) {
+        const struct atp_line_req *l = &req->lines[i];
+        uint32_t it = atomic_load_explicit(&r->line_item[i], memory_order_relaxed);
+        if (it >= s->cfg.max_items ||
+            atomic_load_explicit(&r->line_qty[i], memory_order_relaxed) != l->qty ||
+            (int)((any >> i) & 1) != (l->loc.len == 0))
+            return 0;
+        struct atp_slice sku = store_item_sku(s, it);
+        if (sku.len != l->sku.len || memcmp(sku.p, l->sku.p, sku.len) != 0)
+            return 0;
+        if (l->loc.len) {
+            struct atp_slice loc = store_item_loc(s, it);
+            if (loc.len != l->loc.len || memcmp(loc.p, l->loc.p, loc.len) != 0)
+                return 0;
+        }
+    }
+    return 1;
+}
+
+/* --- stock movements for a whole record --------------------------------- */
+
+static void rec_give_back(struct atp_store *s, struct resv *r)
+{
+    uint32_t n = atomic_load_explicit(&r->nlines, memory_order_relaxed);
+    for (uint32_t i = 0; i < n; i++)
+        store_give_back(s, atomic_load_explicit(&r->line_item[i], memory_order_relaxed),
+                        atomic_load_explicit(&r->line_qty[i], memory_order_relaxed));
+}
+
+static void retire_push(struct resv_state *rs, uint32_t idx)
+{
+    uint32_t h = atomic_load_explicit(&rs->retire_head, memory_order_relaxed);
+    do {
+        atomic_store_explicit(&rs->recs[idx].rnext, h, memory_order_relaxed);
+    } while (!atomic_compare_exchange_weak_explicit(&rs->retire_head, &h, idx + 1,
+                                                    memory_order_release, memory_order_relaxed));
+}
+
+/* Drop one of the two references (wheel, unfinished); the last retires it. */
+static void rec_unref(struct resv_state *rs, uint32_t idx)
+{
+    if (atomic_fetch_sub_explicit(&rs->recs[idx].refs, 1, memory_order_acq_rel) == 1)
+        retire_push(rs, idx);
+}
+
+static void lateness_record(struct resv_state *rs, uint64_t late_us)
+{
+    uint64_t m = atomic_load_explicit(&rs->late_max, memory_order_relaxed);
+    while (late_us > m &&
+           !atomic_compare_exchange_weak_explicit(&rs->late_max, &m, late_us, memory_order_relaxed,
+                                                  memory_order_relaxed))
+        ;
+    atomic_fetch_add_explicit(&rs->late_sum, late_us, memory_order_relaxed);
+    unsigned b = 0;
+    while (b < ATP_LATENESS_BUCKETS - 1 && late_us > (UINT64_C(64) << b))
+        b++;
+    atomic_fetch_add_explicit(&rs->late_buckets[b], 1, memory_order_relaxed);
+}
+
+/*
+ * Held and past its time: expire it (CAS), give the stock back. Returns 1 if
+ * this call expired it. `c` is the ctl value observed.
+ */
+static int rec_try_expire(struct atp_store *s, uint32_t idx, uint64_t c, uint64_t now_us)
+{
+    struct resv_state *rs = s->resv;
+    struct resv *r = &rs->recs[idx];
+    uint64_t nc = (c & ~UINT64_C(15)) | ATP_RES_EXPIRED;
+    if (!atomic_compare_exchange_strong_explicit(&r->ctl, &c, nc, memory_order_acq_rel,
+                                                 memory_order_acquire))
+        return 0;
+    rec_give_back(s, r);
+    uint64_t exp_us = ctl_exp(c) * 1000;
+    lateness_record(rs, now_us > exp_us ? now_us - exp_us : 0);
+    atomic_fetch_sub_explicit(&rs->held, 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&rs->expirations, 1, memory_order_relaxed);
+    rec_unref(rs, idx);
+    return 1;
+}
+
+/* --- timer wheel ------------------------------------------------------------ */
+
+static void overdue_push(struct resv_state *rs, uint32_t idx)
+{
+    uint32_t h = atomic_load_explicit(&rs->overdue, memory_order_relaxed);
+    do {
+        atomic_store_explicit(&rs->recs[idx].wnext, h, memory_order_relaxed);
+    } while (!atomic_compare_exchange_weak_explicit(&rs->overdue, &h, idx + 1, memory_order_release,
+                                                    memory_order_relaxed));
+}
+
+static void wheel_push(struct resv_state *rs, uint32_t idx, uint64_t exp_ms)
+{
+    uint64_t lap = exp_ms >> WHEEL_BITS;
+    _Atomic uint64_t *slot = &rs->wheel[exp_ms & WHEEL_MASK];
+    uint64_t h = atomic_load_explicit(slot, memory_order_acquire);
+    for (;;) {
+        if ((h >> 32) > lap) {
+            /* This slot was already swept for our lap: the reaper's next tick. */
+            overdue_push(rs, idx);
+            return;
+        }
+        atomic_store_explicit(&rs->recs[idx].wnext, (uint32_t)h, memory_order_relaxed);
+        /* R13: release publishes wnext; pairs with the sweep's acquire exchange. */
+        if (atomic_compare_exchange_weak_explicit(slot, &h, (h & ~UINT64_C(0xffffffff)) | (idx + 1),
+                                                  memory_order_release, memory_order_acquire))
+            return;
+    }
+}
+
+/* Handle one record taken off the wheel or the overdue list. */
+static int wheel_visit(struct atp_store *s, uint32_t idx, uint64_t now_us)
+{
+    struct resv_state *rs = s->resv;
+    uint64_t c = atomic_load_explicit(&rs->recs[idx].ctl, memory_order_acquire);
+    while (ctl_state(c) == ATP_RES_HELD) {
+        if (ctl_exp(c) * 1000 > now_us) {
+            wheel_push(rs, idx, ctl_exp(c)); /* extended, or beyond the horizon */
+            return 0;
+        }
+        if (rec_try_expire(s, idx, c, now_us)) {
+            rec_unref(rs, idx); /* leaves the wheel */
+            return 1;
+        }
+        c = atomic_load_explicit(&rs->recs[idx].ctl, memory_order_acquire);
+    }
+    rec_unref(rs, idx); /* committed or finished: leaves the wheel */
+    return 0;
+}
+
+static int visit_list(struct atp_store *s, uint32_t head, uint64_t now_us)
+{
+    int n = 0;
+    while (head) {
+        uint32_t idx = head - 1;
+        head = atomic_load_explicit(&s->resv->recs[idx].wnext, memory_order_relaxed);
+        n += wheel_visit(s, idx, now_us);
+    }
+    return n;
+}
+
+/* Sweep wheel slot of millisecond m; afterwards it is open for lap(m) + 1. */
+static int sweep_ms(struct atp_store *s, uint64_t m, uint64_t now_us)
+{
+    uint64_t next = ((m >> WHEEL_BITS) + 1) << 32;
+    uint64_t h =
+        atomic_exchange_explicit(&s->resv->wheel[m & WHEEL_MASK], next, memory_order_acq_rel);
+    return visit_list(s, (uint32_t)h, now_us);
+}
+
+/* --- key table rotation (reaper only) ---------------------------------------- */
+
+static void kt_rotate(struct atp_store *s, uint64_t now_us)
+{
+    struct resv_state *rs = s->resv;
+    uint64_t e = atomic_load(&rs->epoch);
+    struct ktable *cur = &rs->kt[e % 3];
+    int due = now_us - rs->last_rotate_us >= s->cfg.idempotency_window_ms * 1000 ||
+              atomic_load_explicit(&cur->used, memory_order_relaxed) > (cur->mask + 1) / 2;
+    if (!due)
+        return;
+    /* Operations of epoch e-1 still read and write the table we would clear. */
+    if (atomic_load(&rs->active[(e + 2) % 3].n) != 0)
+        return;
+    struct ktable *next = &rs->kt[(e + 1) % 3];
+    struct ktable *old = &rs->kt[(e + 2) % 3];
+    for (uint32_t i = 0; i <= next->mask; i++)
+        atomic_store_explicit(&next->slots[i], 0, memory_order_relaxed);
+    atomic_store_explicit(&next->used, 0, memory_order_relaxed);
+    /* Carry the live keys of the table that drops out of sight. */
+    for (uint32_t i = 0; i <= old->mask; i++) {
+        uint64_t v = atomic_load_explicit(&old->slots[i], memory_order_relaxed);
+        if (v == 0 || v == KENT_DEAD)
+            continue;
+        uint32_t idx = (uint32_t)v - 1;
+        uint32_t g = atomic_load_explicit(&rs->recs[idx].gen, memory_order_acquire);
+        if ((g & 1) || (g & 0xffff) != ((v >> 32) & 0xffff))
+            continue;
+        uint64_t kw[ATP_KEY_MAX / 8];
+        uint32_t klen = atomic_load_explicit(&rs->recs[idx].key_len, memory_order_relaxed);
+        for (uint32_t k = 0; k < ATP_KEY_MAX / 8; k++)
+            kw[k] = atomic_load_explicit(&rs->recs[idx].key[k], memory_order_relaxed);
+        uint64_t h = XXH3_64bits(kw, klen);
+        uint32_t slot, fidx, fgen;
+        kt_claim(rs, next, h, kw, klen, v, &slot, &fidx, &fgen);
+    }
+    atomic_store(&rs->epoch, e + 1);
+    rs->last_rotate_us = now_us;
+}
+
+/* --- public calls ----------------------------------------------------------- */
+
+const char *atp_res_state_name(int state)
+{
+    switch (state) {
+    case ATP_RES_HELD:
+        return "held";
+    case ATP_RES_COMMITTED:
+        return "committed";
+    case ATP_RES_FULFILLED:
+        return "fulfilled";
+    case ATP_RES_RELEASED:
+        return "released";
+    case ATP_RES_EXPIRED:
+        return "expired";
+    default:
+        return "unknown";
+    }
+}
+
+static int valid_idem_key(struct atp_slice k)
+{
+    if (k.len == 0 || k.len > ATP_KEY_MAX || !k.p)
+        return 0;
+    for (uint32_t i = 0; i < k.len; i++)
+        if ((uint8_t)k.p[i] < 0x21 || (uint8_t)k.p[i] > 0x7e)
+            return 0;
+    return 1;
+}
+
+static int validate_req(struct atp_store *s, const struct atp_reserve_req *req)
+{
+    if (!valid_idem_key(req->key))
+        return ATP_EKEY;
+    if (req->channel >= s->nchannels)
+        return ATP_ENOCHANNEL;
+    if (req->ttl_ms == 0 || req->ttl_ms > s->cfg.max_ttl_ms)
+        return ATP_ETTL;
+    if (req->nlines == 0 || req->nlines > ATP_MAX_LINES || !req->lines)
+        return req->nlines == 0 ? ATP_EINVAL : ATP_ETOOMANY;
+    for (uint32_t i = 0; i < req->nlines; i++) {
+        const struct atp_line_req *l = &req->lines[i];
+        int rc = atp_validate_sku(l->sku);
+        if (rc)
+            return rc;
+        if (l->loc.len && (rc = atp_validate_loc(l->loc)) != 0)
+            return rc;
+        if (l->qty <= 0)
+            return ATP_EQTY;
+        if (l->qty > ATP_QTY_MAX)
+            return ATP_ERANGE;
+    }
+    return 0;
+}
+
+/* Answer for an existing reservation with this key. */
+static int answer_existing(struct atp_store *s, uint32_t idx, uint32_t g,
+                           const struct atp_reserve_req *req, struct atp_reservation *ret,
+                           bool *ret_replayed)
+{
+    uint64_t c = atomic_load_explicit(&s->resv->recs[idx].ctl, memory_order_acquire);
+    if (ctl_state(c) == ST_CREATING)
+        return ATP_EBUSY;
+    int same = rec_same_content(s, idx, req);
+    struct atp_reservation tmp;
+    if (rec_copy(s, idx, g, &tmp) != 0)
+        return ATP_EBUSY; /* reclaimed under our feet: let the client retry */
+    if (!same)
+        return ATP_ECONFLICT;
+    atomic_fetch_add_explicit(&s->resv->replayed, 1, memory_order_relaxed);
+    if (ret)
+        *ret = tmp;
+    if (ret_replayed)
+        *ret_replayed = true;
+    return 0;
+}
+
+int atp_store_reserve(struct atp_store *s, const struct atp_reserve_req *req, uint64_t now_us,
+                      struct atp_reservation *ret, bool *ret_replayed,
+                      struct atp_shortfall *ret_short)
+{
+    struct resv_state *rs = s->resv;
+    int rc = validate_req(s, req);
+    if (rc)
+        return rc;
+    uint64_t kw[ATP_KEY_MAX / 8];
+    key_pack(req->key, kw);
+    uint64_t h = XXH3_64bits(kw, req->key.len);
+    uint32_t idx, g;
+
+    for (int attempt = 0; attempt < 64; attempt++) {
+        uint64_t e = epoch_enter(rs);
+        if (key_lookup(rs, e, h, kw, req->key.len, &idx, &g)) {
+            rc = answer_existing(s, idx, g, req, ret, ret_replayed);
+            epoch_leave(rs, e);
+            return rc;
+        }
+        uint32_t ri;
+        if ((rc = rec_alloc(rs, &ri)) != 0) {
+            epoch_leave(rs, e);
+            return rc;
+        }
+        struct resv *r = &rs->recs[ri];
+        uint32_t gen = atomic_load_explicit(&r->gen, memory_order_relaxed) + 1; /* even */
+        atomic_store_explicit(&r->ctl, ctl_make(gen, 0, ST_CREATING), memory_order_relaxed);
+        atomic_store_explicit(&r->fulfilled, 0, memory_order_relaxed);
+        atomic_store_explicit(&r->created_us, now_us, memory_order_relaxed);
+        atomic_store_explicit(&r->ttl_ms, req->ttl_ms, memory_order_relaxed);
+        atomic_store_explicit(&r->channel, req->channel, memory_order_relaxed);
+        atomic_store_explicit(&r->nlines, req->nlines, memory_order_relaxed);
+        atomic_store_explicit(&r->key_len, req->key.len, memory_order_relaxed);
+        uint32_t any = 0;
+        for (uint32_t i = 0; i < req->nlines; i++) {
+            any |= (req->lines[i].loc.len == 0) << i;
+            atomic_store_explicit(&r->line_qty[i], req->lines[i].qty, memory_order_relaxed);
+            atomic_store_explicit(&r->line_item[i], UINT32_MAX, memory_order_relaxed);
+        }
+        atomic_store_explicit(&r->any_mask, any, memory_order_relaxed);
+        for (uint32_t i = 0; i < ATP_KEY_MAX / 8; i++)
+            atomic_store_explicit(&r->key[i], kw[i], memory_order_relaxed);
+        /* R14: even generation publishes the content above. */
+        atomic_store_explicit(&r->gen, gen, memory_order_release);
+
+        uint64_t mine = kent_make(h, gen, ri);
+        struct ktable *cur = &rs->kt[e % 3];
+        uint32_t slot;
+        rc = kt_claim(rs, cur, h, kw, req->key.len, mine, &slot, &idx, &g);
+        if (rc != 0) {
+            rec_free(rs, ri);
+            if (rc == 1)
+                rc = answer_existing(s, idx, g, req, ret, ret_replayed);
+            epoch_leave(rs, e);
+            return rc;
+        }
+        /*
+         * Another inserter of the same key may have claimed in another table
+         * across a rotation. Check the previous table and, if the epoch moved,
+         * the new current one; whoever sees the other backs off and retries
+         * (seq_cst claim then seq_cst loads: at least one of two sees the other).
+         */
+        int clash = kt_find(rs, &rs->kt[(e + 2) % 3], h, kw, req->key.len, mine, &idx, &g);
+        if (!clash && atomic_load(&rs->epoch) != e)
+            clash = kt_find(rs, &rs->kt[(e + 1) % 3], h, kw, req->key.len, mine, &idx, &g);
+        if (clash) {
+            atomic_store(&cur->slots[slot], KENT_DEAD);
+            rec_free(rs, ri);
+            epoch_leave(rs, e);
+            continue;
+        }
+
+        /* Take every line or none. */
+        uint32_t taken = 0;
+        int fail = 0;
+        struct atp_shortfall shorts[ATP_MAX_LINES];
+        for (uint32_t i = 0; i < req->nlines; i++) {
+            uint32_t item;
+            int64_t avail;
+            shorts[i].requested = req->lines[i].qty;
+            if (fail) {
+                /* Report what the rest would have found, taking nothing. */
+                store_take(s, &req->lines[i], req->channel, false, &item, &avail);
+                shorts[i].available = avail;
+                continue;
+            }
+            rc = store_take(s, &req->lines[i], req->channel, true, &item, &avail);
+            shorts[i].available = avail;
+            if (rc == 0) {
+                atomic_store_explicit(&r->line_item[i], item, memory_order_relaxed);
+                taken = i + 1;
+            } else {
+                fail = rc;
+            }
+        }
+        if (fail) {
+            for (uint32_t i = 0; i < taken; i++)
+                store_give_back(s, atomic_load_explicit(&r->line_item[i], memory_order_relaxed),
+                                req->lines[i].qty);
+            atomic_store(&cur->slots[slot], KENT_DEAD);
+            rec_free(rs, ri);
+            epoch_leave(rs, e);
+            if (fail == ATP_EINSUFFICIENT) {
+                atomic_fetch_add_explicit(&rs->rejected, 1, memory_order_relaxed);
+                if (ret_short)
+                    memcpy(ret_short, shorts, sizeof(shorts[0]) * req->nlines);
+            }
+            return fail;
+        }
+        uint64_t exp_ms = (now_us + 999) / 1000 + req->ttl_ms;
+        atomic_store_explicit(&r->refs, 2, memory_order_relaxed);
+        /* R12: release publishes the lines; pairs with A12 in rec_copy. */
+        atomic_store_explicit(&r->ctl, ctl_make(gen, exp_ms, ATP_RES_HELD), memory_order_release);
+        atomic_fetch_add_explicit(&rs->held, 1, memory_order_relaxed);
+        atomic_fetch_add_explicit(&rs->granted, 1, memory_order_relaxed);
+        wheel_push(rs, ri, exp_ms);
+        epoch_leave(rs, e);
+        if (ret && rec_copy(s, ri, gen, ret) != 0)
+            return ATP_EINTERNAL; /* cannot be reclaimed before the window */
+        if (ret_replayed)
+            *ret_replayed = false;
+        return 0;
+    }
+    return ATP_EBUSY;
+}
+
+/* Resolve an id to a valid record: index and generation. */
+static int id_resolve(struct resv_state *rs, uint64_t id, uint32_t *ret_idx, uint32_t *ret_gen)
+{
+    uint32_t lo = (uint32_t)id;
+    uint32_t g = (uint32_t)(id >> 32);
+    if (lo == 0 || lo > rs->cap || (g & 1) || g == 0)
+        return ATP_ENOTFOUND;
+    if (atomic_load_explicit(&rs->recs[lo - 1].gen, memory_order_acquire) != g)
+        return ATP_ENOTFOUND;
+    *ret_idx = lo - 1;
+    *ret_gen = g;
+    return 0;
+}
+
+static int finish_copy(struct atp_store *s, uint32_t idx, uint32_t g, struct atp_reservation *ret)
+{
+    if (!ret)
+        return 0;
+    struct atp_reservation tmp;
+    if (rec_copy(s, idx, g, &tmp) != 0)
+        return ATP_ENOTFOUND;
+    *ret = tmp;
+    return 0;
+}
+
+static inline int ctl_matches(uint64_t c, uint32_t g)
+{
+    return ctl_gen(c) == (g & ((1u << CTL_GEN_BITS) - 1)) && ctl_state(c) != ST_CREATING &&
+           ctl_state(c) != ST_FREE;
+}
+
+int atp_store_commit(struct atp_store *s, uint64_t id, uint64_t now_us, struct atp_reservation *ret)
+{
+    struct resv_state *rs = s->resv;
+    uint32_t idx, g;
+    int rc = id_resolve(rs, id, &idx, &g);
+    if (rc)
+        return rc;
+    struct resv *r = &rs->recs[idx];
+    uint64_t c = atomic_load_explicit(&r->ctl, memory_order_acquire);
+    for (;;) {
+        if (!ctl_matches(c, g))
+            return ATP_ENOTFOUND;
+        unsigned st = ctl_state(c);
+        if (st == ATP_RES_COMMITTED || st == ATP_RES_FULFILLED)
+            return finish_copy(s, idx, g, ret); /* a retried commit */
+        if (st == ATP_RES_EXPIRED)
+            return ATP_EEXPIRED;
+        if (st != ATP_RES_HELD)
+            return ATP_ESTATE;
+        if (ctl_exp(c) * 1000 <= now_us) {
+            rec_try_expire(s, idx, c, now_us);
+            c = atomic_load_explicit(&r->ctl, memory_order_acquire);
+            continue;
+        }
+        uint64_t nc = ctl_make(g, 0, ATP_RES_COMMITTED);
+        if (atomic_compare_exchange_strong_explicit(&r->ctl, &c, nc, memory_order_acq_rel,
+                                                    memory_order_acquire))
+            break;
+    }
+    uint32_t n = atomic_load_explicit(&r->nlines, memory_order_relaxed);
+    for (uint32_t i = 0; i < n; i++)
+        store_commit_qty(s, atomic_load_explicit(&r->line_item[i], memory_order_relaxed),
+                         atomic_load_explicit(&r->line_qty[i], memory_order_relaxed));
+    atomic_fetch_sub_explicit(&rs->held, 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&rs->committed, 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&rs->commits, 1, memory_order_relaxed);
+    return finish_copy(s, idx, g, ret);
+}
+
+int atp_store_release(struct atp_store *s, uint64_t id, uint64_t now_us,
+                      struct atp_reservation *ret)
+{
+    struct resv_state *rs = s->resv;
+    uint32_t idx, g;
+    int rc = id_resolve(rs, id, &idx, &g);
+    if (rc)
+        return rc;
+    struct resv *r = &rs->recs[idx];
+    uint64_t c = atomic_load_explicit(&r->ctl, memory_order_acquire);
+    for (;;) {
+        if (!ctl_matches(c, g))
+            return ATP_ENOTFOUND;
+        unsigned st = ctl_state(c);
+        if (st == ATP_RES_EXPIRED)
+            return ATP_EEXPIRED;
+        if (st != ATP_RES_HELD)
+            return ATP_ESTATE;
+        if (ctl_exp(c) * 1000 <= now_us) {
+            rec_try_expire(s, idx, c, now_us);
+            c = atomic_load_explicit(&r->ctl, memory_order_acquire);
+            continue;
+        }
+        uint64_t nc = (c & ~UINT64_C(15)) | ATP_RES_RELEASED;
+        if (atomic_compare_exchange_strong_explicit(&r->ctl, &c, nc, memory_order_acq_rel,
+                                                    memory_order_acquire))
+            break;
+    }
+    rec_give_back(s, r);
+    atomic_fetch_sub_explicit(&rs->held, 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&rs->releases, 1, memory_order_relaxed);
+    rc = finish_copy(s, idx, g, ret);
+    rec_unref(rs, idx);
+    return rc;
+}
+
+int atp_store_extend(struct atp_store *s, uint64_t id, uint64_t ttl_ms, uint64_t now_us,
+                     struct atp_reservation *ret)
+{
+    struct resv_state *rs = s->resv;
+    if (ttl_ms == 0 || ttl_ms > s->cfg.max_ttl_ms)
+        return ATP_ETTL;
+    uint32_t idx, g;
+    int rc = id_resolve(rs, id, &idx, &g);
+    if (rc)
+        return rc;
+    struct resv *r = &rs->recs[idx];
+    uint64_t c = atomic_load_explicit(&r->ctl, memory_order_acquire);
+    for (;;) {
+        if (!ctl_matches(c, g))
+            return ATP_ENOTFOUND;
+        unsigned st = ctl_state(c);
+        if (st == ATP_RES_EXPIRED)
+            return ATP_EEXPIRED;
+        if (st != ATP_RES_HELD)
+            return ATP_ESTATE;
+        if (ctl_exp(c) * 1000 <= now_us) {
+            rec_try_expire(s, idx, c, now_us);
+            c = atomic_load_explicit(&r->ctl, memory_order_acquire);
+            continue;
+        }
+        uint64_t nc = ctl_make(g, (now_us + 999) / 1000 + ttl_ms, ATP_RES_HELD);
+        if (atomic_compare_exchange_strong_explicit(&r->ctl, &c, nc, memory_order_acq_rel,
+                                                    memory_order_acquire))
+            break;
+    }
+    /* The wheel still holds the old slot; the sweep re-files it. */
+    return finish_copy(s, idx, g, ret);
+}
+
+int atp_store_reservation_get(struct atp_store *s, uint64_t id, struct atp_reservation *ret)
+{
+    uint32_t idx, g;
+    int rc = id_resolve(s->resv, id, &idx, &g);
+    if (rc)
+        return rc;
+    return finish_copy(s, idx, g, ret);
+}
+
+static int find_by_key(struct atp_store *s, struct atp_slice key, uint32_t *ret_idx,
+                       uint32_t *ret_gen)
+{
+    if (!valid_idem_key(key))
+        return ATP_EKEY;
+    struct resv_state *rs = s->resv;
+    uint64_t kw[ATP_KEY_MAX / 8];
+    key_pack(key, kw);
+    uint64_t h = XXH3_64bits(kw, key.len);
+    uint64_t e = epoch_enter(rs);
+    int found = key_lookup(rs, e, h, kw, key.len, ret_idx, ret_gen);
+    epoch_leave(rs, e);
+    return found ? 0 : ATP_ENOTFOUND;
+}
+
+int atp_store_reservation_find(struct atp_store *s, struct atp_slice key,
+                               struct atp_reservation *ret)
+{
+    uint32_t idx, g;
+    int rc = find_by_key(s, key, &idx, &g);
+    if (rc)
+        return rc;
+    struct atp_reservation tmp;
+    if (rec_copy(s, idx, g, &tmp) != 0)
+        return ATP_ENOTFOUND;
+    *ret = tmp;
+    return 0;
+}
+
+int atp_store_fulfill(struct atp_store *s, struct atp_slice key, uint32_t line,
+                      struct atp_reservation *ret)
+{
+    struct resv_state *rs = s->resv;
+    uint32_t idx, g;
+    int rc = find_by_key(s, key, &idx, &g);
+    if (rc)
+        return rc;
+    struct resv *r = &rs->recs[idx];
+    uint64_t c = atomic_load_explicit(&r->ctl, memory_order_acquire);
+    if (!ctl_matches(c, g))
+        return ATP_ENOTFOUND;
+    if (ctl_state(c) != ATP_RES_COMMITTED)
+        return ATP_ESTATE;
+    uint32_t n = atomic_load_explicit(&r->nlines, memory_order_relaxed);
+    if (line >= n)
+        return ATP_EINVAL;
+    uint64_t bit = UINT64_C(1) << line;
+    uint64_t old = atomic_fetch_or_explicit(&r->fulfilled, bit, memory_order_acq_rel);
+    if (old & bit)
+        return ATP_ESTATE;
+    store_item_ship(s, atomic_load_explicit(&r->line_item[line], memory_order_relaxed),
+                    atomic_load_explicit(&r->line_qty[line], memory_order_relaxed));
+    atomic_fetch_add_explicit(&rs->fulfillments, 1, memory_order_relaxed);
+    uint64_t all = n == 64 ? UINT64_MAX : (UINT64_C(1) << n) - 1;
+    if ((old | bit) == all) {
+        uint64_t nc = ctl_make(g, 0, ATP_RES_FULFILLED);
+        if (atomic_compare_exchange_strong_explicit(&r->ctl, &c, nc, memory_order_acq_rel,
+                                                    memory_order_acquire)) {
+            atomic_fetch_sub_explicit(&rs->committed, 1, memory_order_relaxed);
+            rec_unref(rs, idx);
+        }
+    }
+    return finish_copy(s, idx, g, ret);
+}
+
+/* --- the reaper ------------------------------------------------------------- */
+
+static void reclaim(struct atp_store *s, uint64_t now_us)
+{
+    struct resv_state *rs = s->resv;
+    /* A15: pairs with the release CAS in retire_push. */
+    uint32_t h = atomic_exchange_explicit(&rs->retire_head, 0, memory_order_acquire);
+    while (h) {
+        uint32_t idx = h - 1;
+        h = atomic_load_explicit(&rs->recs[idx].rnext, memory_order_relaxed);
+        if (rs->fifo_len == rs->cap)
+            break; /* cannot happen: at most cap records exist */
+        rs->fifo[(rs->fifo_head + rs->fifo_len) % rs->cap] = (struct retired){idx, now_us};
+        rs->fifo_len++;
+    }
+    uint64_t window_us = s->cfg.idempotency_window_ms * 1000;
+    while (rs->fifo_len) {
+        struct retired *f = &rs->fifo[rs->fifo_head];
+        if (f->since_us + window_us > now_us)
+            break;
+        rec_free(rs, f->idx);
+        rs->fifo_head = (rs->fifo_head + 1) % rs->cap;
+        rs->fifo_len--;
+    }
+}
+
+int atp_store_expire(struct atp_store *s, uint64_t now_us)
+{
+    struct resv_state *rs = s->resv;
+    int expected = 0;
+    if (!atomic_compare_exchange_strong(&rs->reaper_busy, &expected, 1))
+        return 0;
+    int n = 0;
+    uint64_t now_ms = now_us / 1000;
+    if (rs->done_ms == 0 || now_ms - rs->done_ms >= WHEEL_SLOTS || now_ms < rs->done_ms) {
+        /* First run, or far behind: sweep every slot once. */
+        uint64_t base = now_ms >= WHEEL_SLOTS ? now_ms - WHEEL_SLOTS + 1 : 0;
+        for (uint64_t m = base; m <= now_ms; m++)
+            n += sweep_ms(s, m, now_us);
+        rs->done_ms = now_ms;
+        if (rs->last_rotate_us == 0)
+            rs->last_rotate_us = now_us;
+    }
+    for (uint64_t m = rs->done_ms + 1; m <= now_ms; m++)
+        n += sweep_ms(s, m, now_us);
+    rs->done_ms = now_ms;
+    n += visit_list(s, atomic_exchange_explicit(&rs->overdue, 0, memory_order_acquire), now_us);
+    reclaim(s, now_us);
+    kt_rotate(s, now_us);
+    atomic_store_explicit(&rs->reaper_busy, 0, memory_order_release);
+    return n;
+}
+
+static void *expirer_main(void *arg)
+{
+    struct atp_store *s = arg;
+    struct resv_state *rs = s->resv;
+    struct timespec ts = {0, (long)rs->tick_us * 1000};
+    while (!atomic_load_explicit(&rs->expirer_stop, memory_order_acquire)) {
+        atp_store_expire(s, atp_now_us());
+        nanosleep(&ts, NULL);
+    }
+    return NULL;
+}
+
+int atp_store_start_expirer(struct atp_store *s, uint32_t tick_us)
+{
+    struct resv_state *rs = s->resv;
+    if (rs->expirer_running)
+        return ATP_ESTATE;
+    rs->tick_us = tick_us ? tick_us : 1000;
+    atomic_store(&rs->expirer_stop, 0);
+    int rc = pthread_create(&rs->expirer, NULL, expirer_main, s);
+    if (rc)
+        return -rc;
+    rs->expirer_running = 1;
+    return 0;
+}
+
+void atp_store_stop_expirer(struct atp_store *s)
+{
+    struct resv_state *rs = s->resv;
+    if (!rs || !rs->expirer_running)
+        return;
+    atomic_store_explicit(&rs->expirer_stop, 1, memory_order_release);
+    pthread_join(rs->expirer, NULL);
+    rs->expirer_running = 0;
+}
+
+/* --- lifecycle and stats ---------------------------------------------------- */
+
+int resv_init(struct atp_store *s)
+{
+    struct resv_state *rs = calloc(1, sizeof(*rs));
+    if (!rs)
+        return -ENOMEM;
+    s->resv = rs;
+    rs->cap = s->cfg.max_reservations;
+    rs->recs_bytes = (size_t)rs->cap * sizeof(struct resv);
+    rs->recs = store_map(rs->recs_bytes);
+    rs->wheel = store_map(sizeof(uint64_t) * WHEEL_SLOTS);
+    rs->fifo = store_map(sizeof(struct retired) * rs->cap);
+    if (!rs->recs || !rs->wheel || !rs->fifo)
+        return -ENOMEM;
+    /*
+     * A table receives at most the records created in one window plus the
+     * live keys carried into it, both bounded by cap: 4 * cap slots keep it
+     * at most half full.
+     */
+    uint64_t n = 16;
+    while (n < (uint64_t)rs->cap * 4)
+        n <<= 1;
+    for (int i = 0; i < 3; i++) {
+        rs->kt[i].mask = (uint32_t)(n - 1);
+        rs->kt[i].slots = store_map(n * sizeof(uint64_t));
+        if (!rs->kt[i].slots)
+            return -ENOMEM;
+    }
+    return 0;
+}
+
+void resv_fini(struct atp_store *s)
+{
+    struct resv_state *rs = s->resv;
+    if (!rs)
+        return;
+    atp_store_stop_expirer(s);
+    for (int i = 0; i < 3; i++)
+        store_unmap(rs->kt[i].slots, ((size_t)rs->kt[i].mask + 1) * sizeof(uint64_t));
+    store_unmap(rs->recs, rs->recs_bytes);
+    store_unmap(rs->wheel, sizeof(uint64_t) * WHEEL_SLOTS);
+    store_unmap(rs->fifo, sizeof(struct retired) * rs->cap);
+    free(rs);
+    s->resv = NULL;
+}
+
+void resv_stats(struct atp_store *s, struct atp_store_stats *st)
+{
+    struct resv_state *rs = s->resv;
+    st->reservations_held = atomic_load_explicit(&rs->held, memory_order_relaxed);
+    st->reservations_committed = atomic_load_explicit(&rs->committed, memory_order_relaxed);
+    st->reservations_live = st->reservations_held + st->reservations_committed;
+    st->reserves_granted = atomic_load_explicit(&rs->granted, memory_order_relaxed);
+    st->reserves_rejected = atomic_load_explicit(&rs->rejected, memory_order_relaxed);
+    st->reserves_replayed = atomic_load_explicit(&rs->replayed, memory_order_relaxed);
+    st->commits = atomic_load_explicit(&rs->commits, memory_order_relaxed);
+    st->releases = atomic_load_explicit(&rs->releases, memory_order_relaxed);
+    st->expirations = atomic_load_explicit(&rs->expirations, memory_order_relaxed);
+    st->fulfillments = atomic_load_explicit(&rs->fulfillments, memory_order_relaxed);
+    st->lateness_max_us = atomic_load_explicit(&rs->late_max, memory_order_relaxed);
+    st->lateness_sum_us = atomic_load_explicit(&rs->late_sum, memory_order_relaxed);
+    for (int i = 0; i < ATP_LATENESS_BUCKETS; i++)
+        st->lateness_buckets[i] = atomic_load_explicit(&rs->late_buckets[i], memory_order_relaxed);
+    st->bytes_reserved += rs->recs_bytes + sizeof(uint64_t) * WHEEL_SLOTS +
+                          sizeof(struct retired) * rs->cap +
+                          3 * ((size_t)rs->kt[0].mask + 1) * sizeof(uint64_t);
+}

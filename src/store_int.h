@@ -1,0 +1,164 @@
+/*
+ * store_int.h - internals shared by store.c (items, channels, events) and
+ * resv.c (reservations, idempotency keys, expiry). Not a public header.
+ *
+ * The design, the memory orderings and the proof sketch of no-oversell are in
+ * docs/ARCHITECTURE.md; the comments here name the invariants each field
+ * carries.
+ */
+#ifndef ATP_STORE_INT_H
+#define ATP_STORE_INT_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdint.h>
+
+#include "atp/store.h"
+
+#define CACHELINE 64
+
+/*
+ * The availability word of an item: bits 63..24 hold `free` = on_hand -
+ * allocated - reserved as a 40-bit two's complement number, bits 23..0 a
+ * version that every writer (event, admin, override) bumps. A reservation is
+ * one compare-and-swap of this word: it succeeds only if neither free nor the
+ * version moved since the reservation read the values it checked.
+ */
+#define WORD_VER_BITS 24
+#define WORD_VER_MASK ((UINT64_C(1) << WORD_VER_BITS) - 1)
+
+static inline int64_t word_free(uint64_t w)
+{
+    return (int64_t)w >> WORD_VER_BITS; /* arithmetic shift: gcc and clang */
+}
+
+static inline uint64_t word_make(int64_t free_qty, uint64_t ver)
+{
+    return ((uint64_t)free_qty << WORD_VER_BITS) | (ver & WORD_VER_MASK);
+}
+
+/* Item flags (item.flags). */
+#define ITEM_HAS_OVERRIDE 1u /* an item-level safety override exists */
+
+/*
+ * One (sku, location) pair: 64 bytes of state plus the sku bytes inline, so a
+ * lookup compares the key without touching another cache line. Items are
+ * never removed: indexes and the name slices handed out stay valid for the
+ * store's life. Fields without _Atomic are written once before the item is
+ * published (release store of its index slot) and never again.
+ */
+struct item {
+    _Atomic uint64_t word;     /* free | version, see above */
+    _Atomic int64_t on_hand;   /* physical stock */
+    _Atomic int64_t allocated; /* committed, awaiting shipment */
+    _Atomic int64_t reserved;  /* held with a TTL */
+    _Atomic uint64_t set_seq;  /* last applied set sequence (shard lock) */
+    _Atomic uint32_t next;     /* next item of the same sku, index+1 */
+    _Atomic uint32_t flags;    /* ITEM_* */
+    uint32_t sku_idx;          /* owning sku record */
+    uint16_t loc_id;           /* interned location */
+    uint8_t sku_len;
+    uint8_t pad_;
+    uint64_t sku_hash;     /* XXH3 of the sku bytes */
+    char sku[ATP_SKU_MAX]; /* key bytes */
+};
+
+/* A sku: the head of its item list. Created with its first item. */
+#define SKU_HAS_OVERRIDE 1u
+struct sku {
+    _Atomic uint32_t head;  /* first item, index+1; never 0 once published */
+    _Atomic uint32_t flags; /* SKU_* */
+};
+
+struct location {
+    char name[ATP_LOC_MAX];
+    uint8_t len;
+};
+
+struct channel {
+    char name[ATP_CHANNEL_MAX];
+    uint32_t name_len;
+    int64_t safety_units;
+    uint32_t safety_pct;
+    int64_t cap;      /* < 0: none */
+    uint32_t nlocs;   /* 0: every location */
+    uint16_t *locs;   /* priority order */
+    uint8_t *allowed; /* bitmap over location ids, NULL: all */
+};
+
+/*
+ * A shard: the items of the skus whose XXH3 falls in it. Index slots hold
+ * (tag << 32) | (index + 1), 0 = empty; slots are written only under `lock`
+ * (insertion) and read lock-free by everyone.
+ */
+struct shard {
+    pthread_mutex_t lock; /* serializes inserts and event writers */
+    uint32_t sku_mask;
+    uint32_t item_mask;
+    uint32_t nskus;  /* under lock */
+    uint32_t nitems; /* under lock */
+    _Atomic uint64_t *sku_slots;
+    _Atomic uint64_t *item_slots;
+} __attribute__((aligned(CACHELINE)));
+
+/* Safety override table entry; key 0 = empty slot. */
+struct override {
+    _Atomic uint64_t key;  /* kind | channel | id, never 0 once set */
+    _Atomic int64_t units; /* < 0: removed */
+};
+
+struct resv_state; /* resv.c */
+
+struct atp_store {
+    struct atp_store_config cfg;
+    uint32_t shard_bits;
+    struct shard *shards;
+
+    struct item *items;
+    size_t items_bytes;
+    _Atomic uint32_t nitems;
+    struct sku *skus;
+    size_t skus_bytes;
+    _Atomic uint32_t nskus;
+
+    pthread_mutex_t loc_lock; /* location interning */
+    struct location *locs;
+    _Atomic uint32_t nlocs;
+    _Atomic uint32_t *loc_slots; /* (tag << 16) | id+1 */
+    uint32_t loc_mask;
+
+    pthread_mutex_t ovr_lock; /* override insertion */
+    struct override *ovr;
+    uint32_t ovr_mask;
+    _Atomic uint32_t novr;
+
+    struct channel channels[ATP_MAX_CHANNELS];
+    uint32_t nchannels;
+
+    struct resv_state *resv;
+};
+
+/* store.c, used by resv.c */
+int store_find_item(struct atp_store *s, struct atp_slice sku, struct atp_slice loc,
+                    uint32_t *ret_idx);
+int store_find_sku(struct atp_store *s, struct atp_slice sku, uint64_t h, uint32_t *ret_sku);
+int64_t store_item_avail(struct atp_store *s, const struct item *it, uint32_t channel,
+                         uint64_t *ret_word);
+int store_channel_allows(const struct atp_store *s, uint32_t channel, uint16_t loc_id);
+int store_take(struct atp_store *s, const struct atp_line_req *line, uint32_t channel, bool take,
+               uint32_t *ret_idx, int64_t *ret_avail);
+void store_give_back(struct atp_store *s, uint32_t idx, int64_t qty);
+void store_commit_qty(struct atp_store *s, uint32_t idx, int64_t qty);
+struct atp_slice store_item_sku(const struct atp_store *s, uint32_t idx);
+struct atp_slice store_item_loc(const struct atp_store *s, uint32_t idx);
+int store_item_ship(struct atp_store *s, uint32_t idx, int64_t qty);
+struct atp_slice store_loc_name(const struct atp_store *s, uint16_t loc_id);
+void *store_map(size_t bytes);
+void store_unmap(void *p, size_t bytes);
+
+/* resv.c, used by store.c */
+int resv_init(struct atp_store *s);
+void resv_fini(struct atp_store *s);
+void resv_stats(struct atp_store *s, struct atp_store_stats *st);
+
+#endif /* ATP_STORE_INT_H */
