@@ -327,6 +327,7 @@ static int rec_copy(struct atp_store *s, uint32_t idx, uint32_t g, struct atp_re
         tmp.lines[i].loc = store_item_loc(s, it);
         tmp.lines[i].qty = atomic_load_explicit(&r->line_qty[i], memory_order_relaxed);
         tmp.lines[i].fulfilled = (ff >> i) & 1;
+        tmp.lines[i].any = (atomic_load_explicit(&r->any_mask, memory_order_relaxed) >> i) & 1;
     }
     atomic_thread_fence(memory_order_acquire);
     if (atomic_load_explicit(&r->gen, memory_order_relaxed) != g)
@@ -1039,6 +1040,124 @@ void atp_store_stop_expirer(struct atp_store *s)
     atomic_store_explicit(&rs->expirer_stop, 1, memory_order_release);
     pthread_join(rs->expirer, NULL);
     rs->expirer_running = 0;
+}
+
+/* --- recovery ---------------------------------------------------------------- */
+
+int atp_store_foreach_reservation(struct atp_store *s,
+                                  int (*fn)(const struct atp_reservation *r, void *arg), void *arg)
+{
+    struct resv_state *rs = s->resv;
+    uint32_t n = atomic_load_explicit(&rs->fresh, memory_order_acquire);
+    for (uint32_t i = 0; i < n; i++) {
+        uint32_t g = atomic_load_explicit(&rs->recs[i].gen, memory_order_acquire);
+        struct atp_reservation r;
+        if (g == 0 || (g & 1) || rec_copy(s, i, g, &r) != 0)
+            continue;
+        int rc = fn(&r, arg);
+        if (rc)
+            return rc;
+    }
+    return 0;
+}
+
+int atp_store_restore_reservation(struct atp_store *s, const struct atp_reservation *in)
+{
+    struct resv_state *rs = s->resv;
+    uint32_t lo = (uint32_t)in->id, gen = (uint32_t)(in->id >> 32);
+    if (lo == 0 || lo > rs->cap || gen == 0 || (gen & 1) || in->nlines == 0 ||
+        in->nlines > ATP_MAX_LINES || in->key_len == 0 || in->key_len > ATP_KEY_MAX ||
+        in->channel >= s->nchannels || in->state < ATP_RES_HELD || in->state > ATP_RES_EXPIRED)
+        return ATP_EINVAL;
+    uint32_t idx = lo - 1;
+    struct resv *r = &rs->recs[idx];
+    uint32_t cur = atomic_load_explicit(&r->gen, memory_order_relaxed);
+    if (cur != 0 && !(cur & 1))
+        return ATP_EINVAL; /* slot taken */
+    uint32_t items[ATP_MAX_LINES];
+    for (uint32_t i = 0; i < in->nlines; i++) {
+        int rc = store_find_item(s, in->lines[i].sku, in->lines[i].loc, &items[i]);
+        if (rc)
+            return rc;
+        if (in->lines[i].qty <= 0 || in->lines[i].qty > ATP_QTY_MAX)
+            return ATP_EQTY;
+    }
+    atomic_store_explicit(&r->gen, gen | 1, memory_order_relaxed);
+    atomic_store_explicit(&r->created_us, in->created_us, memory_order_relaxed);
+    atomic_store_explicit(&r->ttl_ms, in->ttl_ms, memory_order_relaxed);
+    atomic_store_explicit(&r->channel, in->channel, memory_order_relaxed);
+    atomic_store_explicit(&r->nlines, in->nlines, memory_order_relaxed);
+    atomic_store_explicit(&r->key_len, in->key_len, memory_order_relaxed);
+    uint64_t kw[ATP_KEY_MAX / 8];
+    key_pack((struct atp_slice){in->key, in->key_len}, kw);
+    for (uint32_t i = 0; i < ATP_KEY_MAX / 8; i++)
+        atomic_store_explicit(&r->key[i], kw[i], memory_order_relaxed);
+    uint32_t any = 0;
+    uint64_t ff = 0;
+    for (uint32_t i = 0; i < in->nlines; i++) {
+        any |= (uint32_t)in->lines[i].any << i;
+        ff |= (uint64_t)in->lines[i].fulfilled << i;
+        atomic_store_explicit(&r->line_item[i], items[i], memory_order_relaxed);
+        atomic_store_explicit(&r->line_qty[i], in->lines[i].qty, memory_order_relaxed);
+    }
+    atomic_store_explicit(&r->any_mask, any, memory_order_relaxed);
+    atomic_store_explicit(&r->fulfilled, ff, memory_order_relaxed);
+    uint64_t exp_ms =
+        in->state == ATP_RES_HELD || in->state == ATP_RES_EXPIRED ? in->expires_us / 1000 : 0;
+    atomic_store_explicit(&r->ctl, ctl_make(gen, exp_ms, (unsigned)in->state),
+                          memory_order_relaxed);
+    atomic_store_explicit(&r->gen, gen, memory_order_release);
+    uint32_t f = atomic_load_explicit(&rs->fresh, memory_order_relaxed);
+    if (f < idx + 1)
+        atomic_store_explicit(&rs->fresh, idx + 1, memory_order_relaxed);
+
+    uint64_t e = atomic_load(&rs->epoch);
+    uint32_t slot, fi, fg;
+    kt_claim(rs, &rs->kt[e % 3], XXH3_64bits(kw, in->key_len), kw, in->key_len,
+             kent_make(XXH3_64bits(kw, in->key_len), gen, idx), &slot, &fi, &fg);
+    switch (in->state) {
+    case ATP_RES_HELD:
+        for (uint32_t i = 0; i < in->nlines; i++)
+            store_force_take(s, items[i], in->lines[i].qty);
+        atomic_store_explicit(&r->refs, 2, memory_order_relaxed);
+        atomic_fetch_add_explicit(&rs->held, 1, memory_order_relaxed);
+        wheel_push(rs, idx, exp_ms);
+        break;
+    case ATP_RES_COMMITTED:
+        atomic_store_explicit(&r->refs, 1, memory_order_relaxed); /* not in the wheel */
+        atomic_fetch_add_explicit(&rs->committed, 1, memory_order_relaxed);
+        break;
+    default:
+        atomic_store_explicit(&r->refs, 0, memory_order_relaxed);
+        retire_push(rs, idx);
+        break;
+    }
+    return 0;
+}
+
+int atp_store_expire_id(struct atp_store *s, uint64_t id, uint64_t now_us)
+{
+    uint32_t idx, g;
+    int rc = id_resolve(s->resv, id, &idx, &g);
+    if (rc)
+        return rc;
+    uint64_t c = atomic_load_explicit(&s->resv->recs[idx].ctl, memory_order_acquire);
+    if (!ctl_matches(c, g))
+        return ATP_ENOTFOUND;
+    if (ctl_state(c) != ATP_RES_HELD)
+        return ATP_ESTATE;
+    return rec_try_expire(s, idx, c, now_us) ? 0 : ATP_ESTATE;
+}
+
+void atp_store_restore_done(struct atp_store *s)
+{
+    struct resv_state *rs = s->resv;
+    uint32_t n = atomic_load_explicit(&rs->fresh, memory_order_relaxed);
+    for (uint32_t i = n; i-- > 0;) {
+        uint32_t g = atomic_load_explicit(&rs->recs[i].gen, memory_order_relaxed);
+        if (g == 0 || (g & 1))
+            rec_free(rs, i);
+    }
 }
 
 /* --- lifecycle and stats ---------------------------------------------------- */

@@ -849,6 +849,65 @@ struct atp_slice store_item_loc(const struct atp_store *s, uint32_t idx)
     return store_loc_name(s, s->items[idx].loc_id);
 }
 
+/* --- recovery ----------------------------------------------------------- */
+
+/* Recovery only: hold qty on item idx without checking availability. */
+void store_force_take(struct atp_store *s, uint32_t idx, int64_t qty)
+{
+    struct item *it = &s->items[idx];
+    word_bump(it, -qty);
+    atomic_fetch_add_explicit(&it->reserved, qty, memory_order_relaxed);
+}
+
+int atp_store_restore_item(struct atp_store *s, struct atp_slice sku, struct atp_slice loc,
+                           int64_t on_hand, int64_t allocated, uint64_t set_seq)
+{
+    if (!qty_ok(on_hand) || !qty_ok(allocated) || !qty_ok(on_hand - allocated))
+        return ATP_ERANGE;
+    struct shard *sh;
+    struct item *it;
+    int rc = writer_item(s, sku, loc, &sh, &it);
+    if (rc)
+        return rc;
+    int64_t reserved = atomic_load_explicit(&it->reserved, memory_order_relaxed);
+    uint64_t w = atomic_load_explicit(&it->word, memory_order_relaxed);
+    atomic_store_explicit(&it->on_hand, on_hand, memory_order_relaxed);
+    atomic_store_explicit(&it->allocated, allocated, memory_order_relaxed);
+    atomic_store_explicit(&it->set_seq, set_seq, memory_order_relaxed);
+    atomic_store_explicit(&it->word,
+                          word_make(on_hand - allocated - reserved, (w & WORD_VER_MASK) + 1),
+                          memory_order_release);
+    pthread_mutex_unlock(&sh->lock);
+    return 0;
+}
+
+int atp_store_foreach_override(struct atp_store *s,
+                               int (*fn)(struct atp_slice sku, struct atp_slice loc,
+                                         uint32_t channel, int64_t units, void *arg),
+                               void *arg)
+{
+    for (uint32_t i = 0; i <= s->ovr_mask; i++) {
+        uint64_t k = atomic_load_explicit(&s->ovr[i].key, memory_order_acquire);
+        int64_t units = atomic_load_explicit(&s->ovr[i].units, memory_order_acquire);
+        if (k == 0 || units < 0)
+            continue;
+        uint32_t id = (uint32_t)k;
+        uint32_t channel = (uint32_t)(k >> 32) & 0x3fffffff;
+        struct atp_slice sku, loc = {"", 0};
+        if ((k >> 62) == OVR_ITEM) {
+            sku = store_item_sku(s, id);
+            loc = store_item_loc(s, id);
+        } else {
+            uint32_t head = atomic_load_explicit(&s->skus[id].head, memory_order_acquire);
+            sku = store_item_sku(s, head - 1);
+        }
+        int rc = fn(sku, loc, channel, units, arg);
+        if (rc)
+            return rc;
+    }
+    return 0;
+}
+
 /* --- iteration and stats ----------------------------------------------- */
 
 int atp_store_foreach_item(struct atp_store *s,

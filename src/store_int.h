@@ -151,6 +151,7 @@ void store_give_back(struct atp_store *s, uint32_t idx, int64_t qty);
 void store_commit_qty(struct atp_store *s, uint32_t idx, int64_t qty);
 struct atp_slice store_item_sku(const struct atp_store *s, uint32_t idx);
 struct atp_slice store_item_loc(const struct atp_store *s, uint32_t idx);
+void store_force_take(struct atp_store *s, uint32_t idx, int64_t qty);
 int store_item_ship(struct atp_store *s, uint32_t idx, int64_t qty);
 struct atp_slice store_loc_name(const struct atp_store *s, uint16_t loc_id);
 void *store_map(size_t bytes);

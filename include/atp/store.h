@@ -203,6 +203,7 @@ struct atp_res_line {
     struct atp_slice loc; /* the chosen location for "any" lines */
     int64_t qty;
     bool fulfilled;
+    bool any; /* the request asked for "any" location */
 };
 
 /* A copy of a reservation, owned by the caller. */
@@ -335,6 +336,45 @@ struct atp_item_view {
  */
 int atp_store_foreach_item(struct atp_store *store,
                            int (*fn)(const struct atp_item_view *item, void *arg), void *arg);
+
+/* --- recovery (durability) ---------------------------------------------- */
+
+/*
+ * These calls rebuild a store from a snapshot and a write-ahead log. They are
+ * meant for one thread before the store serves anyone; they skip the
+ * availability checks (what they restore was granted before).
+ */
+
+/* Visit every safety override (loc.len == 0 for sku-level ones). */
+int atp_store_foreach_override(struct atp_store *store,
+                               int (*fn)(struct atp_slice sku, struct atp_slice loc,
+                                         uint32_t channel, int64_t units, void *arg),
+                               void *arg);
+
+/*
+ * Visit every reservation still known: held, committed, and finished ones
+ * still inside the idempotency window (their keys must keep answering).
+ */
+int atp_store_foreach_reservation(struct atp_store *store,
+                                  int (*fn)(const struct atp_reservation *r, void *arg), void *arg);
+
+/* Put an item back: on_hand, allocated and its set sequence. Reserved comes
+ * from the held reservations restored afterwards. */
+int atp_store_restore_item(struct atp_store *store, struct atp_slice sku, struct atp_slice loc,
+                           int64_t on_hand, int64_t allocated, uint64_t set_seq);
+
+/*
+ * Put a reservation back with its id, key, state, times and lines (each line's
+ * loc is the location that was chosen; `any` says what was asked). A held one
+ * takes its stock again. ATP_EINVAL if the id's slot is taken or out of range.
+ */
+int atp_store_restore_reservation(struct atp_store *store, const struct atp_reservation *r);
+
+/* Expire one held reservation now (replay of a logged expiry). */
+int atp_store_expire_id(struct atp_store *store, uint64_t id, uint64_t now_us);
+
+/* After the last restore call: rebuild the free record list. */
+void atp_store_restore_done(struct atp_store *store);
 
 #ifdef __cplusplus
 }
