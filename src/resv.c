@@ -413,9 +413,18 @@ static int rec_try_expire(struct atp_store *s, uint32_t idx, uint64_t c, uint64_
     struct resv_state *rs = s->resv;
     struct resv *r = &rs->recs[idx];
     uint64_t nc = (c & ~UINT64_C(15)) | ATP_RES_EXPIRED;
+    uint64_t pos = j_begin(s);
     if (!atomic_compare_exchange_strong_explicit(&r->ctl, &c, nc, memory_order_acq_rel,
-                                                 memory_order_acquire))
+                                                 memory_order_acquire)) {
+        j_end(s, pos, NULL);
         return 0;
+    }
+    j_end(
+        s, pos,
+        &(struct atp_journal_rec){
+            .type = ATP_J_EXPIRE,
+            .id = ((uint64_t)atomic_load_explicit(&r->gen, memory_order_relaxed) << 32) | (idx + 1),
+            .now_us = now_us});
     rec_give_back(s, r);
     uint64_t exp_us = ctl_exp(c) * 1000;
     lateness_record(rs, now_us > exp_us ? now_us - exp_us : 0);
@@ -612,6 +621,45 @@ static int answer_existing(struct atp_store *s, uint32_t idx, uint32_t g,
     return 0;
 }
 
+/*
+ * The journal record of a new reservation, built from the record before it
+ * is published (rec_copy refuses a record that is still being created).
+ */
+static void journal_res_fill(struct atp_store *s, uint32_t ri, uint32_t gen, uint64_t exp_ms,
+                             struct atp_reservation *out)
+{
+    struct resv *r = &s->resv->recs[ri];
+    out->id = ((uint64_t)gen << 32) | (ri + 1);
+    out->state = ATP_RES_HELD;
+    out->channel = atomic_load_explicit(&r->channel, memory_order_relaxed);
+    out->created_us = atomic_load_explicit(&r->created_us, memory_order_relaxed);
+    out->ttl_ms = atomic_load_explicit(&r->ttl_ms, memory_order_relaxed);
+    out->expires_us = exp_ms * 1000;
+    out->key_len = atomic_load_explicit(&r->key_len, memory_order_relaxed);
+    uint64_t kw[ATP_KEY_MAX / 8];
+    for (uint32_t i = 0; i < ATP_KEY_MAX / 8; i++)
+        kw[i] = atomic_load_explicit(&r->key[i], memory_order_relaxed);
+    memcpy(out->key, kw, ATP_KEY_MAX);
+    out->nlines = atomic_load_explicit(&r->nlines, memory_order_relaxed);
+    uint32_t any = atomic_load_explicit(&r->any_mask, memory_order_relaxed);
+    for (uint32_t i = 0; i < out->nlines; i++) {
+        uint32_t it = atomic_load_explicit(&r->line_item[i], memory_order_relaxed);
+        out->lines[i].sku = store_item_sku(s, it);
+        out->lines[i].loc = store_item_loc(s, it);
+        out->lines[i].qty = atomic_load_explicit(&r->line_qty[i], memory_order_relaxed);
+        out->lines[i].fulfilled = false;
+        out->lines[i].any = (any >> i) & 1;
+    }
+}
+
+static void journal_reserve_end(struct atp_store *s, uint64_t pos, uint32_t ri, uint32_t gen,
+                                uint64_t exp_ms)
+{
+    struct atp_reservation res;
+    journal_res_fill(s, ri, gen, exp_ms, &res);
+    j_end(s, pos, &(struct atp_journal_rec){.type = ATP_J_RESERVE, .id = res.id, .res = &res});
+}
+
 int atp_store_reserve(struct atp_store *s, const struct atp_reserve_req *req, uint64_t now_us,
                       struct atp_reservation *ret, bool *ret_replayed,
                       struct atp_shortfall *ret_short)
@@ -724,8 +772,13 @@ int atp_store_reserve(struct atp_store *s, const struct atp_reserve_req *req, ui
         }
         uint64_t exp_ms = (now_us + 999) / 1000 + req->ttl_ms;
         atomic_store_explicit(&r->refs, 2, memory_order_relaxed);
+        uint64_t pos = 0;
+        if (s->cfg.journal)
+            pos = j_begin(s);
         /* R12: release publishes the lines; pairs with A12 in rec_copy. */
         atomic_store_explicit(&r->ctl, ctl_make(gen, exp_ms, ATP_RES_HELD), memory_order_release);
+        if (s->cfg.journal)
+            journal_reserve_end(s, pos, ri, gen, exp_ms);
         atomic_fetch_add_explicit(&rs->held, 1, memory_order_relaxed);
         atomic_fetch_add_explicit(&rs->granted, 1, memory_order_relaxed);
         wheel_push(rs, ri, exp_ms);
@@ -795,9 +848,14 @@ int atp_store_commit(struct atp_store *s, uint64_t id, uint64_t now_us, struct a
             continue;
         }
         uint64_t nc = ctl_make(g, 0, ATP_RES_COMMITTED);
+        uint64_t pos = j_begin(s);
         if (atomic_compare_exchange_strong_explicit(&r->ctl, &c, nc, memory_order_acq_rel,
-                                                    memory_order_acquire))
+                                                    memory_order_acquire)) {
+            j_end(s, pos,
+                  &(struct atp_journal_rec){.type = ATP_J_COMMIT, .id = id, .now_us = now_us});
             break;
+        }
+        j_end(s, pos, NULL);
     }
     uint32_t n = atomic_load_explicit(&r->nlines, memory_order_relaxed);
     for (uint32_t i = 0; i < n; i++)
@@ -833,9 +891,14 @@ int atp_store_release(struct atp_store *s, uint64_t id, uint64_t now_us,
             continue;
         }
         uint64_t nc = (c & ~UINT64_C(15)) | ATP_RES_RELEASED;
+        uint64_t pos = j_begin(s);
         if (atomic_compare_exchange_strong_explicit(&r->ctl, &c, nc, memory_order_acq_rel,
-                                                    memory_order_acquire))
+                                                    memory_order_acquire)) {
+            j_end(s, pos,
+                  &(struct atp_journal_rec){.type = ATP_J_RELEASE, .id = id, .now_us = now_us});
             break;
+        }
+        j_end(s, pos, NULL);
     }
     rec_give_back(s, r);
     atomic_fetch_sub_explicit(&rs->held, 1, memory_order_relaxed);
@@ -871,9 +934,15 @@ int atp_store_extend(struct atp_store *s, uint64_t id, uint64_t ttl_ms, uint64_t
             continue;
         }
         uint64_t nc = ctl_make(g, (now_us + 999) / 1000 + ttl_ms, ATP_RES_HELD);
+        uint64_t pos = j_begin(s);
         if (atomic_compare_exchange_strong_explicit(&r->ctl, &c, nc, memory_order_acq_rel,
-                                                    memory_order_acquire))
+                                                    memory_order_acquire)) {
+            j_end(s, pos,
+                  &(struct atp_journal_rec){
+                      .type = ATP_J_EXTEND, .id = id, .now_us = now_us, .ttl_ms = ttl_ms});
             break;
+        }
+        j_end(s, pos, NULL);
     }
     /* The wheel still holds the old slot; the sweep re-files it. */
     return finish_copy(s, idx, g, ret);
@@ -939,7 +1008,11 @@ int atp_store_fulfill(struct atp_store *s, struct atp_slice key, uint32_t line,
     if (old & bit)
         return ATP_ESTATE;
     store_item_ship(s, atomic_load_explicit(&r->line_item[line], memory_order_relaxed),
-                    atomic_load_explicit(&r->line_qty[line], memory_order_relaxed));
+                    atomic_load_explicit(&r->line_qty[line], memory_order_relaxed),
+                    &(struct atp_journal_rec){.type = ATP_J_FULFILL,
+                                              .key = key,
+                                              .id = ((uint64_t)g << 32) | (idx + 1),
+                                              .line = line});
     atomic_fetch_add_explicit(&rs->fulfillments, 1, memory_order_relaxed);
     uint64_t all = n == 64 ? UINT64_MAX : (UINT64_C(1) << n) - 1;
     if ((old | bit) == all) {

@@ -585,7 +585,11 @@ int atp_store_adjust(struct atp_store *s, struct atp_slice sku, struct atp_slice
     if (rc)
         return rc;
     if ((rc = range_check_on_hand(it, delta)) == 0) {
+        uint64_t pos = j_begin(s);
         item_move_on_hand(it, delta);
+        j_end(
+            s, pos,
+            &(struct atp_journal_rec){.type = ATP_J_ADJUST, .sku = sku, .loc = loc, .qty = delta});
         if (ret_on_hand)
             *ret_on_hand = atomic_load_explicit(&it->on_hand, memory_order_relaxed);
     }
@@ -608,17 +612,23 @@ int atp_store_set(struct atp_store *s, struct atp_slice sku, struct atp_slice lo
         rc = ATP_ESTALE;
     } else {
         int64_t d = on_hand_abs - atomic_load_explicit(&it->on_hand, memory_order_relaxed);
-        if (d != 0 && (rc = range_check_on_hand(it, d)) == 0)
-            item_move_on_hand(it, d);
-        if (rc == 0 && seq != 0)
-            atomic_store_explicit(&it->set_seq, seq, memory_order_relaxed);
+        if (d == 0 || (rc = range_check_on_hand(it, d)) == 0) {
+            uint64_t pos = j_begin(s);
+            if (d != 0)
+                item_move_on_hand(it, d);
+            if (seq != 0)
+                atomic_store_explicit(&it->set_seq, seq, memory_order_relaxed);
+            j_end(s, pos,
+                  &(struct atp_journal_rec){
+                      .type = ATP_J_SET, .sku = sku, .loc = loc, .qty = on_hand_abs, .seq = seq});
+        }
     }
     pthread_mutex_unlock(&sh->lock);
     return rc;
 }
 
 static int allocate_common(struct atp_store *s, struct atp_slice sku, struct atp_slice loc,
-                           int64_t qty)
+                           int64_t qty, int jtype)
 {
     struct shard *sh;
     struct item *it;
@@ -631,8 +641,12 @@ static int allocate_common(struct atp_store *s, struct atp_slice sku, struct atp
         rc = ATP_ERANGE;
     } else {
         /* Allocation only lowers free: move the word first. */
+        uint64_t pos = j_begin(s);
         word_bump(it, -qty);
         atomic_fetch_add_explicit(&it->allocated, qty, memory_order_relaxed);
+        j_end(s, pos,
+              &(struct atp_journal_rec){
+                  .type = jtype, .sku = sku, .loc = loc, .qty = qty < 0 ? -qty : qty});
     }
     pthread_mutex_unlock(&sh->lock);
     return rc;
@@ -644,7 +658,7 @@ int atp_store_allocate(struct atp_store *s, struct atp_slice sku, struct atp_sli
         return ATP_EQTY;
     if (qty > ATP_QTY_MAX)
         return ATP_ERANGE;
-    return allocate_common(s, sku, loc, qty);
+    return allocate_common(s, sku, loc, qty, ATP_J_ALLOCATE);
 }
 
 int atp_store_deallocate(struct atp_store *s, struct atp_slice sku, struct atp_slice loc,
@@ -654,7 +668,15 @@ int atp_store_deallocate(struct atp_store *s, struct atp_slice sku, struct atp_s
         return ATP_EQTY;
     if (qty > ATP_QTY_MAX)
         return ATP_ERANGE;
-    return allocate_common(s, sku, loc, -qty);
+    return allocate_common(s, sku, loc, -qty, ATP_J_DEALLOCATE);
+}
+
+/* Bump the version of every item of a sku (its shard lock held). */
+static void sku_bump_all(struct atp_store *s, uint32_t head)
+{
+    for (uint32_t n = head; n;
+         n = atomic_load_explicit(&s->items[n - 1].next, memory_order_acquire))
+        word_bump(&s->items[n - 1], 0);
 }
 
 int atp_store_set_safety(struct atp_store *s, struct atp_slice sku, struct atp_slice loc,
@@ -675,11 +697,19 @@ int atp_store_set_safety(struct atp_store *s, struct atp_slice sku, struct atp_s
         if ((rc = writer_item(s, sku, loc, &sh, &it)) != 0)
             return rc;
         /* Either direction: bump before and after the store (see top). */
+        uint64_t pos = j_begin(s);
         word_bump(it, 0);
         rc = ovr_put(s, ovr_key(OVR_ITEM, channel, (uint32_t)(it - s->items)), units);
         if (rc == 0 && units >= 0)
             atomic_fetch_or_explicit(&it->flags, ITEM_HAS_OVERRIDE, memory_order_release);
         word_bump(it, 0);
+        j_end(s, pos,
+              rc ? NULL
+                 : &(struct atp_journal_rec){.type = ATP_J_SAFETY,
+                                             .sku = sku,
+                                             .loc = loc,
+                                             .channel = channel,
+                                             .qty = units});
         pthread_mutex_unlock(&sh->lock);
         return rc;
     }
@@ -693,15 +723,19 @@ int atp_store_set_safety(struct atp_store *s, struct atp_slice sku, struct atp_s
         return rc;
     }
     uint32_t head = atomic_load_explicit(&s->skus[si].head, memory_order_acquire);
-    for (uint32_t n = head; n;
-         n = atomic_load_explicit(&s->items[n - 1].next, memory_order_acquire))
-        word_bump(&s->items[n - 1], 0);
+    uint64_t pos = j_begin(s);
+    sku_bump_all(s, head);
     rc = ovr_put(s, ovr_key(OVR_SKU, channel, si), units);
     if (rc == 0 && units >= 0)
         atomic_fetch_or_explicit(&s->skus[si].flags, SKU_HAS_OVERRIDE, memory_order_release);
-    for (uint32_t n = head; n;
-         n = atomic_load_explicit(&s->items[n - 1].next, memory_order_acquire))
-        word_bump(&s->items[n - 1], 0);
+    sku_bump_all(s, head);
+    j_end(s, pos,
+          rc ? NULL
+             : &(struct atp_journal_rec){.type = ATP_J_SAFETY,
+                                         .sku = sku,
+                                         .loc = {"", 0},
+                                         .channel = channel,
+                                         .qty = units});
     pthread_mutex_unlock(&sh->lock);
     return rc;
 }
@@ -710,16 +744,20 @@ int atp_store_set_safety(struct atp_store *s, struct atp_slice sku, struct atp_s
  * Fulfill's item half: allocated and on_hand drop by qty; free does not move.
  * on_hand dropping can only lower safety stock, so the version moves first.
  */
-int store_item_ship(struct atp_store *s, uint32_t idx, int64_t qty)
+int store_item_ship(struct atp_store *s, uint32_t idx, int64_t qty,
+                    const struct atp_journal_rec *jrec)
 {
     struct item *it = &s->items[idx];
     struct shard *sh = shard_of(s, it->sku_hash);
     pthread_mutex_lock(&sh->lock);
+    /* Logged under the shard lock: orders it against sets of the item. */
+    uint64_t pos = j_begin(s);
     word_bump(it, 0);
     atomic_fetch_sub_explicit(&it->allocated, qty, memory_order_relaxed);
     atomic_store_explicit(&it->on_hand,
                           atomic_load_explicit(&it->on_hand, memory_order_relaxed) - qty,
                           memory_order_release);
+    j_end(s, pos, jrec);
     pthread_mutex_unlock(&sh->lock);
     return 0;
 }

@@ -138,6 +138,10 @@ struct atp_store {
     struct resv_state *resv;
 };
 
+/* Journal hooks (include/atp/store.h): no cost without a journal. */
+static inline uint64_t j_begin(const struct atp_store *s);
+static inline void j_end(const struct atp_store *s, uint64_t pos, const struct atp_journal_rec *r);
+
 /* store.c, used by resv.c */
 int store_find_item(struct atp_store *s, struct atp_slice sku, struct atp_slice loc,
                     uint32_t *ret_idx);
@@ -152,7 +156,8 @@ void store_commit_qty(struct atp_store *s, uint32_t idx, int64_t qty);
 struct atp_slice store_item_sku(const struct atp_store *s, uint32_t idx);
 struct atp_slice store_item_loc(const struct atp_store *s, uint32_t idx);
 void store_force_take(struct atp_store *s, uint32_t idx, int64_t qty);
-int store_item_ship(struct atp_store *s, uint32_t idx, int64_t qty);
+int store_item_ship(struct atp_store *s, uint32_t idx, int64_t qty,
+                    const struct atp_journal_rec *jrec);
 struct atp_slice store_loc_name(const struct atp_store *s, uint16_t loc_id);
 void *store_map(size_t bytes);
 void store_unmap(void *p, size_t bytes);
@@ -161,5 +166,16 @@ void store_unmap(void *p, size_t bytes);
 int resv_init(struct atp_store *s);
 void resv_fini(struct atp_store *s);
 void resv_stats(struct atp_store *s, struct atp_store_stats *st);
+
+static inline uint64_t j_begin(const struct atp_store *s)
+{
+    return s->cfg.journal ? s->cfg.journal->begin(s->cfg.journal->arg) : 0;
+}
+
+static inline void j_end(const struct atp_store *s, uint64_t pos, const struct atp_journal_rec *r)
+{
+    if (s->cfg.journal)
+        s->cfg.journal->end(s->cfg.journal->arg, pos, r);
+}
 
 #endif /* ATP_STORE_INT_H */

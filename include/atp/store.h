@@ -88,7 +88,53 @@ struct atp_store_config {
     uint64_t idempotency_window_ms; /* how long finished reservations and
                                        their keys are kept; default 10 min */
     const struct atp_channel_config *channels;
-    uint32_t nchannels; /* 1..ATP_MAX_CHANNELS */
+    uint32_t nchannels;                /* 1..ATP_MAX_CHANNELS */
+    const struct atp_journal *journal; /* NULL: no journal (see below) */
+};
+
+/*
+ * The journal: how a write-ahead log sees every change, in an order that
+ * replays to the same state. For each change the store calls begin() just
+ * before the step that makes the change visible (for reservation state
+ * changes: after reading the state the CAS expects, before the CAS; for item
+ * writes: under the shard lock) and end() right after, with the record, or
+ * with NULL if the step did not happen (a lost CAS). Any change that depends
+ * on another therefore gets a later position. begin() returns the position;
+ * both run on the thread making the change and must not block for long.
+ */
+enum atp_jtype {
+    ATP_J_ADJUST = 1, /* sku, loc, qty = delta */
+    ATP_J_SET,        /* sku, loc, qty = on_hand, seq */
+    ATP_J_ALLOCATE,   /* sku, loc, qty */
+    ATP_J_DEALLOCATE, /* sku, loc, qty */
+    ATP_J_SAFETY,     /* sku, loc (len 0: sku-level), channel, qty = units (< 0 removes) */
+    ATP_J_RESERVE,    /* res: the granted reservation, state held */
+    ATP_J_COMMIT,     /* id, now_us */
+    ATP_J_RELEASE,    /* id, now_us */
+    ATP_J_EXTEND,     /* id, now_us, ttl_ms */
+    ATP_J_EXPIRE,     /* id, now_us */
+    ATP_J_FULFILL,    /* key, id, line */
+};
+
+struct atp_reservation;
+
+struct atp_journal_rec {
+    int type;                       /* enum atp_jtype */
+    struct atp_slice sku, loc, key; /* borrowed for the call */
+    int64_t qty;
+    uint64_t seq;
+    uint32_t channel;
+    uint64_t id;
+    uint64_t now_us;
+    uint64_t ttl_ms;
+    uint32_t line;
+    const struct atp_reservation *res; /* ATP_J_RESERVE only */
+};
+
+struct atp_journal {
+    uint64_t (*begin)(void *arg);
+    void (*end)(void *arg, uint64_t pos, const struct atp_journal_rec *rec);
+    void *arg;
 };
 
 /* Fill a config with the defaults above and no channels. */
