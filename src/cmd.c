@@ -1,0 +1,477 @@
+/*
+ * cmd.c - the command layer: executes one binary-protocol request frame
+ * against the store and appends exactly one response frame (src/cmd.h).
+ *
+ * It knows the codec (include/atp/proto.h) and the store API; it knows
+ * nothing about sockets, io_uring, threads or time sources (now_us comes in).
+ * Operations are a table indexed by opcode. Nothing here allocates per
+ * request except growing the caller's output buffer; decoded strings are
+ * slices into the caller's input, and responses are encoded straight into
+ * the output buffer (MGET writes its entries in place, one per key).
+ */
+#include "cmd.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "atp/proto.h"
+
+/* --- output buffer -------------------------------------------------------- */
+
+uint8_t *atp_buf_reserve(struct atp_buf *b, size_t need)
+{
+    if (need <= b->cap - b->len)
+        return b->data + b->len;
+    size_t want = b->len + need;
+    if (want < b->len || (b->limit && want > b->limit))
+        return NULL;
+    /* Double from 4 KiB: a connection's buffer settles after a few growths. */
+    size_t cap = b->cap ? b->cap : 4096;
+    while (cap < want)
+        cap = cap > SIZE_MAX / 2 ? want : cap * 2;
+    if (b->limit && cap > b->limit)
+        cap = b->limit;
+    uint8_t *p = realloc(b->data, cap);
+    if (!p)
+        return NULL;
+    b->data = p;
+    b->cap = cap;
+    return p + b->len;
+}
+
+void atp_buf_free(struct atp_buf *b)
+{
+    if (!b)
+        return;
+    free(b->data);
+    b->data = NULL;
+    b->len = 0;
+    b->cap = 0;
+}
+
+/*
+ * Append the frame an encoder call produces, then `return 0` from the calling
+ * function. `call` writes to (P, C); it runs once into the spare room, and
+ * once more with exactly the room it asked for (the snprintf contract of
+ * proto.h). Returns the encoder's negative code, or -ENOMEM when the buffer
+ * cannot grow.
+ */
+#define RETURN_EMIT(out, call)                                                                     \
+    do {                                                                                           \
+        uint8_t *P = (out)->data ? (out)->data + (out)->len : NULL;                                \
+        size_t C = (out)->cap - (out)->len;                                                        \
+        ssize_t n_ = (call);                                                                       \
+        if (n_ >= 0 && (size_t)n_ > C) {                                                           \
+            if (!(P = atp_buf_reserve((out), (size_t)n_)))                                         \
+                return -ENOMEM;                                                                    \
+            C = (size_t)n_;                                                                        \
+            n_ = (call);                                                                           \
+        }                                                                                          \
+        if (n_ < 0)                                                                                \
+            return (int)n_;                                                                        \
+        (out)->len += (size_t)n_;                                                                  \
+        return 0;                                                                                  \
+    } while (0)
+
+static int append_error(struct atp_buf *out, uint8_t opcode, uint64_t id, int code,
+                        const char *detail, const struct atp_shortfall *sf, uint32_t nshort)
+{
+    char msg[256];
+    struct atp_slice m;
+    if (detail) {
+        int n = snprintf(msg, sizeof(msg), "%s: %s", atp_strerror(code), detail);
+        m.p = msg;
+        m.len = n < 0 ? 0 : (uint32_t)(n < (int)sizeof(msg) ? n : (int)sizeof(msg) - 1);
+    } else {
+        m = atp_slice_cstr(atp_strerror(code));
+    }
+    RETURN_EMIT(out, atp_proto_enc_error(P, C, opcode, id, code, m, sf, nshort));
+}
+
+int atp_cmd_error(struct atp_buf *out, uint64_t request_id, int code, const char *detail)
+{
+    if (code == 0)
+        code = ATP_EINTERNAL;
+    int rc = append_error(out, ATP_OP_NONE, request_id, code, detail, NULL, 0);
+    return rc ? -ENOMEM : 0;
+}
+
+/* --- operations ----------------------------------------------------------- */
+
+/*
+ * A handler appends its success response and returns 0, or returns a code
+ * for which atp_cmd_handle appends the error response. Handlers that need a
+ * richer error frame (RESERVE's shortfalls) append it themselves.
+ */
+typedef int (*op_fn)(struct atp_cmd_ctx *ctx, const struct atp_frame *f, struct atp_buf *out,
+                     uint64_t now_us);
+
+static int refused(const struct atp_cmd_ctx *ctx)
+{
+    return ctx->refuse_writes ? *ctx->refuse_writes : 0;
+}
+
+static uint32_t max_keys(const struct atp_cmd_ctx *ctx)
+{
+    uint32_t v = ctx->max_keys ? ctx->max_keys : ATP_PROTO_MAX_KEYS;
+    return v > ATP_PROTO_MAX_COUNT ? ATP_PROTO_MAX_COUNT : v;
+}
+
+static uint32_t max_lines(const struct atp_cmd_ctx *ctx)
+{
+    uint32_t v = ctx->max_lines ? ctx->max_lines : ATP_PROTO_MAX_LINES;
+    return v > ATP_PROTO_MAX_LINES ? ATP_PROTO_MAX_LINES : v;
+}
+
+static int op_hello(struct atp_cmd_ctx *ctx, const struct atp_frame *f, struct atp_buf *out,
+                    uint64_t now_us)
+{
+    struct atp_proto_hello_req req;
+    int rc = atp_proto_dec_hello_req(f, &req);
+    if (rc)
+        return rc;
+    /* This server speaks version 1 only: the highest common version. */
+    if (req.min_version > ATP_PROTO_VERSION || req.max_version < ATP_PROTO_VERSION ||
+        req.min_version > req.max_version)
+        return ATP_EVERSION;
+    struct atp_proto_hello_resp resp = {
+        .version = ATP_PROTO_VERSION,
+        .max_frame = ctx->max_frame ? ctx->max_frame : ATP_PROTO_MAX_FRAME,
+        .max_keys = (uint16_t)max_keys(ctx),
+        .max_lines = (uint16_t)max_lines(ctx),
+        .build = atp_slice_cstr(ctx->build ? ctx->build : "atpd"),
+    };
+    RETURN_EMIT(out, atp_proto_enc_hello_resp(P, C, f->id, &resp));
+}
+
+static int op_ping(struct atp_cmd_ctx *ctx, const struct atp_frame *f, struct atp_buf *out,
+                   uint64_t now_us)
+{
+    struct atp_slice payload;
+    int rc = atp_proto_dec_ping_req(f, &payload);
+    if (rc)
+        return rc;
+    RETURN_EMIT(out, atp_proto_enc_ping_resp(P, C, f->id, payload));
+}
+
+/* ATP of one key: item or network, for a named channel. */
+static int read_key(struct atp_store *store, const struct atp_proto_key *k,
+                    struct atp_breakdown *ret)
+{
+    uint32_t channel;
+    int rc = atp_store_channel_find(store, k->channel, &channel);
+    if (rc)
+        return rc;
+    if (k->loc.len)
+        return atp_store_get(store, k->sku, k->loc, channel, ret);
+    return atp_store_get_network(store, k->sku, channel, ret);
+}
+
+static int op_get(struct atp_cmd_ctx *ctx, const struct atp_frame *f, struct atp_buf *out,
+                  uint64_t now_us)
+{
+    struct atp_proto_get_req req;
+    int rc = atp_proto_dec_get_req(f, &req);
+    if (rc)
+        return rc;
+    struct atp_proto_get_resp resp = {.breakdown = req.breakdown};
+    rc = read_key(ctx->store, &req.key, &resp.b);
+    if (rc)
+        return rc;
+    RETURN_EMIT(out, atp_proto_enc_get_resp(P, C, f->id, &resp));
+}
+
+static int op_mget(struct atp_cmd_ctx *ctx, const struct atp_frame *f, struct atp_buf *out,
+                   uint64_t now_us)
+{
+    struct atp_proto_mget_req req;
+    int rc = atp_proto_dec_mget_req(f, max_keys(ctx), &req);
+    if (rc)
+        return rc;
+    /* Entries are fixed size: reserve the whole answer, then write each
+     * key's entry as it is read, with no array of results in between. */
+    size_t size = atp_proto_mget_resp_size(req.count, req.breakdown);
+    uint8_t *p = atp_buf_reserve(out, size);
+    if (!p)
+        return -ENOMEM;
+    atp_proto_enc_mget_resp_begin(p, f->id, req.count, req.breakdown);
+    struct atp_proto_key k;
+    for (uint32_t i = 0; atp_proto_mget_next(&req, &k); i++) {
+        struct atp_breakdown b;
+        int krc = read_key(ctx->store, &k, &b);
+        atp_proto_enc_mget_resp_put(p, i, req.breakdown, krc, krc ? NULL : &b);
+    }
+    out->len += size;
+    return 0;
+}
+
+/* The store's reservation in wire form; slices point into r and the store. */
+static void resv_to_wire(struct atp_store *store, const struct atp_reservation *r,
+                         struct atp_proto_resv *w)
+{
+    w->id = r->id;
+    w->state = (uint8_t)r->state;
+    w->channel = atp_store_channel_name(store, r->channel);
+    w->key.p = r->key;
+    w->key.len = r->key_len;
+    w->created_us = r->created_us;
+    w->expires_us = r->expires_us;
+    w->ttl_ms = r->ttl_ms;
+    w->nlines = r->nlines;
+    for (uint32_t i = 0; i < r->nlines; i++) {
+        w->lines[i].sku = r->lines[i].sku;
+        w->lines[i].loc = r->lines[i].loc;
+        w->lines[i].qty = r->lines[i].qty;
+        w->lines[i].fulfilled = r->lines[i].fulfilled;
+    }
+}
+
+static int emit_resv(struct atp_cmd_ctx *ctx, const struct atp_frame *f, struct atp_buf *out,
+                     bool replayed, const struct atp_reservation *r)
+{
+    struct atp_proto_resv w;
+    resv_to_wire(ctx->store, r, &w);
+    RETURN_EMIT(out, atp_proto_enc_resv_resp(P, C, f->opcode, f->id, replayed, &w));
+}
+
+static int op_reserve(struct atp_cmd_ctx *ctx, const struct atp_frame *f, struct atp_buf *out,
+                      uint64_t now_us)
+{
+    struct atp_proto_reserve_req req;
+    int rc = atp_proto_dec_reserve_req(f, &req);
+    if (rc)
+        return rc;
+    if (req.nlines > max_lines(ctx))
+        return ATP_ETOOMANY;
+    if ((rc = refused(ctx)))
+        return rc;
+    struct atp_reserve_req sr = {
+        .key = req.key,
+        .ttl_ms = req.ttl_ms,
+        .lines = req.lines,
+        .nlines = req.nlines,
+    };
+    rc = atp_store_channel_find(ctx->store, req.channel, &sr.channel);
+    if (rc)
+        return rc;
+    struct atp_reservation res;
+    struct atp_shortfall sf[ATP_PROTO_MAX_LINES];
+    bool replayed = false;
+    rc = atp_store_reserve(ctx->store, &sr, now_us, &res, &replayed, sf);
+    if (rc == ATP_EINSUFFICIENT)
+        return append_error(out, f->opcode, f->id, rc, NULL, sf, req.nlines);
+    if (rc)
+        return rc;
+    return emit_resv(ctx, f, out, replayed, &res);
+}
+
+static int op_by_id(struct atp_cmd_ctx *ctx, const struct atp_frame *f, struct atp_buf *out,
+                    uint64_t now_us)
+{
+    struct atp_proto_id_req req;
+    int rc = atp_proto_dec_id_req(f, &req);
+    if (rc)
+        return rc;
+    if (f->opcode != ATP_OP_RELEASE && (rc = refused(ctx)))
+        return rc;
+    struct atp_reservation res;
+    switch (f->opcode) {
+    case ATP_OP_COMMIT:
+        rc = atp_store_commit(ctx->store, req.res_id, now_us, &res);
+        break;
+    case ATP_OP_RELEASE:
+        rc = atp_store_release(ctx->store, req.res_id, now_us, &res);
+        break;
+    default:
+        rc = atp_store_extend(ctx->store, req.res_id, req.ttl_ms, now_us, &res);
+        break;
+    }
+    if (rc)
+        return rc;
+    return emit_resv(ctx, f, out, false, &res);
+}
+
+static int op_get_reservation(struct atp_cmd_ctx *ctx, const struct atp_frame *f,
+                              struct atp_buf *out, uint64_t now_us)
+{
+    struct atp_proto_getres_req req;
+    int rc = atp_proto_dec_getres_req(f, &req);
+    if (rc)
+        return rc;
+    struct atp_reservation res;
+    rc = req.by_key ? atp_store_reservation_find(ctx->store, req.key, &res)
+                    : atp_store_reservation_get(ctx->store, req.res_id, &res);
+    if (rc)
+        return rc;
+    return emit_resv(ctx, f, out, false, &res);
+}
+
+static int op_adjust(struct atp_cmd_ctx *ctx, const struct atp_frame *f, struct atp_buf *out,
+                     uint64_t now_us)
+{
+    struct atp_proto_adjust_req req;
+    int rc = atp_proto_dec_adjust_req(f, &req);
+    if (rc)
+        return rc;
+    if ((rc = refused(ctx)))
+        return rc;
+    int64_t on_hand;
+    rc = atp_store_adjust(ctx->store, req.sku, req.loc, req.delta, &on_hand);
+    if (rc)
+        return rc;
+    RETURN_EMIT(out, atp_proto_enc_adjust_resp(P, C, f->id, on_hand));
+}
+
+static int op_set(struct atp_cmd_ctx *ctx, const struct atp_frame *f, struct atp_buf *out,
+                  uint64_t now_us)
+{
+    struct atp_proto_set_req req;
+    int rc = atp_proto_dec_set_req(f, &req);
+    if (rc)
+        return rc;
+    if ((rc = refused(ctx)))
+        return rc;
+    rc = atp_store_set(ctx->store, req.sku, req.loc, req.on_hand, req.seq);
+    if (rc)
+        return rc;
+    RETURN_EMIT(out, atp_proto_enc_empty_resp(P, C, ATP_OP_SET, f->id));
+}
+
+static void stat_emit(void *arg, const char *name, int64_t value)
+{
+    atp_proto_enc_stats_add(arg, atp_slice_cstr(name), value);
+}
+
+/* Every store counter, then every registered source, as name/value pairs. */
+static void stats_collect(struct atp_cmd_ctx *ctx, struct atp_proto_stats_enc *e)
+{
+    struct atp_store_stats s;
+    atp_store_stats(ctx->store, &s);
+    static const struct {
+        const char *name;
+        size_t off;
+    } fields[] = {
+#define F(x) {#x, offsetof(struct atp_store_stats, x)}
+        F(items),
+        F(skus),
+        F(locations),
+        F(overrides),
+        F(reservations_live),
+        F(reservations_held),
+        F(reservations_committed),
+        F(reserves_granted),
+        F(reserves_rejected),
+        F(reserves_replayed),
+        F(commits),
+        F(releases),
+        F(expirations),
+        F(fulfillments),
+        F(lateness_max_us),
+        F(lateness_sum_us),
+#undef F
+    };
+    for (size_t i = 0; i < sizeof(fields) / sizeof(fields[0]); i++) {
+        uint64_t v;
+        memcpy(&v, (const char *)&s + fields[i].off, sizeof(v));
+        stat_emit(e, fields[i].name, (int64_t)v);
+    }
+    /* Expiry lateness histogram: bucket k counts lateness <= 64us * 2^k. */
+    for (unsigned k = 0; k < ATP_LATENESS_BUCKETS; k++) {
+        char name[48];
+        if (k + 1 < ATP_LATENESS_BUCKETS)
+            snprintf(name, sizeof(name), "lateness_le_%lluus", 64ULL << k);
+        else
+            snprintf(name, sizeof(name), "lateness_le_inf");
+        stat_emit(e, name, (int64_t)s.lateness_buckets[k]);
+    }
+    stat_emit(e, "bytes_reserved", (int64_t)s.bytes_reserved);
+    for (uint32_t i = 0; i < ctx->nsources && i < ATP_CMD_MAX_SOURCES; i++)
+        if (ctx->sources[i].collect)
+            ctx->sources[i].collect(ctx->sources[i].arg, stat_emit, e);
+}
+
+static int op_stats(struct atp_cmd_ctx *ctx, const struct atp_frame *f, struct atp_buf *out,
+                    uint64_t now_us)
+{
+    int rc = atp_proto_dec_stats_req(f);
+    if (rc)
+        return rc;
+    /* Sources may add a pair between two passes: retry a few times with slack. */
+    for (int attempt = 0; attempt < 4; attempt++) {
+        uint8_t *p = out->data ? out->data + out->len : NULL;
+        size_t cap = out->cap - out->len;
+        struct atp_proto_stats_enc e;
+        atp_proto_enc_stats_begin(&e, p, cap, f->id);
+        stats_collect(ctx, &e);
+        ssize_t n = atp_proto_enc_stats_end(&e);
+        if (n < 0)
+            return (int)n;
+        if ((size_t)n <= cap) {
+            out->len += (size_t)n;
+            return 0;
+        }
+        if (!atp_buf_reserve(out, (size_t)n + 1024))
+            return -ENOMEM;
+    }
+    return ATP_EINTERNAL;
+}
+
+static const struct {
+    op_fn fn;
+} ops[ATP_OP_RESPONSE] = {
+    [ATP_OP_HELLO] = {op_hello},
+    [ATP_OP_PING] = {op_ping},
+    [ATP_OP_GET] = {op_get},
+    [ATP_OP_MGET] = {op_mget},
+    [ATP_OP_RESERVE] = {op_reserve},
+    [ATP_OP_COMMIT] = {op_by_id},
+    [ATP_OP_RELEASE] = {op_by_id},
+    [ATP_OP_EXTEND] = {op_by_id},
+    [ATP_OP_GET_RESERVATION] = {op_get_reservation},
+    [ATP_OP_ADJUST] = {op_adjust},
+    [ATP_OP_SET] = {op_set},
+    [ATP_OP_STATS] = {op_stats},
+};
+
+/* --- entry point ---------------------------------------------------------- */
+
+ssize_t atp_cmd_handle(struct atp_cmd_ctx *ctx, const uint8_t *in, size_t len, struct atp_buf *out,
+                       uint64_t now_us)
+{
+    uint32_t max_frame = ctx->max_frame ? ctx->max_frame : ATP_PROTO_MAX_FRAME;
+    struct atp_frame f;
+    ssize_t size = atp_proto_frame(in, len, max_frame, &f);
+    if (size == 0)
+        return 0;
+    if (size < 0) {
+        /* Broken framing: answer, and let the caller close. */
+        char detail[96];
+        int rc;
+        if (size == ATP_EBADMAGIC) {
+            rc = append_error(out, ATP_OP_NONE, 0, ATP_EBADMAGIC, NULL, NULL, 0);
+        } else {
+            if (size == ATP_EVERSION)
+                snprintf(detail, sizeof(detail), "version %u, this server speaks %u", f.version,
+                         ATP_PROTO_VERSION);
+            else
+                snprintf(detail, sizeof(detail), "frame of %llu bytes, the limit is %u",
+                         (unsigned long long)f.body_len + ATP_PROTO_HDR_SIZE, max_frame);
+            rc = append_error(out, f.opcode, f.id, (int)size, detail, NULL, 0);
+        }
+        return rc ? -ENOMEM : size;
+    }
+
+    int rc;
+    if (f.opcode < ATP_OP_RESPONSE && ops[f.opcode].fn) {
+        rc = ops[f.opcode].fn(ctx, &f, out, now_us);
+        if (rc)
+            rc = append_error(out, f.opcode, f.id, rc, NULL, NULL, 0);
+    } else {
+        char detail[32];
+        snprintf(detail, sizeof(detail), "opcode 0x%02x", f.opcode);
+        rc = append_error(out, f.opcode, f.id, ATP_EUNKNOWNOP, detail, NULL, 0);
+    }
+    return rc ? -ENOMEM : size;
+}

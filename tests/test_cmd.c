@@ -1,0 +1,718 @@
+/*
+ * test_cmd.c - unit tests of the command layer (src/cmd.c): encoded request
+ * frames go through atp_cmd_handle against a real store with three channels,
+ * and the response frames are decoded and checked, including every error
+ * class and the framing rules (need more, broken framing closes, everything
+ * else carries on). Knows the codec, the store API and cmd.h.
+ */
+#include <errno.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "atp/proto.h"
+#include "cmd.h"
+
+#define T0 1750000000000000ULL /* now_us used by every request */
+
+struct fx {
+    struct atp_store *store;
+    struct atp_cmd_ctx ctx;
+    struct atp_buf out;
+    volatile int refuse;
+    uint8_t req[128 * 1024];
+    ssize_t req_len;
+    uint64_t next_id;
+};
+
+static const char *const b2b_locs[] = {"DC-2", "DC-1"};
+
+static void source_collect(void *arg, atp_stat_emit_fn emit, void *emit_arg)
+{
+    emit(emit_arg, "test_source_value", *(int64_t *)arg);
+}
+
+static int64_t source_value = 4242;
+
+static int setup(void **state)
+{
+    struct fx *x = calloc(1, sizeof(*x));
+    assert_non_null(x);
+    static const struct atp_channel_config channels[] = {
+        {.name = "web", .safety_units = 0, .cap = -1},
+        {.name = "app", .safety_units = 5, .cap = 50},
+        {.name = "b2b", .safety_units = 0, .cap = -1, .locations = b2b_locs, .nlocations = 2},
+    };
+    struct atp_store_config cfg;
+    atp_store_config_defaults(&cfg);
+    cfg.max_items = 4096;
+    cfg.max_skus = 4096;
+    cfg.max_reservations = 1024;
+    cfg.max_overrides = 64;
+    cfg.nshards = 4;
+    cfg.channels = channels;
+    cfg.nchannels = 3;
+    assert_int_equal(atp_store_new(&cfg, &x->store), 0);
+    x->ctx.store = x->store;
+    x->ctx.build = "atpd test";
+    x->ctx.refuse_writes = &x->refuse;
+    x->ctx.sources[0] = (struct atp_stats_source){source_collect, &source_value};
+    x->ctx.nsources = 1;
+    x->next_id = 1;
+    *state = x;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    struct fx *x = *state;
+    atp_buf_free(&x->out);
+    atp_store_free(x->store);
+    free(x);
+    return 0;
+}
+
+/* --- helpers ------------------------------------------------------------- */
+
+/* Run the request in x->req; the output holds exactly one response frame. */
+static ssize_t run(struct fx *x)
+{
+    assert_true(x->req_len > 0 && (size_t)x->req_len <= sizeof(x->req));
+    x->out.len = 0;
+    ssize_t rc = atp_cmd_handle(&x->ctx, x->req, (size_t)x->req_len, &x->out, T0);
+    return rc;
+}
+
+/* The one response frame in the output. */
+static struct atp_frame response(struct fx *x)
+{
+    struct atp_frame f;
+    assert_int_equal(atp_proto_frame(x->out.data, x->out.len, 0, &f), (ssize_t)x->out.len);
+    return f;
+}
+
+/* Run and expect a complete, carried-on exchange; returns the response. */
+static struct atp_frame exchange(struct fx *x)
+{
+    assert_int_equal(run(x), x->req_len);
+    struct atp_frame f = response(x);
+    assert_int_equal(f.id, x->next_id - 1);
+    return f;
+}
+
+static void expect_error(struct fx *x, int code)
+{
+    struct atp_frame f = exchange(x);
+    struct atp_proto_error e;
+    if (f.status == 0)
+        fail_msg("expected %s, got success", atp_error_name(code));
+    assert_int_equal(atp_proto_dec_error(&f, &e), 0);
+    if (e.code != code)
+        fail_msg("expected %s, got %s (%.*s)", atp_error_name(code), atp_error_name(e.code),
+                 (int)e.message.len, e.message.p);
+    assert_true(e.message.len > 0);
+}
+
+static uint64_t id(struct fx *x)
+{
+    return x->next_id++;
+}
+
+static void req_adjust(struct fx *x, const char *sku, const char *loc, int64_t delta)
+{
+    struct atp_proto_adjust_req r = {atp_slice_cstr(sku), atp_slice_cstr(loc), delta};
+    x->req_len = atp_proto_enc_adjust_req(x->req, sizeof(x->req), id(x), &r);
+}
+
+static void adjust_ok(struct fx *x, const char *sku, const char *loc, int64_t delta,
+                      int64_t want_on_hand)
+{
+    req_adjust(x, sku, loc, delta);
+    struct atp_frame f = exchange(x);
+    int64_t on_hand;
+    assert_int_equal(atp_proto_dec_adjust_resp(&f, &on_hand), 0);
+    assert_int_equal(on_hand, want_on_hand);
+}
+
+static void req_get(struct fx *x, const char *sku, const char *channel, const char *loc,
+                    bool breakdown)
+{
+    struct atp_proto_get_req r = {
+        {atp_slice_cstr(sku), atp_slice_cstr(channel), atp_slice_cstr(loc)}, breakdown};
+    x->req_len = atp_proto_enc_get_req(x->req, sizeof(x->req), id(x), &r);
+}
+
+static struct atp_breakdown get_ok(struct fx *x, const char *sku, const char *channel,
+                                   const char *loc)
+{
+    req_get(x, sku, channel, loc, true);
+    struct atp_frame f = exchange(x);
+    struct atp_proto_get_resp r;
+    assert_int_equal(atp_proto_dec_get_resp(&f, &r), 0);
+    assert_true(r.breakdown);
+    return r.b;
+}
+
+static void req_reserve(struct fx *x, const char *key, const char *channel, uint64_t ttl,
+                        const struct atp_line_req *lines, uint32_t n)
+{
+    x->req_len = atp_proto_enc_reserve_req(x->req, sizeof(x->req), id(x), atp_slice_cstr(key),
+                                           atp_slice_cstr(channel), ttl, lines, n);
+}
+
+static void resv_of(struct fx *x, struct atp_proto_resv *r, bool *replayed)
+{
+    struct atp_frame f = exchange(x);
+    if (f.status) {
+        struct atp_proto_error e;
+        assert_int_equal(atp_proto_dec_error(&f, &e), 0);
+        fail_msg("reservation call failed: %s", atp_error_name(e.code));
+    }
+    assert_int_equal(atp_proto_dec_resv_resp(&f, r, replayed), 0);
+}
+
+static void req_id(struct fx *x, uint8_t op, uint64_t res_id, uint64_t ttl)
+{
+    struct atp_proto_id_req r = {res_id, ttl};
+    x->req_len = atp_proto_enc_id_req(x->req, sizeof(x->req), op, id(x), &r);
+}
+
+#define LINE(sku, loc, qty) ((struct atp_line_req){ATP_SLICE(sku), ATP_SLICE(loc), (qty)})
+
+static bool slice_is(struct atp_slice s, const char *c)
+{
+    return s.len == strlen(c) && memcmp(s.p, c, s.len) == 0;
+}
+
+/* --- tests --------------------------------------------------------------- */
+
+static void test_hello_and_ping(void **state)
+{
+    struct fx *x = *state;
+    struct atp_proto_hello_req h = {1, 3, ATP_SLICE("test")};
+    x->req_len = atp_proto_enc_hello_req(x->req, sizeof(x->req), id(x), &h);
+    struct atp_frame f = exchange(x);
+    struct atp_proto_hello_resp hr;
+    assert_int_equal(atp_proto_dec_hello_resp(&f, &hr), 0);
+    assert_int_equal(hr.version, 1);
+    assert_int_equal(hr.max_frame, ATP_PROTO_MAX_FRAME);
+    assert_int_equal(hr.max_keys, ATP_PROTO_MAX_KEYS);
+    assert_int_equal(hr.max_lines, ATP_MAX_LINES);
+    assert_true(slice_is(hr.build, "atpd test"));
+
+    /* Configured limits are announced. */
+    x->ctx.max_frame = 65536;
+    x->ctx.max_keys = 10;
+    x->ctx.max_lines = 4;
+    x->req_len = atp_proto_enc_hello_req(x->req, sizeof(x->req), id(x), &h);
+    f = exchange(x);
+    assert_int_equal(atp_proto_dec_hello_resp(&f, &hr), 0);
+    assert_int_equal(hr.max_frame, 65536);
+    assert_int_equal(hr.max_keys, 10);
+    assert_int_equal(hr.max_lines, 4);
+
+    /* No common version: EVERSION, but the connection carries on. */
+    h.min_version = 2;
+    x->req_len = atp_proto_enc_hello_req(x->req, sizeof(x->req), id(x), &h);
+    expect_error(x, ATP_EVERSION);
+
+    x->req_len = atp_proto_enc_ping_req(x->req, sizeof(x->req), id(x), ATP_SLICE("abc"));
+    f = exchange(x);
+    struct atp_slice p;
+    assert_int_equal(atp_proto_dec_ping_resp(&f, &p), 0);
+    assert_true(slice_is(p, "abc"));
+}
+
+static void test_get(void **state)
+{
+    struct fx *x = *state;
+    adjust_ok(x, "SKU-1", "DC-1", 100, 100);
+    adjust_ok(x, "SKU-1", "DC-2", 30, 30);
+    adjust_ok(x, "SKU-1", "DC-1", -10, 90);
+
+    struct atp_breakdown b = get_ok(x, "SKU-1", "web", "DC-1");
+    assert_int_equal(b.on_hand, 90);
+    assert_int_equal(b.atp, 90);
+    b = get_ok(x, "SKU-1", "web", "");
+    assert_int_equal(b.atp, 120);
+    /* app: safety 5 per item, cap 50. */
+    b = get_ok(x, "SKU-1", "app", "DC-1");
+    assert_int_equal(b.safety, 5);
+    assert_int_equal(b.atp, 50);
+    b = get_ok(x, "SKU-1", "app", "DC-2");
+    assert_int_equal(b.atp, 25);
+
+    /* Without the breakdown only atp comes back. */
+    req_get(x, "SKU-1", "web", "DC-2", false);
+    struct atp_frame f = exchange(x);
+    struct atp_proto_get_resp r;
+    assert_int_equal(atp_proto_dec_get_resp(&f, &r), 0);
+    assert_false(r.breakdown);
+    assert_int_equal(r.b.atp, 30);
+    assert_int_equal(f.body_len, 8);
+
+    req_get(x, "NOPE", "web", "DC-1", false);
+    expect_error(x, ATP_ENOTFOUND);
+    req_get(x, "NOPE", "web", "", false);
+    expect_error(x, ATP_ENOTFOUND);
+    req_get(x, "SKU-1", "tv", "DC-1", false);
+    expect_error(x, ATP_ENOCHANNEL);
+    req_get(x, "SKU 1", "web", "DC-1", false);
+    expect_error(x, ATP_EINVAL_SKU);
+    req_get(x, "SKU-1", "web", "DC#1", false);
+    expect_error(x, ATP_EINVAL_LOC);
+}
+
+static void test_mget(void **state)
+{
+    struct fx *x = *state;
+    adjust_ok(x, "A", "DC-1", 10, 10);
+    adjust_ok(x, "B", "DC-2", 20, 20);
+    struct atp_proto_key keys[] = {
+        {ATP_SLICE("A"), ATP_SLICE("web"), ATP_SLICE("DC-1")},
+        {ATP_SLICE("B"), ATP_SLICE("web"), {"", 0}},
+        {ATP_SLICE("C"), ATP_SLICE("web"), {"", 0}},
+        {ATP_SLICE("A"), ATP_SLICE("tv"), {"", 0}},
+        {ATP_SLICE("A b"), ATP_SLICE("web"), {"", 0}},
+        {ATP_SLICE("B"), ATP_SLICE("app"), ATP_SLICE("DC-2")},
+    };
+    static const int want_code[] = {0, 0, ATP_ENOTFOUND, ATP_ENOCHANNEL, ATP_EINVAL_SKU, 0};
+    static const int64_t want_atp[] = {10, 20, 0, 0, 0, 15};
+    for (int bd = 0; bd < 2; bd++) {
+        x->req_len = atp_proto_enc_mget_req(x->req, sizeof(x->req), id(x), bd, keys, 6);
+        struct atp_frame f = exchange(x);
+        assert_int_equal(f.status, 0);
+        struct atp_proto_mget_resp r;
+        assert_int_equal(atp_proto_dec_mget_resp(&f, &r), 0);
+        assert_int_equal(r.count, 6);
+        assert_int_equal(r.breakdown, bd);
+        for (uint32_t i = 0; i < 6; i++) {
+            struct atp_breakdown b;
+            assert_int_equal(atp_proto_mget_resp_entry(&r, i, &b), want_code[i]);
+            assert_int_equal(b.atp, want_atp[i]);
+            if (bd && i == 5)
+                assert_int_equal(b.safety, 5);
+        }
+    }
+    /* Over the configured limit. */
+    x->ctx.max_keys = 5;
+    x->req_len = atp_proto_enc_mget_req(x->req, sizeof(x->req), id(x), false, keys, 6);
+    expect_error(x, ATP_ETOOMANY);
+    x->ctx.max_keys = 0;
+    /* The default limit of 1000. */
+    static struct atp_proto_key many[ATP_PROTO_MAX_KEYS + 1];
+    for (int i = 0; i <= ATP_PROTO_MAX_KEYS; i++)
+        many[i] = keys[i % 2];
+    x->req_len =
+        atp_proto_enc_mget_req(x->req, sizeof(x->req), id(x), true, many, ATP_PROTO_MAX_KEYS);
+    struct atp_frame f = exchange(x);
+    struct atp_proto_mget_resp r;
+    assert_int_equal(atp_proto_dec_mget_resp(&f, &r), 0);
+    assert_int_equal(r.count, ATP_PROTO_MAX_KEYS);
+    x->req_len =
+        atp_proto_enc_mget_req(x->req, sizeof(x->req), id(x), true, many, ATP_PROTO_MAX_KEYS + 1);
+    expect_error(x, ATP_ETOOMANY);
+}
+
+static void test_reserve_lifecycle(void **state)
+{
+    struct fx *x = *state;
+    adjust_ok(x, "SKU-1", "DC-1", 10, 10);
+    adjust_ok(x, "SKU-2", "DC-2", 5, 5);
+
+    struct atp_line_req lines[] = {LINE("SKU-1", "DC-1", 2), LINE("SKU-2", "", 1)};
+    req_reserve(x, "order-1", "web", 900000, lines, 2);
+    static struct atp_proto_resv r;
+    bool replayed = true;
+    resv_of(x, &r, &replayed);
+    assert_false(replayed);
+    assert_int_equal(r.state, ATP_RES_HELD);
+    assert_true(slice_is(r.channel, "web"));
+    assert_true(slice_is(r.key, "order-1"));
+    assert_int_equal(r.ttl_ms, 900000);
+    assert_int_equal(r.created_us, T0);
+    assert_int_equal(r.expires_us, T0 + 900000ULL * 1000);
+    assert_int_equal(r.nlines, 2);
+    assert_true(slice_is(r.lines[1].loc, "DC-2")); /* "any" resolved */
+    uint64_t res_id = r.id;
+    assert_true(res_id != 0);
+    assert_int_equal(get_ok(x, "SKU-1", "web", "DC-1").reserved, 2);
+
+    /* Retry: the same reservation, REPLAYED. */
+    req_reserve(x, "order-1", "web", 900000, lines, 2);
+    resv_of(x, &r, &replayed);
+    assert_true(replayed);
+    assert_int_equal(r.id, res_id);
+    assert_int_equal(get_ok(x, "SKU-1", "web", "DC-1").reserved, 2);
+
+    /* Same key, other content. */
+    lines[0].qty = 3;
+    req_reserve(x, "order-1", "web", 900000, lines, 2);
+    expect_error(x, ATP_ECONFLICT);
+
+    /* By id and by key. */
+    struct atp_proto_getres_req g = {.by_key = false, .res_id = res_id};
+    x->req_len = atp_proto_enc_getres_req(x->req, sizeof(x->req), id(x), &g);
+    resv_of(x, &r, NULL);
+    assert_int_equal(r.id, res_id);
+    g = (struct atp_proto_getres_req){.by_key = true, .key = ATP_SLICE("order-1")};
+    x->req_len = atp_proto_enc_getres_req(x->req, sizeof(x->req), id(x), &g);
+    resv_of(x, &r, NULL);
+    assert_int_equal(r.id, res_id);
+    g.key = ATP_SLICE("order-404");
+    x->req_len = atp_proto_enc_getres_req(x->req, sizeof(x->req), id(x), &g);
+    expect_error(x, ATP_ENOTFOUND);
+
+    /* Extend, commit (twice: a retry is fine), then release is ESTATE. */
+    req_id(x, ATP_OP_EXTEND, res_id, 60000);
+    resv_of(x, &r, NULL);
+    assert_int_equal(r.expires_us, T0 + 60000ULL * 1000);
+    req_id(x, ATP_OP_EXTEND, res_id, 0);
+    expect_error(x, ATP_ETTL);
+    req_id(x, ATP_OP_COMMIT, res_id, 0);
+    resv_of(x, &r, NULL);
+    assert_int_equal(r.state, ATP_RES_COMMITTED);
+    req_id(x, ATP_OP_COMMIT, res_id, 0);
+    resv_of(x, &r, NULL);
+    assert_int_equal(r.state, ATP_RES_COMMITTED);
+    struct atp_breakdown b = get_ok(x, "SKU-1", "web", "DC-1");
+    assert_int_equal(b.allocated, 2);
+    assert_int_equal(b.reserved, 0);
+    req_id(x, ATP_OP_RELEASE, res_id, 0);
+    expect_error(x, ATP_ESTATE);
+    req_id(x, ATP_OP_COMMIT, 999999, 0);
+    expect_error(x, ATP_ENOTFOUND);
+
+    /* Hold and release; releasing twice is ESTATE. */
+    struct atp_line_req one[] = {LINE("SKU-1", "DC-1", 1)};
+    req_reserve(x, "order-2", "web", 60000, one, 1);
+    resv_of(x, &r, NULL);
+    req_id(x, ATP_OP_RELEASE, r.id, 0);
+    resv_of(x, &r, NULL);
+    assert_int_equal(r.state, ATP_RES_RELEASED);
+    req_id(x, ATP_OP_RELEASE, r.id, 0);
+    expect_error(x, ATP_ESTATE);
+}
+
+static void test_reserve_errors(void **state)
+{
+    struct fx *x = *state;
+    adjust_ok(x, "SKU-1", "DC-1", 10, 10);
+    adjust_ok(x, "SKU-2", "DC-2", 3, 3);
+
+    /* Insufficient: one shortfall per line, nothing held. */
+    struct atp_line_req lines[] = {LINE("SKU-1", "DC-1", 4), LINE("SKU-2", "", 7)};
+    req_reserve(x, "order-x", "web", 60000, lines, 2);
+    struct atp_frame f = exchange(x);
+    struct atp_proto_error e;
+    assert_int_equal(atp_proto_dec_error(&f, &e), 0);
+    assert_int_equal(e.code, ATP_EINSUFFICIENT);
+    assert_int_equal(e.nshort, 2);
+    struct atp_shortfall s;
+    atp_proto_error_shortfall(&e, 0, &s);
+    assert_int_equal(s.requested, 4);
+    assert_int_equal(s.available, 10);
+    atp_proto_error_shortfall(&e, 1, &s);
+    assert_int_equal(s.requested, 7);
+    assert_int_equal(s.available, 3);
+    assert_int_equal(get_ok(x, "SKU-1", "web", "DC-1").reserved, 0);
+
+    struct atp_line_req bad[] = {LINE("SKU-1", "DC-1", 0)};
+    req_reserve(x, "o1", "web", 60000, bad, 1);
+    expect_error(x, ATP_EQTY);
+    bad[0].qty = -1;
+    req_reserve(x, "o1", "web", 60000, bad, 1);
+    expect_error(x, ATP_EQTY);
+    bad[0].qty = 1;
+    req_reserve(x, "o1", "web", 0, bad, 1);
+    expect_error(x, ATP_ETTL);
+    req_reserve(x, "o1", "tv", 60000, bad, 1);
+    expect_error(x, ATP_ENOCHANNEL);
+    req_reserve(x, "", "web", 60000, bad, 1);
+    expect_error(x, ATP_EKEY);
+    req_reserve(x, "o1", "web", 60000, bad, 0);
+    expect_error(x, ATP_EINVAL);
+    bad[0].sku = ATP_SLICE("SKU*1");
+    req_reserve(x, "o1", "web", 60000, bad, 1);
+    expect_error(x, ATP_EINVAL_SKU);
+
+    static struct atp_line_req many[ATP_MAX_LINES + 1];
+    for (int i = 0; i <= ATP_MAX_LINES; i++)
+        many[i] = LINE("SKU-1", "DC-1", 1);
+    req_reserve(x, "o2", "web", 60000, many, ATP_MAX_LINES + 1);
+    expect_error(x, ATP_ETOOMANY);
+    /* A configured lower limit. */
+    x->ctx.max_lines = 2;
+    req_reserve(x, "o2", "web", 60000, many, 3);
+    expect_error(x, ATP_ETOOMANY);
+    x->ctx.max_lines = 0;
+
+    /* Expiry: a 1 ms hold committed 2 ms later. */
+    req_reserve(x, "o3", "web", 1, many, 1);
+    static struct atp_proto_resv r;
+    resv_of(x, &r, NULL);
+    req_id(x, ATP_OP_COMMIT, r.id, 0);
+    x->out.len = 0;
+    assert_int_equal(atp_cmd_handle(&x->ctx, x->req, (size_t)x->req_len, &x->out, T0 + 2000),
+                     x->req_len);
+    f = response(x);
+    assert_int_equal(atp_proto_dec_error(&f, &e), 0);
+    assert_int_equal(e.code, ATP_EEXPIRED);
+}
+
+static void test_set(void **state)
+{
+    struct fx *x = *state;
+    struct atp_proto_set_req s = {ATP_SLICE("SKU-9"), ATP_SLICE("DC-1"), 80, 17};
+    x->req_len = atp_proto_enc_set_req(x->req, sizeof(x->req), id(x), &s);
+    struct atp_frame f = exchange(x);
+    assert_int_equal(atp_proto_dec_empty_resp(&f), 0);
+    assert_int_equal(get_ok(x, "SKU-9", "web", "DC-1").on_hand, 80);
+    s.seq = 16;
+    s.on_hand = 95;
+    x->req_len = atp_proto_enc_set_req(x->req, sizeof(x->req), id(x), &s);
+    expect_error(x, ATP_ESTALE);
+    assert_int_equal(get_ok(x, "SKU-9", "web", "DC-1").on_hand, 80);
+    s.seq = 0; /* unguarded */
+    x->req_len = atp_proto_enc_set_req(x->req, sizeof(x->req), id(x), &s);
+    f = exchange(x);
+    assert_int_equal(atp_proto_dec_empty_resp(&f), 0);
+    assert_int_equal(get_ok(x, "SKU-9", "web", "DC-1").on_hand, 95);
+    s.on_hand = -1;
+    x->req_len = atp_proto_enc_set_req(x->req, sizeof(x->req), id(x), &s);
+    expect_error(x, ATP_EQTY);
+    req_adjust(x, "SKU-9", "DC-1", 0);
+    expect_error(x, ATP_EQTY);
+}
+
+static void test_stats(void **state)
+{
+    struct fx *x = *state;
+    adjust_ok(x, "A", "DC-1", 1, 1);
+    adjust_ok(x, "B", "DC-1", 1, 1);
+    x->req_len = atp_proto_enc_stats_req(x->req, sizeof(x->req), id(x));
+    struct atp_frame f = exchange(x);
+    struct atp_proto_stats_resp r;
+    assert_int_equal(atp_proto_dec_stats_resp(&f, &r), 0);
+    struct atp_slice name;
+    int64_t v;
+    int64_t items = -1, source = -1, bucket = -1;
+    uint32_t seen = 0;
+    while (atp_proto_stats_next(&r, &name, &v)) {
+        if (slice_is(name, "items"))
+            items = v;
+        if (slice_is(name, "test_source_value"))
+            source = v;
+        if (slice_is(name, "lateness_le_inf"))
+            bucket = v;
+        seen++;
+    }
+    assert_int_equal(seen, r.count);
+    assert_int_equal(items, 2);
+    assert_int_equal(source, 4242);
+    assert_int_equal(bucket, 0);
+
+    /* STATS with a body is malformed. */
+    x->req_len = atp_proto_enc_ping_req(x->req, sizeof(x->req), id(x), ATP_SLICE("x"));
+    x->req[3] = ATP_OP_STATS;
+    expect_error(x, ATP_EMALFORMED);
+}
+
+static void test_refuse_writes(void **state)
+{
+    struct fx *x = *state;
+    adjust_ok(x, "SKU-1", "DC-1", 10, 10);
+    struct atp_line_req one[] = {LINE("SKU-1", "DC-1", 1)};
+    req_reserve(x, "held", "web", 60000, one, 1);
+    static struct atp_proto_resv r;
+    resv_of(x, &r, NULL);
+
+    x->refuse = ATP_EREADONLY;
+    req_reserve(x, "o1", "web", 60000, one, 1);
+    expect_error(x, ATP_EREADONLY);
+    req_id(x, ATP_OP_COMMIT, r.id, 0);
+    expect_error(x, ATP_EREADONLY);
+    req_id(x, ATP_OP_EXTEND, r.id, 1000);
+    expect_error(x, ATP_EREADONLY);
+    req_adjust(x, "SKU-1", "DC-1", 1);
+    expect_error(x, ATP_EREADONLY);
+    struct atp_proto_set_req s = {ATP_SLICE("SKU-1"), ATP_SLICE("DC-1"), 5, 0};
+    x->req_len = atp_proto_enc_set_req(x->req, sizeof(x->req), id(x), &s);
+    expect_error(x, ATP_EREADONLY);
+    /* Reads and release still work. */
+    assert_int_equal(get_ok(x, "SKU-1", "web", "DC-1").on_hand, 10);
+    req_id(x, ATP_OP_RELEASE, r.id, 0);
+    resv_of(x, &r, NULL);
+    assert_int_equal(r.state, ATP_RES_RELEASED);
+
+    x->refuse = ATP_EUNAVAILABLE;
+    req_reserve(x, "o1", "web", 60000, one, 1);
+    expect_error(x, ATP_EUNAVAILABLE);
+    x->refuse = 0;
+    req_reserve(x, "o1", "web", 60000, one, 1);
+    resv_of(x, &r, NULL);
+}
+
+static void test_framing(void **state)
+{
+    struct fx *x = *state;
+    struct atp_frame f;
+    struct atp_proto_error e;
+
+    /* Every strict prefix: 0 and nothing appended. */
+    req_get(x, "SKU-1", "web", "DC-1", true);
+    for (ssize_t k = 0; k < x->req_len; k++) {
+        x->out.len = 0;
+        assert_int_equal(atp_cmd_handle(&x->ctx, x->req, (size_t)k, &x->out, T0), 0);
+        assert_int_equal(x->out.len, 0);
+    }
+
+    /* Two frames in one buffer: one call handles one frame. */
+    ssize_t first = x->req_len;
+    ssize_t second =
+        atp_proto_enc_ping_req(x->req + first, sizeof(x->req) - (size_t)first, 77, ATP_SLICE("z"));
+    x->out.len = 0;
+    assert_int_equal(atp_cmd_handle(&x->ctx, x->req, (size_t)(first + second), &x->out, T0), first);
+    f = response(x);
+    assert_int_equal(f.opcode, ATP_OP_RESPONSE | ATP_OP_GET);
+    assert_int_equal(atp_cmd_handle(&x->ctx, x->req + first, (size_t)second, &x->out, T0), second);
+
+    /* Bad magic: negative, an unattributed EBADMAGIC frame. */
+    memcpy(x->req, "GET / HTTP/1.1\r\n\r\n", 18);
+    x->req_len = 18;
+    assert_int_equal(run(x), ATP_EBADMAGIC);
+    f = response(x);
+    assert_int_equal(f.opcode, ATP_OP_RESPONSE);
+    assert_int_equal(f.id, 0);
+    assert_int_equal(atp_proto_dec_error(&f, &e), 0);
+    assert_int_equal(e.code, ATP_EBADMAGIC);
+    /* ... seen from the first byte. */
+    x->out.len = 0;
+    assert_true(atp_cmd_handle(&x->ctx, x->req, 1, &x->out, T0) < 0);
+
+    /* Unsupported version: negative, echoes the id. */
+    x->req_len = atp_proto_enc_stats_req(x->req, sizeof(x->req), 555);
+    x->req[2] = 9;
+    assert_int_equal(run(x), ATP_EVERSION);
+    f = response(x);
+    assert_int_equal(f.id, 555);
+    assert_int_equal(atp_proto_dec_error(&f, &e), 0);
+    assert_int_equal(e.code, ATP_EVERSION);
+
+    /* Over the frame limit, known from the header alone. */
+    x->ctx.max_frame = 4096;
+    x->req_len = atp_proto_enc_hdr(x->req, sizeof(x->req), ATP_OP_PING, 0, 0, 556, 5000);
+    assert_int_equal(run(x), ATP_ETOOLARGE);
+    f = response(x);
+    assert_int_equal(f.id, 556);
+    assert_int_equal(atp_proto_dec_error(&f, &e), 0);
+    assert_int_equal(e.code, ATP_ETOOLARGE);
+    x->ctx.max_frame = 0;
+
+    /* Unknown opcode: an error frame that echoes it, and the connection goes on. */
+    x->req_len = atp_proto_enc_hdr(x->req, sizeof(x->req), 0x55, 0, 0, id(x), 0);
+    expect_error(x, ATP_EUNKNOWNOP);
+    assert_int_equal(response(x).opcode, 0xd5);
+    x->req_len = atp_proto_enc_hdr(x->req, sizeof(x->req), ATP_OP_NONE, 0, 0, id(x), 0);
+    expect_error(x, ATP_EUNKNOWNOP);
+    /* A request with the response bit set is unknown too. */
+    x->req_len =
+        atp_proto_enc_hdr(x->req, sizeof(x->req), ATP_OP_RESPONSE | ATP_OP_GET, 0, 0, id(x), 0);
+    expect_error(x, ATP_EUNKNOWNOP);
+
+    /* Malformed bodies carry on: a string running past the end, trailing bytes,
+     * undefined flags. */
+    req_get(x, "SKU-1", "web", "DC-1", false);
+    x->req[20] = 200;
+    expect_error(x, ATP_EMALFORMED);
+    req_get(x, "SKU-1", "web", "DC-1", false);
+    x->req[x->req_len] = 0;
+    x->req[16]++;
+    x->req_len++;
+    expect_error(x, ATP_EMALFORMED);
+    req_get(x, "SKU-1", "web", "DC-1", false);
+    x->req[5] = 0x80;
+    expect_error(x, ATP_EMALFORMED);
+}
+
+static void test_buffer_limit(void **state)
+{
+    struct fx *x = *state;
+    /* A buffer that cannot hold the answer: -ENOMEM, nothing appended. */
+    struct atp_buf small = {.limit = 8};
+    x->req_len = atp_proto_enc_stats_req(x->req, sizeof(x->req), id(x));
+    assert_int_equal(atp_cmd_handle(&x->ctx, x->req, (size_t)x->req_len, &small, T0), -ENOMEM);
+    assert_int_equal(small.len, 0);
+    atp_buf_free(&small);
+    atp_buf_free(NULL);
+
+    /* Appends accumulate: pipelined responses land in request order. */
+    x->out.len = 0;
+    for (uint64_t i = 1; i <= 100; i++) {
+        ssize_t n = atp_proto_enc_ping_req(x->req, sizeof(x->req), i, ATP_SLICE("p"));
+        assert_int_equal(atp_cmd_handle(&x->ctx, x->req, (size_t)n, &x->out, T0), n);
+    }
+    size_t off = 0;
+    for (uint64_t i = 1; i <= 100; i++) {
+        struct atp_frame f;
+        ssize_t n = atp_proto_frame(x->out.data + off, x->out.len - off, 0, &f);
+        assert_true(n > 0);
+        assert_int_equal(f.id, i);
+        off += (size_t)n;
+    }
+    assert_int_equal(off, x->out.len);
+
+    /* The capacity settles: no growth once the buffer is big enough. */
+    size_t cap = x->out.cap;
+    uint8_t *data = x->out.data;
+    for (int i = 0; i < 1000; i++) {
+        x->out.len = 0;
+        req_get(x, "SKU-1", "web", "", true);
+        atp_cmd_handle(&x->ctx, x->req, (size_t)x->req_len, &x->out, T0);
+    }
+    assert_int_equal(x->out.cap, cap);
+    assert_ptr_equal(x->out.data, data);
+}
+
+static void test_cmd_error(void **state)
+{
+    struct atp_buf b = {0};
+    assert_int_equal(atp_cmd_error(&b, 0, ATP_ETOOMANYCONN, NULL), 0);
+    assert_int_equal(atp_cmd_error(&b, 9, ATP_ETIMEDOUT, "idle for 300 s"), 0);
+    struct atp_frame f;
+    struct atp_proto_error e;
+    ssize_t n = atp_proto_frame(b.data, b.len, 0, &f);
+    assert_true(n > 0);
+    assert_int_equal(f.opcode, ATP_OP_RESPONSE);
+    assert_int_equal(f.id, 0);
+    assert_int_equal(atp_proto_dec_error(&f, &e), 0);
+    assert_int_equal(e.code, ATP_ETOOMANYCONN);
+    assert_true(slice_is(e.message, "connection limit reached"));
+    assert_int_equal(atp_proto_frame(b.data + n, b.len - (size_t)n, 0, &f), b.len - (size_t)n);
+    assert_int_equal(f.id, 9);
+    assert_int_equal(atp_proto_dec_error(&f, &e), 0);
+    assert_int_equal(e.code, ATP_ETIMEDOUT);
+    assert_true(slice_is(e.message, "client too slow or idle too long: idle for 300 s"));
+    atp_buf_free(&b);
+
+    struct atp_buf tiny = {.limit = 4};
+    assert_int_equal(atp_cmd_error(&tiny, 0, ATP_EINTERNAL, NULL), -ENOMEM);
+    atp_buf_free(&tiny);
+}
+
+int main(void)
+{
+#define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
+    const struct CMUnitTest tests[] = {
+        T(test_hello_and_ping), T(test_get),          T(test_mget),      T(test_reserve_lifecycle),
+        T(test_reserve_errors), T(test_set),          T(test_stats),     T(test_refuse_writes),
+        T(test_framing),        T(test_buffer_limit), T(test_cmd_error),
+    };
+#undef T
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
