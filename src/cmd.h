@@ -55,6 +55,8 @@ struct atp_cmd_ctx {
  *   0    `in` holds less than one whole frame: read more;
  *   < 0  broken framing (bad magic, version, or a length over the limit):
  *        an error response was appended; the caller flushes `out` and closes.
+ *        -ENOMEM: `out` could not grow (its limit or malloc) to hold even an
+ *        error response; nothing was appended; the caller closes.
  * The response is appended even for malformed bodies and unknown opcodes
  * (returning > 0): the connection carries on.
  */
