@@ -18,10 +18,11 @@
  *    inside a table's life, so two inserters of one key always meet at the
  *    same first empty slot. The reaper rotates the tables once per window,
  *    carrying live keys forward.
- *  - Expiry is a timer wheel of 65536 one-millisecond slots. Each slot head
- *    carries the lap (ms >> 16) it is open for; a push for a lap that has
- *    already been swept goes to an overdue list instead, so no record can be
- *    missed by a race with the sweep.
+ *  - Expiry is a timer wheel of 65536 one-millisecond slots owned by the
+ *    reaper alone. New held reservations reach it through a lock-free inbox
+ *    that every tick drains, so the wheel itself needs no atomics, records
+ *    can be unlinked in O(1) (when extended, finished or reclaimed), and no
+ *    push can race a sweep.
  */
 #include "store_int.h"
 
@@ -65,13 +66,16 @@ static inline uint32_t ctl_gen(uint64_t c)
 
 struct resv {
     _Atomic uint32_t gen;       /* even: valid content; odd: free or being written */
-    _Atomic uint32_t refs;      /* 2 = in the wheel + not finished; 0 = retire */
+    uint32_t wprev, wnext;      /* wheel links, index+1 (reaper only) */
+    uint32_t wslot;             /* wheel slot while in_wheel (reaper only) */
+    uint32_t in_wheel;          /* reaper only */
     _Atomic uint64_t ctl;       /* gen | expires_ms | state */
     _Atomic uint64_t fulfilled; /* bit per fulfilled line */
     _Atomic uint64_t created_us;
     _Atomic uint64_t ttl_ms;
-    _Atomic uint32_t wnext; /* wheel / overdue list link, index+1 */
-    _Atomic uint32_t rnext; /* free / retire list link, index+1 */
+    _Atomic uint32_t inext;    /* inbox link, index+1 */
+    _Atomic uint32_t in_inbox; /* 1 while on the inbox */
+    _Atomic uint32_t rnext;    /* free / retire list link, index+1 */
     _Atomic uint32_t channel;
     _Atomic uint32_t nlines;
     _Atomic uint32_t key_len;
@@ -110,9 +114,9 @@ struct resv_state {
     } active[3];             /* operations in flight per epoch */
     uint64_t last_rotate_us; /* reaper only */
 
-    _Atomic uint64_t *wheel;  /* lap32 | index+1 */
-    _Atomic uint32_t overdue; /* index+1, via wnext */
-    uint64_t done_ms;         /* reaper only: last swept ms (0: never) */
+    uint32_t *wheel;        /* reaper only: slot heads, index+1 */
+    _Atomic uint32_t inbox; /* new held reservations, index+1, via inext */
+    uint64_t done_ms;       /* reaper only: last swept ms (0: never) */
 
     struct retired *fifo; /* reaper only: ring of retired records */
     uint32_t fifo_head, fifo_len;
@@ -383,13 +387,6 @@ static void retire_push(struct resv_state *rs, uint32_t idx)
                                                     memory_order_release, memory_order_relaxed));
 }
 
-/* Drop one of the two references (wheel, unfinished); the last retires it. */
-static void rec_unref(struct resv_state *rs, uint32_t idx)
-{
-    if (atomic_fetch_sub_explicit(&rs->recs[idx].refs, 1, memory_order_acq_rel) == 1)
-        retire_push(rs, idx);
-}
-
 static void lateness_record(struct resv_state *rs, uint64_t late_us)
 {
     uint64_t m = atomic_load_explicit(&rs->late_max, memory_order_relaxed);
@@ -430,78 +427,91 @@ static int rec_try_expire(struct atp_store *s, uint32_t idx, uint64_t c, uint64_
     lateness_record(rs, now_us > exp_us ? now_us - exp_us : 0);
     atomic_fetch_sub_explicit(&rs->held, 1, memory_order_relaxed);
     atomic_fetch_add_explicit(&rs->expirations, 1, memory_order_relaxed);
-    rec_unref(rs, idx);
+    retire_push(rs, idx);
     return 1;
 }
 
-/* --- timer wheel ------------------------------------------------------------ */
+/* --- timer wheel (reaper only, fed by the inbox) ---------------------------- */
 
-static void overdue_push(struct resv_state *rs, uint32_t idx)
+/* Any thread: hand a new held reservation to the reaper. */
+static void inbox_push(struct resv_state *rs, uint32_t idx)
 {
-    uint32_t h = atomic_load_explicit(&rs->overdue, memory_order_relaxed);
+    /* Already waiting: the reaper reads the latest ctl when it gets there. */
+    if (atomic_exchange_explicit(&rs->recs[idx].in_inbox, 1, memory_order_acq_rel))
+        return;
+    uint32_t h = atomic_load_explicit(&rs->inbox, memory_order_relaxed);
     do {
-        atomic_store_explicit(&rs->recs[idx].wnext, h, memory_order_relaxed);
-    } while (!atomic_compare_exchange_weak_explicit(&rs->overdue, &h, idx + 1, memory_order_release,
+        atomic_store_explicit(&rs->recs[idx].inext, h, memory_order_relaxed);
+        /* R13: release publishes inext; pairs with A13 in atp_store_expire. */
+    } while (!atomic_compare_exchange_weak_explicit(&rs->inbox, &h, idx + 1, memory_order_release,
                                                     memory_order_relaxed));
 }
 
-static void wheel_push(struct resv_state *rs, uint32_t idx, uint64_t exp_ms)
+static void wheel_link(struct resv_state *rs, uint32_t idx, uint64_t exp_ms)
 {
-    uint64_t lap = exp_ms >> WHEEL_BITS;
-    _Atomic uint64_t *slot = &rs->wheel[exp_ms & WHEEL_MASK];
-    uint64_t h = atomic_load_explicit(slot, memory_order_acquire);
-    for (;;) {
-        if ((h >> 32) > lap) {
-            /* This slot was already swept for our lap: the reaper's next tick. */
-            overdue_push(rs, idx);
-            return;
-        }
-        atomic_store_explicit(&rs->recs[idx].wnext, (uint32_t)h, memory_order_relaxed);
-        /* R13: release publishes wnext; pairs with the sweep's acquire exchange. */
-        if (atomic_compare_exchange_weak_explicit(slot, &h, (h & ~UINT64_C(0xffffffff)) | (idx + 1),
-                                                  memory_order_release, memory_order_acquire))
-            return;
-    }
+    struct resv *r = &rs->recs[idx];
+    uint32_t slot = (uint32_t)(exp_ms & WHEEL_MASK);
+    r->wslot = slot;
+    r->wprev = 0;
+    r->wnext = rs->wheel[slot];
+    if (r->wnext)
+        rs->recs[r->wnext - 1].wprev = idx + 1;
+    rs->wheel[slot] = idx + 1;
+    r->in_wheel = 1;
 }
 
-/* Handle one record taken off the wheel or the overdue list. */
+static void wheel_unlink(struct resv_state *rs, uint32_t idx)
+{
+    struct resv *r = &rs->recs[idx];
+    if (!r->in_wheel)
+        return;
+    if (r->wprev)
+        rs->recs[r->wprev - 1].wnext = r->wnext;
+    else
+        rs->wheel[r->wslot] = r->wnext;
+    if (r->wnext)
+        rs->recs[r->wnext - 1].wprev = r->wprev;
+    r->in_wheel = 0;
+}
+
+/*
+ * Look at one record: expire it if held and due, (re)file it if held and not
+ * due, drop it from the wheel otherwise. Returns 1 if it expired here.
+ */
 static int wheel_visit(struct atp_store *s, uint32_t idx, uint64_t now_us)
 {
     struct resv_state *rs = s->resv;
     uint64_t c = atomic_load_explicit(&rs->recs[idx].ctl, memory_order_acquire);
     while (ctl_state(c) == ATP_RES_HELD) {
         if (ctl_exp(c) * 1000 > now_us) {
-            wheel_push(rs, idx, ctl_exp(c)); /* extended, or beyond the horizon */
+            uint64_t slot = ctl_exp(c) & WHEEL_MASK;
+            if (!rs->recs[idx].in_wheel || rs->recs[idx].wslot != slot) {
+                wheel_unlink(rs, idx);
+                wheel_link(rs, idx, ctl_exp(c)); /* new, or extended */
+            }
             return 0;
         }
         if (rec_try_expire(s, idx, c, now_us)) {
-            rec_unref(rs, idx); /* leaves the wheel */
+            wheel_unlink(rs, idx);
             return 1;
         }
         c = atomic_load_explicit(&rs->recs[idx].ctl, memory_order_acquire);
     }
-    rec_unref(rs, idx); /* committed or finished: leaves the wheel */
+    wheel_unlink(rs, idx); /* committed or finished */
     return 0;
 }
 
-static int visit_list(struct atp_store *s, uint32_t head, uint64_t now_us)
+/* Sweep the wheel slot of millisecond m. */
+static int sweep_ms(struct atp_store *s, uint64_t m, uint64_t now_us)
 {
+    struct resv_state *rs = s->resv;
     int n = 0;
-    while (head) {
-        uint32_t idx = head - 1;
-        head = atomic_load_explicit(&s->resv->recs[idx].wnext, memory_order_relaxed);
+    for (uint32_t cur = rs->wheel[m & WHEEL_MASK]; cur;) {
+        uint32_t idx = cur - 1;
+        cur = rs->recs[idx].wnext; /* read before the visit may unlink it */
         n += wheel_visit(s, idx, now_us);
     }
     return n;
-}
-
-/* Sweep wheel slot of millisecond m; afterwards it is open for lap(m) + 1. */
-static int sweep_ms(struct atp_store *s, uint64_t m, uint64_t now_us)
-{
-    uint64_t next = ((m >> WHEEL_BITS) + 1) << 32;
-    uint64_t h =
-        atomic_exchange_explicit(&s->resv->wheel[m & WHEEL_MASK], next, memory_order_acq_rel);
-    return visit_list(s, (uint32_t)h, now_us);
 }
 
 /* --- key table rotation (reaper only) ---------------------------------------- */
@@ -771,7 +781,6 @@ int atp_store_reserve(struct atp_store *s, const struct atp_reserve_req *req, ui
             return fail;
         }
         uint64_t exp_ms = (now_us + 999) / 1000 + req->ttl_ms;
-        atomic_store_explicit(&r->refs, 2, memory_order_relaxed);
         uint64_t pos = 0;
         if (s->cfg.journal)
             pos = j_begin(s);
@@ -781,7 +790,7 @@ int atp_store_reserve(struct atp_store *s, const struct atp_reserve_req *req, ui
             journal_reserve_end(s, pos, ri, gen, exp_ms);
         atomic_fetch_add_explicit(&rs->held, 1, memory_order_relaxed);
         atomic_fetch_add_explicit(&rs->granted, 1, memory_order_relaxed);
-        wheel_push(rs, ri, exp_ms);
+        inbox_push(rs, ri);
         epoch_leave(rs, e);
         if (ret && rec_copy(s, ri, gen, ret) != 0)
             return ATP_EINTERNAL; /* cannot be reclaimed before the window */
@@ -904,7 +913,7 @@ int atp_store_release(struct atp_store *s, uint64_t id, uint64_t now_us,
     atomic_fetch_sub_explicit(&rs->held, 1, memory_order_relaxed);
     atomic_fetch_add_explicit(&rs->releases, 1, memory_order_relaxed);
     rc = finish_copy(s, idx, g, ret);
-    rec_unref(rs, idx);
+    retire_push(rs, idx);
     return rc;
 }
 
@@ -944,7 +953,8 @@ int atp_store_extend(struct atp_store *s, uint64_t id, uint64_t ttl_ms, uint64_t
         }
         j_end(s, pos, NULL);
     }
-    /* The wheel still holds the old slot; the sweep re-files it. */
+    /* The reaper re-files it (a shorter TTL must not wait for the old slot). */
+    inbox_push(rs, idx);
     return finish_copy(s, idx, g, ret);
 }
 
@@ -1020,7 +1030,7 @@ int atp_store_fulfill(struct atp_store *s, struct atp_slice key, uint32_t line,
         if (atomic_compare_exchange_strong_explicit(&r->ctl, &c, nc, memory_order_acq_rel,
                                                     memory_order_acquire)) {
             atomic_fetch_sub_explicit(&rs->committed, 1, memory_order_relaxed);
-            rec_unref(rs, idx);
+            retire_push(rs, idx);
         }
     }
     return finish_copy(s, idx, g, ret);
@@ -1046,6 +1056,7 @@ static void reclaim(struct atp_store *s, uint64_t now_us)
         struct retired *f = &rs->fifo[rs->fifo_head];
         if (f->since_us + window_us > now_us)
             break;
+        wheel_unlink(rs, f->idx);
         rec_free(rs, f->idx);
         rs->fifo_head = (rs->fifo_head + 1) % rs->cap;
         rs->fifo_len--;
@@ -1060,19 +1071,26 @@ int atp_store_expire(struct atp_store *s, uint64_t now_us)
         return 0;
     int n = 0;
     uint64_t now_ms = now_us / 1000;
-    if (rs->done_ms == 0 || now_ms - rs->done_ms >= WHEEL_SLOTS || now_ms < rs->done_ms) {
-        /* First run, or far behind: sweep every slot once. */
-        uint64_t base = now_ms >= WHEEL_SLOTS ? now_ms - WHEEL_SLOTS + 1 : 0;
-        for (uint64_t m = base; m <= now_ms; m++)
+    if (rs->done_ms == 0) {
+        rs->done_ms = now_ms ? now_ms - 1 : 0; /* first tick: nothing filed yet */
+        rs->last_rotate_us = now_us;
+    }
+    /* A13: pairs with R13 in inbox_push. */
+    for (uint32_t h = atomic_exchange_explicit(&rs->inbox, 0, memory_order_acquire); h;) {
+        uint32_t idx = h - 1;
+        h = atomic_load_explicit(&rs->recs[idx].inext, memory_order_relaxed);
+        /* Cleared before the visit: a later extend re-queues it. */
+        atomic_store_explicit(&rs->recs[idx].in_inbox, 0, memory_order_seq_cst);
+        n += wheel_visit(s, idx, now_us);
+    }
+    if (now_ms > rs->done_ms) {
+        uint64_t from = rs->done_ms + 1;
+        if (now_ms - rs->done_ms > WHEEL_SLOTS)
+            from = now_ms - WHEEL_SLOTS + 1; /* far behind: every slot once */
+        for (uint64_t m = from; m <= now_ms; m++)
             n += sweep_ms(s, m, now_us);
         rs->done_ms = now_ms;
-        if (rs->last_rotate_us == 0)
-            rs->last_rotate_us = now_us;
     }
-    for (uint64_t m = rs->done_ms + 1; m <= now_ms; m++)
-        n += sweep_ms(s, m, now_us);
-    rs->done_ms = now_ms;
-    n += visit_list(s, atomic_exchange_explicit(&rs->overdue, 0, memory_order_acquire), now_us);
     reclaim(s, now_us);
     kt_rotate(s, now_us);
     atomic_store_explicit(&rs->reaper_busy, 0, memory_order_release);
@@ -1192,16 +1210,13 @@ int atp_store_restore_reservation(struct atp_store *s, const struct atp_reservat
     case ATP_RES_HELD:
         for (uint32_t i = 0; i < in->nlines; i++)
             store_force_take(s, items[i], in->lines[i].qty);
-        atomic_store_explicit(&r->refs, 2, memory_order_relaxed);
         atomic_fetch_add_explicit(&rs->held, 1, memory_order_relaxed);
-        wheel_push(rs, idx, exp_ms);
+        inbox_push(rs, idx);
         break;
     case ATP_RES_COMMITTED:
-        atomic_store_explicit(&r->refs, 1, memory_order_relaxed); /* not in the wheel */
         atomic_fetch_add_explicit(&rs->committed, 1, memory_order_relaxed);
         break;
     default:
-        atomic_store_explicit(&r->refs, 0, memory_order_relaxed);
         retire_push(rs, idx);
         break;
     }
@@ -1244,7 +1259,7 @@ int resv_init(struct atp_store *s)
     rs->cap = s->cfg.max_reservations;
     rs->recs_bytes = (size_t)rs->cap * sizeof(struct resv);
     rs->recs = store_map(rs->recs_bytes);
-    rs->wheel = store_map(sizeof(uint64_t) * WHEEL_SLOTS);
+    rs->wheel = store_map(sizeof(uint32_t) * WHEEL_SLOTS);
     rs->fifo = store_map(sizeof(struct retired) * rs->cap);
     if (!rs->recs || !rs->wheel || !rs->fifo)
         return -ENOMEM;
@@ -1274,7 +1289,7 @@ void resv_fini(struct atp_store *s)
     for (int i = 0; i < 3; i++)
         store_unmap(rs->kt[i].slots, ((size_t)rs->kt[i].mask + 1) * sizeof(uint64_t));
     store_unmap(rs->recs, rs->recs_bytes);
-    store_unmap(rs->wheel, sizeof(uint64_t) * WHEEL_SLOTS);
+    store_unmap(rs->wheel, sizeof(uint32_t) * WHEEL_SLOTS);
     store_unmap(rs->fifo, sizeof(struct retired) * rs->cap);
     free(rs);
     s->resv = NULL;
@@ -1297,7 +1312,7 @@ void resv_stats(struct atp_store *s, struct atp_store_stats *st)
     st->lateness_sum_us = atomic_load_explicit(&rs->late_sum, memory_order_relaxed);
     for (int i = 0; i < ATP_LATENESS_BUCKETS; i++)
         st->lateness_buckets[i] = atomic_load_explicit(&rs->late_buckets[i], memory_order_relaxed);
-    st->bytes_reserved += rs->recs_bytes + sizeof(uint64_t) * WHEEL_SLOTS +
+    st->bytes_reserved += rs->recs_bytes + sizeof(uint32_t) * WHEEL_SLOTS +
                           sizeof(struct retired) * rs->cap +
                           3 * ((size_t)rs->kt[0].mask + 1) * sizeof(uint64_t);
 }

@@ -332,20 +332,23 @@ static int item_insert_locked(struct atp_store *s, struct shard *sh, struct atp_
     if (sh->nitems + 1 > (sh->item_mask + 1) / 2 ||
         (!have_sku && sh->nskus + 1 > (sh->sku_mask + 1) / 2))
         return ATP_EFULL;
+    /*
+     * Capacity is global: creations of all shards take `create_lock` (after
+     * their shard lock) so a refused create never uses up an index.
+     */
+    pthread_mutex_lock(&s->create_lock);
     uint32_t idx = atomic_load_explicit(&s->nitems, memory_order_relaxed);
-    do {
-        if (idx >= s->cfg.max_items)
-            return ATP_EFULL;
-    } while (!atomic_compare_exchange_weak_explicit(&s->nitems, &idx, idx + 1, memory_order_relaxed,
-                                                    memory_order_relaxed));
-    if (!have_sku) {
-        sku_idx = atomic_load_explicit(&s->nskus, memory_order_relaxed);
-        do {
-            if (sku_idx >= s->cfg.max_skus)
-                return ATP_EFULL; /* the item index taken above stays unused */
-        } while (!atomic_compare_exchange_weak_explicit(
-            &s->nskus, &sku_idx, sku_idx + 1, memory_order_relaxed, memory_order_relaxed));
+    uint32_t nsk = atomic_load_explicit(&s->nskus, memory_order_relaxed);
+    if (idx >= s->cfg.max_items || (!have_sku && nsk >= s->cfg.max_skus)) {
+        pthread_mutex_unlock(&s->create_lock);
+        return ATP_EFULL;
     }
+    atomic_store_explicit(&s->nitems, idx + 1, memory_order_relaxed);
+    if (!have_sku) {
+        sku_idx = nsk;
+        atomic_store_explicit(&s->nskus, nsk + 1, memory_order_relaxed);
+    }
+    pthread_mutex_unlock(&s->create_lock);
     struct item *it = &s->items[idx];
     memcpy(it->sku, sku.p, sku.len);
     it->sku_len = (uint8_t)sku.len;
@@ -637,8 +640,8 @@ static int allocate_common(struct atp_store *s, struct atp_slice sku, struct atp
         return rc;
     int64_t al = atomic_load_explicit(&it->allocated, memory_order_relaxed);
     int64_t fr = word_free(atomic_load_explicit(&it->word, memory_order_relaxed));
-    if (!qty_ok(al + qty) || !qty_ok(fr - qty)) {
-        rc = ATP_ERANGE;
+    if (!qty_ok(al + qty) || !qty_ok(fr - qty) || al + qty < 0) {
+        rc = ATP_ERANGE; /* includes deallocating more than is allocated */
     } else {
         /* Allocation only lowers free: move the word first. */
         uint64_t pos = j_begin(s);
@@ -1064,6 +1067,7 @@ int atp_store_new(const struct atp_store_config *cfg_in, struct atp_store **ret_
     s->cfg.channels = NULL; /* copied below; the caller's array is not kept */
     pthread_mutex_init(&s->loc_lock, NULL);
     pthread_mutex_init(&s->ovr_lock, NULL);
+    pthread_mutex_init(&s->create_lock, NULL);
     int rc = -ENOMEM;
 
     while ((1u << s->shard_bits) < cfg.nshards)
@@ -1144,5 +1148,6 @@ void atp_store_free(struct atp_store *s)
     store_unmap(s->ovr, ((size_t)s->ovr_mask + 1) * sizeof(struct override));
     pthread_mutex_destroy(&s->loc_lock);
     pthread_mutex_destroy(&s->ovr_lock);
+    pthread_mutex_destroy(&s->create_lock);
     free(s);
 }

@@ -113,6 +113,7 @@ struct atp_store {
     struct atp_store_config cfg;
     uint32_t shard_bits;
     struct shard *shards;
+    pthread_mutex_t create_lock; /* item and sku creation (capacity) */
 
     struct item *items;
     size_t items_bytes;

@@ -204,7 +204,8 @@ int atp_store_adjust(struct atp_store *store, struct atp_slice sku, struct atp_s
 int atp_store_set(struct atp_store *store, struct atp_slice sku, struct atp_slice loc,
                   int64_t on_hand_abs, uint64_t seq);
 
-/* Orders taken outside atpd: allocated += qty / allocated -= qty (qty > 0). */
+/* Orders taken outside atpd: allocated += qty / allocated -= qty (qty > 0).
+ * Deallocating more than is allocated is ATP_ERANGE and changes nothing. */
 int atp_store_allocate(struct atp_store *store, struct atp_slice sku, struct atp_slice loc,
                        int64_t qty);
 int atp_store_deallocate(struct atp_store *store, struct atp_slice sku, struct atp_slice loc,
