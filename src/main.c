@@ -1,0 +1,499 @@
+/*
+ * main.c - the atpd executable: wires config, log, store and server.
+ *
+ * Start-up: defaults < config file (-c) < ATPD_* environment < flags; then the
+ * store (and its expirer thread), the optional demo catalogue, the server.
+ * Signals are blocked in every thread and read here through a signalfd:
+ * the first SIGTERM/SIGINT drains (bounded by shutdown-timeout), a second
+ * one forces the exit. Nothing else lives here: every piece it wires can be
+ * used and tested without it.
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/signalfd.h>
+#include <time.h>
+#include <unistd.h>
+
+#ifdef ATPD_HAVE_SYSTEMD
+#include <systemd/sd-daemon.h>
+#endif
+
+#include "atp/error.h"
+#include "atp/store.h"
+#include "cmd.h"
+#include "config.h"
+#include "log.h"
+#include "server.h"
+
+#ifndef ATPD_VERSION
+#define ATPD_VERSION "0.0.0"
+#endif
+
+#define DEMO_SKUS      100000u
+#define DEMO_LOCATIONS 3u
+#define FORCE_EXIT     2    /* exit status when a second signal cuts the drain short */
+#define DRAIN_SLACK_MS 3000 /* beyond shutdown-timeout before main gives up on workers */
+
+enum {
+    OPT_HELP = 'h',
+    OPT_VERSION = 'v',
+    OPT_CONFIG = 'c',
+    OPT_PORT = 'p',
+    OPT_BIND = 'b',
+    OPT_WORKERS = 'w',
+    OPT_OPTION = 'o',
+    OPT_CHECK = 1000,
+    OPT_DIRECTIVE = 2000, /* + index in the directive table */
+};
+
+struct pending_flag {
+    const char *name;
+    const char *value;
+    char *owned; /* for -o "name value" */
+};
+
+static void usage(FILE *out)
+{
+    fprintf(out,
+            "Usage: atpd [OPTIONS]\n"
+            "\n"
+            "The atpd available-to-promise server. With no options it listens on\n"
+            "127.0.0.1:%d with the channels web, app and marketplace.\n"
+            "\n"
+            "  -c, --config FILE       read directives from FILE (see atpd.conf)\n"
+            "      --check-config      parse and validate the configuration, print it, exit\n"
+            "  -p, --port N            same as --port N below\n"
+            "  -b, --bind ADDR         same as --bind ADDR below\n"
+            "  -w, --workers N         same as --workers N below\n"
+            "  -o, --option 'NAME VALUE'  any directive, including kafka.<property>\n"
+            "  -h, --help              this help\n"
+            "  -v, --version           print the version\n"
+            "\n"
+            "Directives (config file lines 'NAME VALUE', flags --NAME VALUE, environment\n"
+            "ATPD_NAME in upper case with '-' as '_'; flags > environment > file > defaults):\n",
+            ATP_CONFIG_DEFAULT_PORT);
+    for (size_t i = 0; atp_config_directive(i); i++) {
+        const struct atp_config_directive_info *d = atp_config_directive(i);
+        fprintf(out, "  --%s %s\n      %s\n", d->name, d->arg, d->help);
+    }
+    fprintf(out, "  kafka.<property> VALUE\n      passed to the Kafka client as is\n");
+}
+
+/* Deterministic demo quantities: splitmix64 of the item index. */
+static uint64_t mix(uint64_t x)
+{
+    x += 0x9e3779b97f4a7c15ull;
+    x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
+    x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
+    return x ^ (x >> 31);
+}
+
+static int load_demo(struct atp_store *store)
+{
+    static const char *const locs[DEMO_LOCATIONS] = {"DC1", "DC2", "DC3"};
+    uint64_t t0 = atp_now_us();
+    uint64_t units = 0, items = 0;
+    for (uint32_t s = 1; s <= DEMO_SKUS; s++) {
+        char sku[16];
+        int n = snprintf(sku, sizeof(sku), "SKU-%06u", s);
+        for (uint32_t l = 0; l < DEMO_LOCATIONS; l++) {
+            uint64_t h = mix((uint64_t)s * DEMO_LOCATIONS + l);
+            /* One item in ten is out of stock; the rest hold 1..500. */
+            int64_t qty = h % 10 == 0 ? 0 : (int64_t)((h >> 8) % 500) + 1;
+            struct atp_slice ks = {sku, (uint32_t)n};
+            int rc = qty > 0 ? atp_store_adjust(store, ks, atp_slice_cstr(locs[l]), qty, NULL)
+                             : atp_store_set(store, ks, atp_slice_cstr(locs[l]), 0, 0);
+            if (rc != 0) {
+                atp_log(ATP_LOG_ERROR, "demo catalogue load failed", LOG_STR("sku", sku),
+                        LOG_STR("location", locs[l]), LOG_ERR(rc));
+                return rc;
+            }
+            units += (uint64_t)qty;
+            items++;
+        }
+    }
+    atp_log(ATP_LOG_INFO, "demo catalogue loaded", LOG_UINT("skus", DEMO_SKUS),
+            LOG_UINT("items", items), LOG_UINT("units", units), LOG_STR("locations", "DC1,DC2,DC3"),
+            LOG_DBL("ms", (double)(atp_now_us() - t0) / 1000.0));
+    return 0;
+}
+
+static int write_port_file(const char *path, uint16_t port)
+{
+    char tmp[4096];
+    if (snprintf(tmp, sizeof(tmp), "%s.tmp", path) >= (int)sizeof(tmp))
+        return -ENAMETOOLONG;
+    FILE *f = fopen(tmp, "w");
+    if (f == NULL)
+        return -errno;
+    fprintf(f, "%u\n", port);
+    if (fclose(f) != 0 || rename(tmp, path) != 0) {
+        int e = -errno;
+        unlink(tmp);
+        return e;
+    }
+    return 0;
+}
+
+static void notify(const char *state)
+{
+#ifdef ATPD_HAVE_SYSTEMD
+    sd_notify(0, state);
+#else
+    (void)state;
+#endif
+}
+
+/* --- command line ------------------------------------------------------------ */
+
+struct cli {
+    const char *config_file;
+    bool check;
+    struct pending_flag *flags;
+    size_t nflags;
+};
+
+/* 0: go on; 1: exit 0 (help/version); -1: usage error. */
+static int parse_cli(int argc, char **argv, struct cli *cli)
+{
+    size_t ndir = 0;
+    while (atp_config_directive(ndir))
+        ndir++;
+    struct option *opts = calloc(ndir + 16, sizeof(*opts));
+    cli->flags = calloc((size_t)argc + 1, sizeof(*cli->flags));
+    if (opts == NULL || cli->flags == NULL) {
+        free(opts);
+        return -1;
+    }
+    size_t k = 0;
+    opts[k++] = (struct option){"help", no_argument, NULL, OPT_HELP};
+    opts[k++] = (struct option){"version", no_argument, NULL, OPT_VERSION};
+    opts[k++] = (struct option){"config", required_argument, NULL, OPT_CONFIG};
+    opts[k++] = (struct option){"check-config", no_argument, NULL, OPT_CHECK};
+    opts[k++] = (struct option){"option", required_argument, NULL, OPT_OPTION};
+    for (size_t i = 0; i < ndir; i++) {
+        const struct atp_config_directive_info *d = atp_config_directive(i);
+        opts[k++] = (struct option){d->name, d->is_bool ? optional_argument : required_argument,
+                                    NULL, OPT_DIRECTIVE + (int)i};
+    }
+    opts[k] = (struct option){NULL, 0, NULL, 0};
+
+    int rc = 0, c;
+    opterr = 1;
+    while (rc == 0 && (c = getopt_long(argc, argv, "hvc:p:b:w:o:", opts, NULL)) != -1) {
+        struct pending_flag *f = &cli->flags[cli->nflags];
+        switch (c) {
+        case OPT_HELP:
+            usage(stdout);
+            rc = 1;
+            break;
+        case OPT_VERSION:
+            printf("atpd %s\n", ATPD_VERSION);
+            rc = 1;
+            break;
+        case OPT_CONFIG:
+            cli->config_file = optarg;
+            break;
+        case OPT_CHECK:
+            cli->check = true;
+            break;
+        case OPT_PORT:
+        case OPT_BIND:
+        case OPT_WORKERS:
+            f->name = c == OPT_PORT ? "port" : c == OPT_BIND ? "bind" : "workers";
+            f->value = optarg;
+            cli->nflags++;
+            break;
+        case OPT_OPTION: {
+            /* "name value" or "name=value" */
+            f->owned = strdup(optarg);
+            if (f->owned == NULL) {
+                rc = -1;
+                break;
+            }
+            char *sep = f->owned + strcspn(f->owned, " \t=");
+            if (*sep == '\0') {
+                fprintf(stderr, "atpd: --option expects 'NAME VALUE', got '%s'\n", optarg);
+                free(f->owned);
+                f->owned = NULL;
+                rc = -1;
+                break;
+            }
+            *sep++ = '\0';
+            while (*sep == ' ' || *sep == '\t')
+                sep++;
+            f->name = f->owned;
+            f->value = sep;
+            cli->nflags++;
+            break;
+        }
+        default:
+            if (c >= OPT_DIRECTIVE && c < OPT_DIRECTIVE + (int)ndir) {
+                const struct atp_config_directive_info *d =
+                    atp_config_directive((size_t)(c - OPT_DIRECTIVE));
+                f->name = d->name;
+                f->value = optarg ? optarg : "yes";
+                cli->nflags++;
+            } else {
+                rc = -1; /* getopt printed the problem */
+            }
+        }
+    }
+    if (rc == 0 && optind < argc) {
+        fprintf(stderr, "atpd: unexpected argument '%s' (try --help)\n", argv[optind]);
+        rc = -1;
+    }
+    free(opts);
+    return rc;
+}
+
+static void cli_free(struct cli *cli)
+{
+    for (size_t i = 0; i < cli->nflags; i++)
+        free(cli->flags[i].owned);
+    free(cli->flags);
+}
+
+static int load_config(struct atp_config *cfg, const struct cli *cli, char *err, size_t errlen)
+{
+    int rc;
+    atp_config_init(cfg);
+    if (cli->config_file && (rc = atp_config_load_file(cfg, cli->config_file, err, errlen)) != 0)
+        return rc;
+    if ((rc = atp_config_load_env(cfg, NULL, err, errlen)) != 0)
+        return rc;
+    for (size_t i = 0; i < cli->nflags; i++) {
+        char msg[512];
+        rc = atp_config_set(cfg, ATP_CONF_FLAG, cli->flags[i].name, cli->flags[i].value, msg,
+                            sizeof(msg));
+        if (rc != 0) {
+            snprintf(err, errlen, "flag --%s: %s", cli->flags[i].name, msg);
+            return rc;
+        }
+    }
+    return atp_config_validate(cfg, err, errlen);
+}
+
+static uint64_t mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+/* --- running ------------------------------------------------------------------ */
+
+struct waiter {
+    struct atp_server *srv;
+    int donefd;
+    int rc;
+};
+
+static void *wait_workers(void *arg)
+{
+    struct waiter *wt = arg;
+    wt->rc = atp_server_wait(wt->srv);
+    uint64_t one = 1;
+    (void)!write(wt->donefd, &one, sizeof(one));
+    return NULL;
+}
+
+/* Read signals until the workers are done; returns the exit status. */
+static int run_until_stopped(struct atp_server *srv, int sfd, uint64_t shutdown_ms)
+{
+    struct waiter wt = {.srv = srv, .donefd = eventfd(0, EFD_CLOEXEC), .rc = 0};
+    pthread_t th;
+    if (wt.donefd < 0 || pthread_create(&th, NULL, wait_workers, &wt) != 0) {
+        atp_log(ATP_LOG_ERROR, "cannot start the waiter thread", LOG_ERR(-errno));
+        return 1;
+    }
+    bool draining = false;
+    uint64_t deadline = 0;
+    for (;;) {
+        struct pollfd pfd[2] = {{sfd, POLLIN, 0}, {wt.donefd, POLLIN, 0}};
+        int timeout = -1;
+        if (draining) {
+            uint64_t now = mono_ms();
+            timeout = now >= deadline ? 0 : (int)(deadline - now);
+        }
+        int n = poll(pfd, 2, timeout);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (pfd[1].revents & POLLIN)
+            break; /* the workers stopped (after a drain, or on an error) */
+        if (n == 0 && draining) {
+            atp_log(ATP_LOG_ERROR, "drain did not finish in time, exiting",
+                    LOG_UINT("shutdown_timeout_ms", shutdown_ms));
+            return FORCE_EXIT;
+        }
+        if (pfd[0].revents & POLLIN) {
+            struct signalfd_siginfo si;
+            if (read(sfd, &si, sizeof(si)) != (ssize_t)sizeof(si))
+                continue;
+            const char *name = si.ssi_signo == SIGINT ? "SIGINT" : "SIGTERM";
+            if (draining) {
+                atp_log(ATP_LOG_WARN, "second signal, exiting now", LOG_STR("signal", name));
+                return FORCE_EXIT;
+            }
+            draining = true;
+            deadline = mono_ms() + shutdown_ms + DRAIN_SLACK_MS;
+            atp_log(ATP_LOG_INFO, "draining", LOG_STR("signal", name),
+                    LOG_UINT("shutdown_timeout_ms", shutdown_ms));
+            notify("STOPPING=1");
+            atp_server_drain(srv);
+        }
+    }
+    pthread_join(th, NULL);
+    close(wt.donefd);
+    if (wt.rc != 0) {
+        atp_log(ATP_LOG_ERROR, "worker failed", LOG_ERR(wt.rc));
+        return 1;
+    }
+    return 0;
+}
+
+static int serve(const struct atp_config *cfg)
+{
+    static const volatile int refuse_writes = 0;
+    struct atp_config_store scfg;
+    struct atp_store *store = NULL;
+    struct atp_server *srv = NULL;
+    int status = 1, rc;
+
+    atp_config_to_store(cfg, &scfg);
+    if ((rc = atp_store_new(&scfg.store, &store)) != 0) {
+        atp_log(ATP_LOG_ERROR, "cannot create the store", LOG_ERR(rc));
+        return 1;
+    }
+    if ((rc = atp_store_start_expirer(store, 1000)) != 0) {
+        atp_log(ATP_LOG_ERROR, "cannot start the expirer", LOG_ERR(rc));
+        goto out;
+    }
+    if (cfg->demo && load_demo(store) != 0)
+        goto out;
+
+    struct atp_cmd_ctx ctx;
+    memset(&ctx, 0, sizeof(ctx));
+    ctx.store = store;
+    ctx.build = "atpd " ATPD_VERSION;
+    ctx.max_frame = cfg->max_frame;
+    ctx.max_keys = cfg->max_keys;
+    ctx.max_lines = cfg->max_lines;
+    ctx.refuse_writes = &refuse_writes;
+
+    struct atp_server_config sc = {
+        .bind = cfg->bind,
+        .port = (uint16_t)cfg->port,
+        .workers = cfg->workers,
+        .recv_mode = cfg->recv_mode,
+        .max_connections = cfg->max_connections,
+        .idle_timeout_ms = cfg->idle_timeout_ms,
+        .output_buffer_limit = cfg->output_buffer_limit,
+        .shutdown_timeout_ms = cfg->shutdown_timeout_ms,
+    };
+    if ((rc = atp_server_new(&sc, &ctx, &srv)) != 0) {
+        char addr[96];
+        snprintf(addr, sizeof(addr), "%s:%u", cfg->bind, cfg->port);
+        atp_log(ATP_LOG_ERROR, "cannot listen", LOG_STR("addr", addr), LOG_ERR(rc));
+        goto out;
+    }
+    sigset_t mask;
+    sigemptyset(&mask);
+    sigaddset(&mask, SIGINT);
+    sigaddset(&mask, SIGTERM);
+    int sfd = signalfd(-1, &mask, SFD_CLOEXEC);
+    if (sfd < 0) {
+        atp_log(ATP_LOG_ERROR, "signalfd failed", LOG_ERR(-errno));
+        goto out;
+    }
+    if ((rc = atp_server_start(srv)) != 0) {
+        atp_log(ATP_LOG_ERROR, "cannot start the workers", LOG_ERR(rc));
+        close(sfd);
+        goto out;
+    }
+    if (cfg->port_file && (rc = write_port_file(cfg->port_file, atp_server_port(srv))) != 0)
+        atp_log(ATP_LOG_WARN, "cannot write the port file", LOG_STR("path", cfg->port_file),
+                LOG_ERR(rc));
+    atp_log(ATP_LOG_INFO, "listening", LOG_STR("addr", atp_server_addr(srv)),
+            LOG_UINT("port", atp_server_port(srv)), LOG_UINT("workers", atp_server_workers(srv)),
+            LOG_STR("recv", atp_server_recv_mode(srv)),
+            LOG_UINT("max_connections", cfg->max_connections));
+    notify("READY=1");
+
+    status = run_until_stopped(srv, sfd, cfg->shutdown_timeout_ms);
+    close(sfd);
+    if (status == FORCE_EXIT) {
+        /* Workers may still run: leave without touching what they use. */
+        _exit(FORCE_EXIT);
+    }
+    struct atp_server_stats st;
+    atp_server_stats(srv, &st);
+    atp_log(ATP_LOG_INFO, "stopped", LOG_UINT("requests", st.requests),
+            LOG_UINT("connections", st.connections_accepted));
+out:
+    atp_server_free(srv);
+    atp_store_stop_expirer(store);
+    atp_store_free(store);
+    return status;
+}
+
+int main(int argc, char **argv)
+{
+    struct cli cli = {0};
+    int rc = parse_cli(argc, argv, &cli);
+    if (rc != 0) {
+        cli_free(&cli);
+        if (rc < 0)
+            fprintf(stderr, "Try 'atpd --help'.\n");
+        return rc > 0 ? 0 : 1;
+    }
+
+    struct atp_config cfg;
+    char err[1024] = "";
+    rc = load_config(&cfg, &cli, err, sizeof(err));
+    if (cli.check) {
+        if (rc != 0) {
+            fprintf(stderr, "atpd: configuration invalid: %s\n", err);
+        } else {
+            printf("# atpd %s: configuration OK (%s)\n", ATPD_VERSION,
+                   cli.config_file ? cli.config_file : "no config file");
+            printf("# effective values after defaults, file, environment and flags:\n");
+            atp_config_dump(&cfg, stdout);
+        }
+        atp_config_free(&cfg);
+        cli_free(&cli);
+        return rc == 0 ? 0 : 1;
+    }
+    atp_log_setup(rc == 0 ? (enum atp_log_level)cfg.log_level : ATP_LOG_INFO,
+                  rc == 0 ? (enum atp_log_format)cfg.log_format : ATP_LOG_LOGFMT);
+    if (rc != 0) {
+        atp_log(ATP_LOG_ERROR, "invalid configuration", LOG_STR("err", err));
+        atp_config_free(&cfg);
+        cli_free(&cli);
+        return 1;
+    }
+
+    /* Every thread inherits this mask; signals are read from the signalfd. */
+    sigset_t mask;
+    sigemptyset(&mask);
+    sigaddset(&mask, SIGINT);
+    sigaddset(&mask, SIGTERM);
+    pthread_sigmask(SIG_BLOCK, &mask, NULL);
+    signal(SIGPIPE, SIG_IGN);
+
+    atp_log(ATP_LOG_INFO, "starting", LOG_STR("version", ATPD_VERSION), LOG_INT("pid", getpid()),
+            LOG_STR("config", cli.config_file ? cli.config_file : ""),
+            LOG_UINT("channels", cfg.nchannels), LOG_BOOL("demo", cfg.demo));
+    int status = serve(&cfg);
+    atp_config_free(&cfg);
+    cli_free(&cli);
+    return status;
+}

@@ -1,0 +1,1330 @@
+/*
+ * server.c - io_uring workers, connections, backpressure, limits, drain.
+ *
+ * Knows sockets, io_uring and the connection state machine. Frames are
+ * opaque here: received bytes go to atp_cmd_handle(), which consumes whole
+ * frames and appends one response each; this file only moves bytes.
+ *
+ * Threads. Each worker owns one io_uring ring (created on its own thread, so
+ * the ring can be SINGLE_ISSUER + DEFER_TASKRUN: completions run only when
+ * the worker asks for them, never interrupting it), one SO_REUSEPORT
+ * listener with a multishot accept, one eventfd the main thread writes to
+ * start a drain, and its connections. Workers share the store (through the
+ * cmd context), the open-connection count (an atomic) and nothing else.
+ *
+ * Receive path, probed once at start:
+ *   multishot: one multishot recv per connection picks 4 KiB buffers from a
+ *     per-worker provided-buffer ring. Frames are handled straight out of
+ *     the ring buffer (zero copy) and the buffer goes back at once; only an
+ *     incomplete tail is copied into the connection's input buffer, and the
+ *     next receive is appended to it.
+ *   plain: one recv at a time into the connection's input buffer (kernels
+ *     without buffer rings or multishot recv, or `recv-mode plain`).
+ *
+ * Send path: each connection has two output buffers. Responses are appended
+ * to `out` while at most one send of `snd` is in flight; after a batch of
+ * completions every connection with new output gets one send, so all the
+ * responses produced by one receive (or several) leave in one send. The
+ * buffers are reused: no malloc per request in the steady state.
+ *
+ * Backpressure: pending output is out.len plus the unsent part of snd. Before
+ * each frame, if pending >= output-buffer-limit, the connection pauses: its
+ * input stays buffered, its multishot recv is cancelled (plain: not
+ * re-armed), so the kernel's socket buffer fills and TCP flow control stops
+ * the client. It resumes when a send brings pending under half the limit.
+ * Memory per connection stays bounded by the limit plus one response plus
+ * what had already been received.
+ *
+ * Connection states (each conn is in exactly one):
+ *   OPEN     reading and answering; on the `active` list, ordered by last
+ *            activity, so the idle sweep looks only at the head.
+ *   CLOSING  no more requests are read; flushing the output (an error frame
+ *            last, if any); on the `closing` list, bounded by LINGER_MS.
+ *   LINGER   output flushed and our side shut down (FIN sent); input is read
+ *            and dropped until the client closes, so the kernel does not
+ *            answer unread input with a reset that could destroy the error
+ *            frame in flight. Same list and bound as CLOSING.
+ *   DEAD     waiting for its last io_uring operations to complete; then the
+ *            fd is closed and the conn goes back to the free list.
+ * A conn is released only in the flush phase of the loop, never while a
+ * completion handler may still hold it.
+ */
+#include "server.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <liburing.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <pthread.h>
+#include <semaphore.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "atp/error.h"
+#include "config.h"
+#include "log.h"
+
+#define RING_ENTRIES   1024
+#define BUF_COUNT      1024  /* provided buffers per worker (power of two) */
+#define BUF_SIZE       4096  /* most requests are under 200 bytes */
+#define BGID           1     /* buffer group id */
+#define IN_INITIAL     16384 /* input buffer of a connection, first size */
+#define IN_SLACK       4096  /* plain recv: free room always offered */
+#define KEEP_BUF_MAX   65536 /* buffers larger than this are freed on close */
+#define FREE_CONNS_MAX 256   /* closed conns kept for reuse per worker */
+#define REJECT_MAX     64    /* rejected conns lingering at once per worker */
+#define LINGER_MS      1000  /* bound on CLOSING + LINGER */
+#define TICK_MS        50    /* idle sweep period; the idle timeout's precision */
+#define DRAIN_TICK_MS  10
+#define LISTEN_BACKLOG 4096
+
+/* user_data: a pointer (conn or worker, 16-byte aligned) plus a tag. */
+enum ud_tag {
+    UD_IGNORE = 0, /* cancel requests and other fire-and-forget SQEs */
+    UD_RECV = 1,
+    UD_SEND = 2,
+    UD_ACCEPT = 3,
+    UD_TICK = 4,
+    UD_WAKE = 5,
+};
+#define UD_TAG_MASK 7ull
+
+enum conn_state {
+    C_OPEN,
+    C_CLOSING,
+    C_LINGER,
+    C_DEAD,
+};
+
+enum close_reason {
+    R_PEER,     /* EOF or reset from the client */
+    R_PROTOCOL, /* broken framing */
+    R_IDLE,
+    R_DRAIN,
+    R_REJECT, /* over max-connections */
+    R_ERROR,  /* local failure (memory, socket error) */
+};
+
+struct worker;
+
+struct conn {
+    struct worker *w;
+    int fd;
+    enum conn_state state;
+    bool recv_armed;    /* a recv SQE is outstanding */
+    bool cancelling;    /* a cancel for the multishot recv was sent */
+    bool send_inflight; /* a send SQE is outstanding */
+    bool paused;        /* backpressure: not reading */
+    bool peer_eof;      /* the client shut down its side */
+    bool counted;       /* holds a slot of max-connections */
+    bool dirty;         /* on the worker's dirty list */
+    uint8_t *in;        /* unconsumed input (a partial frame, or paused input) */
+    size_t in_len, in_cap;
+    struct atp_buf out;       /* responses being appended */
+    struct atp_buf snd;       /* responses being sent */
+    size_t snd_off;           /* bytes of snd already sent */
+    uint64_t last_ms;         /* OPEN: last activity; CLOSING/LINGER: when closing began */
+    struct conn *prev, *next; /* active or closing list */
+    struct conn *dirty_next;
+} __attribute__((aligned(16)));
+
+struct clist {
+    struct conn *head, *tail;
+};
+
+/* Written by the owning worker only (single writer), read by STATS anywhere. */
+struct worker_stats {
+    uint64_t accepted;
+    uint64_t rejected;
+    uint64_t closed_idle;
+    uint64_t closed_protocol;
+    uint64_t closed_peer;
+    uint64_t closed_drain;
+    uint64_t requests;
+    uint64_t bytes_in;
+    uint64_t bytes_out;
+    uint64_t pauses;
+};
+
+/* A relaxed load and store: plain instructions on x86, no lock prefix; a
+ * concurrent reader sees each counter whole. */
+#define STAT_ADD(w, field, n)                                                                      \
+    __atomic_store_n(&(w)->st.field, __atomic_load_n(&(w)->st.field, __ATOMIC_RELAXED) + (n),      \
+                     __ATOMIC_RELAXED)
+
+struct worker {
+    struct atp_server *srv;
+    uint32_t idx;
+    pthread_t thread;
+    bool thread_started;
+    int lfd; /* listener; -1 once closed */
+    int efd; /* eventfd: drain requests */
+    struct io_uring ring;
+    bool ring_ok;
+    struct atp_cmd_ctx ctx; /* this worker's copy */
+    bool multishot;
+    struct io_uring_buf_ring *br;
+    size_t br_bytes;
+    uint8_t *bufs;
+    int br_pending; /* buffers returned since the last advance */
+    struct clist active, closing;
+    struct conn *free_list;
+    uint32_t nfree;
+    struct conn *dirty;
+    uint32_t nconns;     /* live conns of this worker, any state */
+    uint32_t nrejecting; /* of which are rejected ones */
+    bool accept_armed;
+    bool accept_retry; /* re-arm accept at the next tick */
+    bool draining;
+    uint64_t drain_deadline_ms;
+    struct __kernel_timespec tick_ts;
+    uint64_t wake_val;
+    uint64_t now_us; /* wall clock for the store, read once per batch */
+    uint64_t now_ms; /* monotonic, for timeouts */
+    int error;
+    struct worker_stats st;
+} __attribute__((aligned(64)));
+
+struct atp_server {
+    struct atp_server_config cfg;
+    char bind[ATP_CONFIG_BIND_MAX];
+    char addr[ATP_CONFIG_BIND_MAX + 16];
+    uint16_t port;
+    uint32_t nworkers;
+    struct worker *workers;
+    bool multishot;
+    uint32_t open;     /* counted connections, all workers (atomic) */
+    int drain;         /* set once by atp_server_drain (atomic) */
+    size_t hard_limit; /* atp_buf.limit: the soft limit plus room for one response */
+    sem_t ready;       /* each worker posts once its ring is set up */
+};
+
+/* --- small helpers --------------------------------------------------------- */
+
+static uint64_t mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+static inline uint64_t ud_make(const void *p, enum ud_tag tag)
+{
+    return (uint64_t)(uintptr_t)p | (uint64_t)tag;
+}
+
+static struct io_uring_sqe *get_sqe(struct worker *w)
+{
+    struct io_uring_sqe *sqe = io_uring_get_sqe(&w->ring);
+    while (sqe == NULL) {
+        /* SQ full: submit what is queued and try again. */
+        io_uring_submit(&w->ring);
+        sqe = io_uring_get_sqe(&w->ring);
+    }
+    return sqe;
+}
+
+static size_t pending_out(const struct conn *c)
+{
+    return c->out.len + (c->snd.len - c->snd_off);
+}
+
+static void list_push(struct clist *l, struct conn *c)
+{
+    c->next = NULL;
+    c->prev = l->tail;
+    if (l->tail)
+        l->tail->next = c;
+    else
+        l->head = c;
+    l->tail = c;
+}
+
+static void list_remove(struct clist *l, struct conn *c)
+{
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        l->head = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    else
+        l->tail = c->prev;
+    c->prev = c->next = NULL;
+}
+
+static void mark_dirty(struct worker *w, struct conn *c)
+{
+    if (!c->dirty) {
+        c->dirty = true;
+        c->dirty_next = w->dirty;
+        w->dirty = c;
+    }
+}
+
+/* Activity on an open connection: it moves to the young end of the list. */
+static void touch(struct worker *w, struct conn *c)
+{
+    c->last_ms = w->now_ms;
+    if (c->state == C_OPEN && w->active.tail != c) {
+        list_remove(&w->active, c);
+        list_push(&w->active, c);
+    }
+}
+
+/* --- connections: allocation ------------------------------------------------ */
+
+static struct conn *conn_new(struct worker *w, int fd)
+{
+    struct conn *c = w->free_list;
+    if (c) {
+        w->free_list = c->next;
+        w->nfree--;
+    } else {
+        c = aligned_alloc(16, sizeof(*c));
+        if (c == NULL)
+            return NULL;
+        memset(c, 0, sizeof(*c));
+    }
+    uint8_t *in = c->in;
+    size_t in_cap = c->in_cap;
+    struct atp_buf out = c->out, snd = c->snd;
+    memset(c, 0, sizeof(*c));
+    c->in = in;
+    c->in_cap = in_cap;
+    c->out = out;
+    c->snd = snd;
+    c->out.len = c->snd.len = 0;
+    c->out.limit = c->snd.limit = w->srv->hard_limit;
+    c->w = w;
+    c->fd = fd;
+    c->state = C_OPEN;
+    c->last_ms = w->now_ms;
+    w->nconns++;
+    return c;
+}
+
+static void buf_trim(struct atp_buf *b)
+{
+    if (b->cap > KEEP_BUF_MAX) {
+        atp_buf_free(b);
+        memset(b, 0, sizeof(*b));
+    }
+    b->len = 0;
+}
+
+static void conn_release(struct worker *w, struct conn *c)
+{
+    close(c->fd);
+    c->fd = -1;
+    w->nconns--;
+    if (c->counted)
+        __atomic_fetch_sub(&w->srv->open, 1, __ATOMIC_RELAXED);
+    else
+        w->nrejecting--;
+    if (w->nfree >= FREE_CONNS_MAX) {
+        free(c->in);
+        atp_buf_free(&c->out);
+        atp_buf_free(&c->snd);
+        free(c);
+        return;
+    }
+    if (c->in_cap > KEEP_BUF_MAX) {
+        free(c->in);
+        c->in = NULL;
+        c->in_cap = 0;
+    }
+    c->in_len = 0;
+    buf_trim(&c->out);
+    buf_trim(&c->snd);
+    c->next = w->free_list;
+    w->free_list = c;
+    w->nfree++;
+}
+
+static void conn_free_all(struct worker *w)
+{
+    struct conn *c;
+    while ((c = w->free_list) != NULL) {
+        w->free_list = c->next;
+        free(c->in);
+        atp_buf_free(&c->out);
+        atp_buf_free(&c->snd);
+        free(c);
+    }
+    w->nfree = 0;
+}
+
+/* Grow the input buffer to hold `need` bytes in all. */
+static int in_reserve(struct worker *w, struct conn *c, size_t need)
+{
+    if (need <= c->in_cap)
+        return 0;
+    /* Bound: one maximal frame plus a paused backlog. Beyond it the client
+     * is hostile (the cmd layer refuses longer frames), so it is cut off. */
+    size_t bound =
+        (size_t)w->ctx.max_frame + w->srv->cfg.output_buffer_limit + (size_t)BUF_COUNT * BUF_SIZE;
+    if (need > bound)
+        return -ENOBUFS;
+    size_t cap = c->in_cap ? c->in_cap : IN_INITIAL;
+    while (cap < need)
+        cap *= 2;
+    if (cap > bound)
+        cap = bound;
+    uint8_t *p = realloc(c->in, cap);
+    if (p == NULL)
+        return -ENOMEM;
+    c->in = p;
+    c->in_cap = cap;
+    return 0;
+}
+
+/* --- connections: state changes ---------------------------------------------- */
+
+static void count_close(struct worker *w, enum close_reason why)
+{
+    switch (why) {
+    case R_PEER:
+        STAT_ADD(w, closed_peer, 1);
+        break;
+    case R_PROTOCOL:
+        STAT_ADD(w, closed_protocol, 1);
+        break;
+    case R_IDLE:
+        STAT_ADD(w, closed_idle, 1);
+        break;
+    case R_DRAIN:
+        STAT_ADD(w, closed_drain, 1);
+        break;
+    case R_REJECT:
+    case R_ERROR:
+        break;
+    }
+}
+
+/* Stop everything now; the conn is released once its operations complete. */
+static void conn_kill(struct worker *w, struct conn *c)
+{
+    if (c->state == C_DEAD)
+        return;
+    if (c->state == C_OPEN)
+        list_remove(&w->active, c);
+    else
+        list_remove(&w->closing, c);
+    c->state = C_DEAD;
+    /*
+     * Shutting the socket down wakes a pending recv (it returns 0) and a
+     * send waiting for room (EPIPE). No cancel-by-fd: without DEFER_TASKRUN
+     * the completions may arrive in this very batch, the fd be closed in the
+     * flush and reused by an accept before such a cancel is submitted.
+     */
+    if (c->recv_armed || c->send_inflight)
+        shutdown(c->fd, SHUT_RDWR);
+    mark_dirty(w, c);
+}
+
+/*
+ * Stop reading requests; flush what is pending (an error frame already
+ * appended, if any), then shut our side and linger. Idempotent.
+ */
+static void conn_begin_close(struct worker *w, struct conn *c, enum close_reason why)
+{
+    if (c->state != C_OPEN)
+        return;
+    count_close(w, why);
+    list_remove(&w->active, c);
+    c->state = C_CLOSING;
+    c->last_ms = w->now_ms;
+    c->in_len = 0; /* unanswered input is dropped */
+    c->paused = false;
+    list_push(&w->closing, c);
+    mark_dirty(w, c);
+    if (atp_log_enabled(ATP_LOG_DEBUG)) {
+        static const char *const names[] = {"peer", "protocol", "idle", "drain", "reject", "error"};
+        atp_log(ATP_LOG_DEBUG, "closing connection", LOG_INT("fd", c->fd),
+                LOG_STR("reason", names[why]), LOG_UINT("worker", w->idx));
+    }
+}
+
+/* Append an unattributed error frame and close; on failure, just close. */
+static void conn_close_with_error(struct worker *w, struct conn *c, int code, const char *detail,
+                                  enum close_reason why)
+{
+    /* Without room for the frame, the close alone has to tell. */
+    (void)atp_cmd_error(&c->out, 0, code, detail);
+    conn_begin_close(w, c, why);
+}
+
+/*
+ * Hand whole frames to the cmd layer. Returns the bytes consumed; stops at a
+ * partial frame, at the output limit (pausing the conn) or at broken framing
+ * (closing it; everything is then "consumed").
+ */
+static size_t consume(struct worker *w, struct conn *c, const uint8_t *p, size_t n)
+{
+    size_t off = 0;
+    uint64_t handled = 0;
+    size_t limit = w->srv->cfg.output_buffer_limit;
+    while (off < n) {
+        if (pending_out(c) >= limit) {
+            if (!c->paused) {
+                c->paused = true;
+                STAT_ADD(w, pauses, 1);
+            }
+            break;
+        }
+        ssize_t r = atp_cmd_handle(&w->ctx, p + off, n - off, &c->out, w->now_us);
+        if (r > 0) {
+            off += (size_t)r;
+            handled++;
+            continue;
+        }
+        if (r < 0) {
+            handled++;
+            conn_begin_close(w, c, R_PROTOCOL);
+            off = n;
+        }
+        break;
+    }
+    if (handled)
+        STAT_ADD(w, requests, handled);
+    if (pending_out(c) > 0 || c->state != C_OPEN)
+        mark_dirty(w, c);
+    return off;
+}
+
+/* Process the buffered input (after a resume, or in plain mode). */
+static void consume_buffered(struct worker *w, struct conn *c)
+{
+    if (c->in_len == 0)
+        return;
+    size_t used = consume(w, c, c->in, c->in_len);
+    if (c->state != C_OPEN) {
+        c->in_len = 0;
+        return;
+    }
+    if (used > 0) {
+        memmove(c->in, c->in + used, c->in_len - used);
+        c->in_len -= used;
+    }
+}
+
+/* New bytes from the socket (p points into a provided buffer or c->in). */
+static void conn_input(struct worker *w, struct conn *c, const uint8_t *p, size_t n)
+{
+    if (c->in_len == 0 && !c->paused) {
+        /* Zero-copy: frames straight out of the ring buffer. */
+        size_t used = consume(w, c, p, n);
+        if (c->state != C_OPEN || used == n)
+            return;
+        p += used;
+        n -= used;
+    }
+    /* Keep the tail (a partial frame, or input while paused). */
+    int rc = in_reserve(w, c, c->in_len + n);
+    if (rc != 0) {
+        atp_log(ATP_LOG_WARN, "input buffer limit reached, closing", LOG_INT("fd", c->fd),
+                LOG_ERR(rc));
+        conn_close_with_error(w, c, ATP_ETOOLARGE, "input buffer limit", R_ERROR);
+        return;
+    }
+    memcpy(c->in + c->in_len, p, n);
+    c->in_len += n;
+    if (!c->paused && c->in_len > n)
+        consume_buffered(w, c); /* the tail completed an earlier partial frame */
+}
+
+/* --- submissions ------------------------------------------------------------ */
+
+static void arm_recv(struct worker *w, struct conn *c)
+{
+    struct io_uring_sqe *sqe;
+    if (w->multishot) {
+        sqe = get_sqe(w);
+        io_uring_prep_recv_multishot(sqe, c->fd, NULL, 0, 0);
+        sqe->flags |= IOSQE_BUFFER_SELECT;
+        sqe->buf_group = BGID;
+    } else {
+        if (c->state == C_LINGER)
+            c->in_len = 0; /* lingering input is read and dropped */
+        if (in_reserve(w, c, c->in_len + IN_SLACK) != 0) {
+            conn_kill(w, c);
+            return;
+        }
+        sqe = get_sqe(w);
+        io_uring_prep_recv(sqe, c->fd, c->in + c->in_len, c->in_cap - c->in_len, 0);
+    }
+    io_uring_sqe_set_data64(sqe, ud_make(c, UD_RECV));
+    c->recv_armed = true;
+}
+
+static void arm_send(struct worker *w, struct conn *c)
+{
+    struct io_uring_sqe *sqe = get_sqe(w);
+    io_uring_prep_send(sqe, c->fd, c->snd.data + c->snd_off, c->snd.len - c->snd_off, MSG_NOSIGNAL);
+    io_uring_sqe_set_data64(sqe, ud_make(c, UD_SEND));
+    c->send_inflight = true;
+}
+
+static void cancel_recv(struct worker *w, struct conn *c)
+{
+    if (!c->recv_armed || c->cancelling)
+        return;
+    struct io_uring_sqe *sqe = get_sqe(w);
+    io_uring_prep_cancel64(sqe, ud_make(c, UD_RECV), 0);
+    io_uring_sqe_set_data64(sqe, UD_IGNORE);
+    c->cancelling = true;
+}
+
+static void arm_accept(struct worker *w)
+{
+    struct io_uring_sqe *sqe = get_sqe(w);
+    io_uring_prep_multishot_accept(sqe, w->lfd, NULL, NULL, SOCK_CLOEXEC);
+    io_uring_sqe_set_data64(sqe, ud_make(w, UD_ACCEPT));
+    w->accept_armed = true;
+}
+
+static void arm_tick(struct worker *w)
+{
+    uint64_t ms = w->draining ? DRAIN_TICK_MS : TICK_MS;
+    w->tick_ts.tv_sec = (long long)(ms / 1000);
+    w->tick_ts.tv_nsec = (long long)(ms % 1000) * 1000000;
+    struct io_uring_sqe *sqe = get_sqe(w);
+    io_uring_prep_timeout(sqe, &w->tick_ts, 0, 0);
+    io_uring_sqe_set_data64(sqe, ud_make(w, UD_TICK));
+}
+
+static void arm_wake(struct worker *w)
+{
+    struct io_uring_sqe *sqe = get_sqe(w);
+    io_uring_prep_read(sqe, w->efd, &w->wake_val, sizeof(w->wake_val), 0);
+    io_uring_sqe_set_data64(sqe, ud_make(w, UD_WAKE));
+}
+
+static void recycle_buffer(struct worker *w, unsigned bid)
+{
+    io_uring_buf_ring_add(w->br, w->bufs + (size_t)bid * BUF_SIZE, BUF_SIZE, (unsigned short)bid,
+                          io_uring_buf_ring_mask(BUF_COUNT), w->br_pending);
+    w->br_pending++;
+}
+
+/* --- the flush phase ---------------------------------------------------------- */
+
+/* Output flushed after a close began: shut our side, or finish. */
+static void conn_output_done(struct worker *w, struct conn *c)
+{
+    if (c->peer_eof) {
+        conn_kill(w, c);
+        return;
+    }
+    shutdown(c->fd, SHUT_WR);
+    c->state = C_LINGER;
+}
+
+/*
+ * After each batch of completions, for each conn touched: release it if
+ * dead, start one send with everything pending, re-arm or cancel its recv.
+ * A conn is released only here, at the top, so no caller ever holds a
+ * released conn; conn_kill re-marks it dirty to get here again.
+ */
+static void conn_flush(struct worker *w, struct conn *c)
+{
+    if (c->state == C_DEAD) {
+        if (!c->recv_armed && !c->send_inflight)
+            conn_release(w, c);
+        return;
+    }
+    if (!c->send_inflight && c->out.len > 0) {
+        struct atp_buf t = c->snd;
+        c->snd = c->out;
+        c->out = t;
+        c->out.len = 0;
+        c->snd_off = 0;
+        arm_send(w, c);
+    }
+    if (c->state == C_CLOSING && !c->send_inflight && c->out.len == 0) {
+        conn_output_done(w, c);
+        if (c->state == C_DEAD)
+            return; /* conn_kill put it back on the dirty list */
+    }
+    bool want_recv = (c->state == C_OPEN && !c->paused) || c->state == C_LINGER;
+    if (want_recv && !c->recv_armed)
+        arm_recv(w, c);
+    else if (!want_recv && c->recv_armed && w->multishot && c->state == C_OPEN)
+        cancel_recv(w, c); /* paused: stop the kernel filling buffers for it */
+}
+
+static void flush_dirty(struct worker *w)
+{
+    struct conn *c;
+    while ((c = w->dirty) != NULL) {
+        w->dirty = c->dirty_next;
+        c->dirty = false;
+        conn_flush(w, c);
+    }
+}
+
+/* --- completion handlers --------------------------------------------------- */
+
+static void on_recv(struct worker *w, struct conn *c, const struct io_uring_cqe *cqe)
+{
+    int res = cqe->res;
+    bool more = (cqe->flags & IORING_CQE_F_MORE) != 0;
+    bool has_buf = (cqe->flags & IORING_CQE_F_BUFFER) != 0;
+    const uint8_t *data = NULL;
+    if (has_buf) {
+        unsigned bid = cqe->flags >> IORING_CQE_BUFFER_SHIFT;
+        data = w->bufs + (size_t)bid * BUF_SIZE;
+        recycle_buffer(w, bid); /* read below, before the next submission */
+    }
+    if (!w->multishot || !more) {
+        c->recv_armed = false;
+        c->cancelling = false;
+    }
+    mark_dirty(w, c);
+
+    if (res <= 0) {
+        if (res == -ENOBUFS || (res == -ECANCELED && c->state != C_DEAD) || res == -EINTR)
+            return; /* flush re-arms when appropriate */
+        /* EOF or error. */
+        if (c->state == C_OPEN) {
+            c->peer_eof = true;
+            c->in_len = 0; /* a frame cut off by the close is dropped */
+            conn_begin_close(w, c, R_PEER);
+            if (res < 0)
+                conn_kill(w, c); /* reset: nobody left to answer */
+        } else if (c->state == C_CLOSING) {
+            c->peer_eof = true;
+            if (res < 0)
+                conn_kill(w, c);
+        } else {
+            conn_kill(w, c);
+        }
+        return;
+    }
+
+    STAT_ADD(w, bytes_in, (uint64_t)res);
+    if (c->state != C_OPEN)
+        return; /* closing: input is dropped */
+    touch(w, c);
+    if (w->multishot) {
+        conn_input(w, c, data, (size_t)res);
+    } else {
+        c->in_len += (size_t)res;
+        if (!c->paused)
+            consume_buffered(w, c);
+    }
+}
+
+static void on_send(struct worker *w, struct conn *c, const struct io_uring_cqe *cqe)
+{
+    c->send_inflight = false;
+    mark_dirty(w, c);
+    if (c->state == C_DEAD)
+        return;
+    if (cqe->res < 0) {
+        if (c->state == C_OPEN)
+            count_close(w, R_PEER); /* reset while we were answering */
+        c->peer_eof = true;
+        conn_kill(w, c);
+        return;
+    }
+    STAT_ADD(w, bytes_out, (uint64_t)cqe->res);
+    c->snd_off += (size_t)cqe->res;
+    if (c->state == C_OPEN)
+        touch(w, c);
+    if (c->snd_off < c->snd.len) {
+        arm_send(w, c); /* short send: the rest */
+        return;
+    }
+    c->snd.len = 0;
+    c->snd_off = 0;
+    if (c->paused && pending_out(c) <= w->srv->cfg.output_buffer_limit / 2) {
+        c->paused = false;
+        consume_buffered(w, c); /* may pause again */
+    }
+}
+
+static void reject(struct worker *w, int fd)
+{
+    STAT_ADD(w, rejected, 1);
+    if (w->nrejecting < REJECT_MAX) {
+        struct conn *c = conn_new(w, fd);
+        if (c != NULL) {
+            c->counted = false;
+            w->nrejecting++;
+            list_push(&w->active, c);
+            conn_close_with_error(w, c, ATP_ETOOMANYCONN, NULL, R_REJECT);
+            return;
+        }
+    }
+    /* Too many rejections in flight: best effort, then close. */
+    struct atp_buf b = {0};
+    if (atp_cmd_error(&b, 0, ATP_ETOOMANYCONN, NULL) == 0)
+        (void)!send(fd, b.data, b.len, MSG_DONTWAIT | MSG_NOSIGNAL);
+    atp_buf_free(&b);
+    close(fd);
+}
+
+static void on_accept(struct worker *w, const struct io_uring_cqe *cqe)
+{
+    if (!(cqe->flags & IORING_CQE_F_MORE))
+        w->accept_armed = false;
+    int fd = cqe->res;
+    if (fd < 0) {
+        if (fd != -ECANCELED && !w->draining)
+            atp_log(ATP_LOG_WARN, "accept failed", LOG_ERR(fd), LOG_UINT("worker", w->idx));
+    } else if (w->draining) {
+        close(fd);
+    } else {
+        int one = 1;
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+        uint32_t open = __atomic_add_fetch(&w->srv->open, 1, __ATOMIC_RELAXED);
+        if (open > w->srv->cfg.max_connections) {
+            __atomic_fetch_sub(&w->srv->open, 1, __ATOMIC_RELAXED);
+            reject(w, fd);
+        } else {
+            struct conn *c = conn_new(w, fd);
+            if (c == NULL) {
+                __atomic_fetch_sub(&w->srv->open, 1, __ATOMIC_RELAXED);
+                close(fd);
+            } else {
+                c->counted = true;
+                STAT_ADD(w, accepted, 1);
+                list_push(&w->active, c);
+                mark_dirty(w, c); /* flush arms the first recv */
+            }
+        }
+    }
+    if (!w->accept_armed && !w->draining && w->lfd >= 0) {
+        if (fd < 0)
+            w->accept_retry = true; /* EMFILE and the like: retry at the next tick */
+        else
+            arm_accept(w);
+    }
+    if (!w->accept_armed && w->draining && w->lfd >= 0) {
+        close(w->lfd);
+        w->lfd = -1;
+    }
+}
+
+static void start_drain(struct worker *w)
+{
+    if (w->draining)
+        return;
+    w->draining = true;
+    w->drain_deadline_ms = w->now_ms + w->srv->cfg.shutdown_timeout_ms;
+    if (w->accept_armed) {
+        struct io_uring_sqe *sqe = get_sqe(w);
+        io_uring_prep_cancel64(sqe, ud_make(w, UD_ACCEPT), 0);
+        io_uring_sqe_set_data64(sqe, UD_IGNORE);
+    } else if (w->lfd >= 0) {
+        close(w->lfd);
+        w->lfd = -1;
+    }
+}
+
+static void on_tick(struct worker *w)
+{
+    const struct atp_server_config *cfg = &w->srv->cfg;
+    struct conn *c, *next;
+    if (cfg->idle_timeout_ms > 0) {
+        while ((c = w->active.head) != NULL && c->last_ms + cfg->idle_timeout_ms <= w->now_ms)
+            conn_close_with_error(w, c, ATP_ETIMEDOUT, "idle timeout", R_IDLE);
+    }
+    while ((c = w->closing.head) != NULL && c->last_ms + LINGER_MS <= w->now_ms)
+        conn_kill(w, c);
+    if (w->draining) {
+        bool overdue = w->now_ms >= w->drain_deadline_ms;
+        for (c = w->active.head; c; c = next) {
+            next = c->next;
+            if (overdue)
+                conn_kill(w, c);
+            else if (c->in_len == 0 && pending_out(c) == 0 && !c->send_inflight && !c->paused)
+                conn_begin_close(w, c, R_DRAIN); /* nothing in flight: close it */
+        }
+        for (c = w->closing.head; overdue && c; c = next) {
+            next = c->next;
+            conn_kill(w, c);
+        }
+    }
+    if (w->accept_retry && !w->draining && w->lfd >= 0 && !w->accept_armed) {
+        w->accept_retry = false;
+        arm_accept(w);
+    }
+    arm_tick(w);
+}
+
+static void handle_cqe(struct worker *w, const struct io_uring_cqe *cqe)
+{
+    uint64_t ud = io_uring_cqe_get_data64(cqe);
+    void *p = (void *)(uintptr_t)(ud & ~UD_TAG_MASK);
+    switch ((enum ud_tag)(ud & UD_TAG_MASK)) {
+    case UD_RECV:
+        on_recv(w, p, cqe);
+        break;
+    case UD_SEND:
+        on_send(w, p, cqe);
+        break;
+    case UD_ACCEPT:
+        on_accept(w, cqe);
+        break;
+    case UD_TICK:
+        on_tick(w);
+        break;
+    case UD_WAKE:
+        if (__atomic_load_n(&w->srv->drain, __ATOMIC_ACQUIRE))
+            start_drain(w);
+        else
+            arm_wake(w);
+        break;
+    case UD_IGNORE:
+    default:
+        break;
+    }
+}
+
+/* --- worker setup and loop ----------------------------------------------- */
+
+static int ring_init(struct worker *w)
+{
+    /* Preferred: completions only run when the worker waits (no
+     * interruptions mid-batch); older kernels get the plain ring. */
+    static const unsigned flag_sets[] = {
+        IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN,
+        IORING_SETUP_COOP_TASKRUN,
+        0,
+    };
+    int rc = -EINVAL;
+    for (size_t i = 0; i < sizeof(flag_sets) / sizeof(flag_sets[0]); i++) {
+        struct io_uring_params p;
+        memset(&p, 0, sizeof(p));
+        p.flags = flag_sets[i] | IORING_SETUP_CQSIZE;
+        p.cq_entries = RING_ENTRIES * 8; /* multishot completions come in bursts */
+        rc = io_uring_queue_init_params(RING_ENTRIES, &w->ring, &p);
+        if (rc == 0)
+            return 0;
+        if (rc != -EINVAL)
+            break;
+    }
+    return rc;
+}
+
+static int bufring_init(struct worker *w)
+{
+    w->br_bytes = BUF_COUNT * sizeof(struct io_uring_buf);
+    void *br = mmap(NULL, w->br_bytes, PROT_READ | PROT_WRITE, MAP_ANONYMOUS | MAP_PRIVATE, -1, 0);
+    if (br == MAP_FAILED)
+        return -errno;
+    w->bufs = malloc((size_t)BUF_COUNT * BUF_SIZE);
+    if (w->bufs == NULL) {
+        munmap(br, w->br_bytes);
+        return -ENOMEM;
+    }
+    struct io_uring_buf_reg reg;
+    memset(&reg, 0, sizeof(reg));
+    reg.ring_addr = (unsigned long)(uintptr_t)br;
+    reg.ring_entries = BUF_COUNT;
+    reg.bgid = BGID;
+    int rc = io_uring_register_buf_ring(&w->ring, &reg, 0);
+    if (rc != 0) {
+        munmap(br, w->br_bytes);
+        free(w->bufs);
+        w->bufs = NULL;
+        return rc;
+    }
+    w->br = br;
+    io_uring_buf_ring_init(w->br);
+    for (unsigned i = 0; i < BUF_COUNT; i++)
+        io_uring_buf_ring_add(w->br, w->bufs + (size_t)i * BUF_SIZE, BUF_SIZE, (unsigned short)i,
+                              io_uring_buf_ring_mask(BUF_COUNT), (int)i);
+    io_uring_buf_ring_advance(w->br, BUF_COUNT);
+    return 0;
+}
+
+static int worker_setup(struct worker *w)
+{
+    int rc = ring_init(w);
+    if (rc != 0)
+        return rc;
+    w->ring_ok = true;
+    w->multishot = w->srv->multishot;
+    if (w->multishot && (rc = bufring_init(w)) != 0) {
+        atp_log(ATP_LOG_WARN, "buffer ring registration failed, using plain recv",
+                LOG_UINT("worker", w->idx), LOG_ERR(rc));
+        w->multishot = false;
+    }
+    return 0;
+}
+
+static bool worker_done(const struct worker *w)
+{
+    return w->draining && w->nconns == 0 && w->lfd < 0;
+}
+
+static void *worker_main(void *arg)
+{
+    struct worker *w = arg;
+    char name[16];
+    snprintf(name, sizeof(name), "atpd-w%u", w->idx);
+    pthread_setname_np(pthread_self(), name);
+
+    w->now_ms = mono_ms();
+    w->now_us = atp_now_us();
+    w->error = worker_setup(w);
+    sem_post(&w->srv->ready);
+    if (w->error != 0)
+        return NULL;
+
+    arm_accept(w);
+    arm_wake(w);
+    arm_tick(w);
+    while (!worker_done(w)) {
+        flush_dirty(w);
+        if (w->br_pending) {
+            io_uring_buf_ring_advance(w->br, w->br_pending);
+            w->br_pending = 0;
+        }
+        int rc = io_uring_submit_and_wait(&w->ring, 1);
+        if (rc < 0 && rc != -EINTR && rc != -EBUSY && rc != -ETIME && rc != -EAGAIN) {
+            atp_log(ATP_LOG_ERROR, "io_uring_submit_and_wait failed", LOG_ERR(rc),
+                    LOG_UINT("worker", w->idx));
+            w->error = rc;
+            break;
+        }
+        w->now_ms = mono_ms();
+        w->now_us = atp_now_us();
+        unsigned head, n = 0;
+        struct io_uring_cqe *cqe;
+        io_uring_for_each_cqe(&w->ring, head, cqe)
+        {
+            handle_cqe(w, cqe);
+            n++;
+        }
+        io_uring_cq_advance(&w->ring, n);
+    }
+    atp_log(ATP_LOG_DEBUG, "worker stopped", LOG_UINT("worker", w->idx));
+    return NULL;
+}
+
+/* --- probing and listening ---------------------------------------------- */
+
+/*
+ * Does this kernel have provided-buffer rings and multishot recv (6.0+)?
+ * Asked for real on a socketpair rather than guessed from a version.
+ */
+static bool probe_multishot(void)
+{
+    struct io_uring ring;
+    if (io_uring_queue_init(8, &ring, 0) != 0)
+        return false;
+    bool ok = false;
+    int sv[2] = {-1, -1};
+    size_t br_bytes = sizeof(struct io_uring_buf) * 1;
+    void *br = mmap(NULL, br_bytes, PROT_READ | PROT_WRITE, MAP_ANONYMOUS | MAP_PRIVATE, -1, 0);
+    static uint8_t buf[64];
+    struct io_uring_buf_reg reg;
+    memset(&reg, 0, sizeof(reg));
+    if (br == MAP_FAILED)
+        goto out;
+    reg.ring_addr = (unsigned long)(uintptr_t)br;
+    reg.ring_entries = 1;
+    reg.bgid = 7;
+    if (io_uring_register_buf_ring(&ring, &reg, 0) != 0)
+        goto out_unmap;
+    io_uring_buf_ring_init(br);
+    io_uring_buf_ring_add(br, buf, sizeof(buf), 0, io_uring_buf_ring_mask(1), 0);
+    io_uring_buf_ring_advance(br, 1);
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0)
+        goto out_unmap;
+    struct io_uring_sqe *sqe = io_uring_get_sqe(&ring);
+    io_uring_prep_recv_multishot(sqe, sv[0], NULL, 0, 0);
+    sqe->flags |= IOSQE_BUFFER_SELECT;
+    sqe->buf_group = 7;
+    if (write(sv[1], "x", 1) != 1)
+        goto out_close;
+    struct io_uring_cqe *cqe;
+    if (io_uring_submit_and_wait(&ring, 1) >= 0 && io_uring_peek_cqe(&ring, &cqe) == 0) {
+        ok = cqe->res == 1 && (cqe->flags & IORING_CQE_F_BUFFER);
+        io_uring_cqe_seen(&ring, cqe);
+    }
+out_close:
+    close(sv[0]);
+    close(sv[1]);
+out_unmap:
+    io_uring_queue_exit(&ring); /* cancels the recv before the buffer goes */
+    munmap(br, br_bytes);
+    return ok;
+out:
+    io_uring_queue_exit(&ring);
+    return false;
+}
+
+static int make_listener(const struct atp_server_config *cfg, uint16_t port, uint16_t *ret_port)
+{
+    struct sockaddr_storage ss;
+    socklen_t sl;
+    memset(&ss, 0, sizeof(ss));
+    struct sockaddr_in *s4 = (struct sockaddr_in *)&ss;
+    struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)&ss;
+    if (inet_pton(AF_INET, cfg->bind, &s4->sin_addr) == 1) {
+        s4->sin_family = AF_INET;
+        s4->sin_port = htons(port);
+        sl = sizeof(*s4);
+    } else if (inet_pton(AF_INET6, cfg->bind, &s6->sin6_addr) == 1) {
+        s6->sin6_family = AF_INET6;
+        s6->sin6_port = htons(port);
+        sl = sizeof(*s6);
+    } else {
+        return ATP_EINVAL;
+    }
+    int fd = socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return -errno;
+    int one = 1;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    if (setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) != 0 ||
+        bind(fd, (struct sockaddr *)&ss, sl) != 0 || listen(fd, LISTEN_BACKLOG) != 0) {
+        int e = -errno;
+        close(fd);
+        return e;
+    }
+    sl = sizeof(ss);
+    if (getsockname(fd, (struct sockaddr *)&ss, &sl) != 0) {
+        int e = -errno;
+        close(fd);
+        return e;
+    }
+    *ret_port = ntohs(ss.ss_family == AF_INET ? s4->sin_port : s6->sin6_port);
+    return fd;
+}
+
+/* --- statistics --------------------------------------------------------------- */
+
+void atp_server_stats(const struct atp_server *srv, struct atp_server_stats *ret)
+{
+    memset(ret, 0, sizeof(*ret));
+    ret->connections_open = __atomic_load_n(&srv->open, __ATOMIC_RELAXED);
+    for (uint32_t i = 0; i < srv->nworkers; i++) {
+        const struct worker_stats *s = &srv->workers[i].st;
+#define LD(f) __atomic_load_n(&s->f, __ATOMIC_RELAXED)
+        ret->connections_accepted += LD(accepted);
+        ret->rejected_max_connections += LD(rejected);
+        ret->closed_idle += LD(closed_idle);
+        ret->closed_protocol += LD(closed_protocol);
+        ret->closed_peer += LD(closed_peer);
+        ret->closed_drain += LD(closed_drain);
+        ret->requests += LD(requests);
+        ret->bytes_in += LD(bytes_in);
+        ret->bytes_out += LD(bytes_out);
+        ret->backpressure_pauses += LD(pauses);
+#undef LD
+    }
+}
+
+static void stats_collect(void *arg, atp_stat_emit_fn emit, void *emit_arg)
+{
+    const struct atp_server *srv = arg;
+    struct atp_server_stats s;
+    atp_server_stats(srv, &s);
+    emit(emit_arg, "server_workers", (int64_t)srv->nworkers);
+    emit(emit_arg, "server_recv_multishot", srv->multishot ? 1 : 0);
+    emit(emit_arg, "server_connections_open", (int64_t)s.connections_open);
+    emit(emit_arg, "server_connections_accepted", (int64_t)s.connections_accepted);
+    emit(emit_arg, "server_connections_rejected_max", (int64_t)s.rejected_max_connections);
+    emit(emit_arg, "server_connections_closed_idle", (int64_t)s.closed_idle);
+    emit(emit_arg, "server_connections_closed_protocol", (int64_t)s.closed_protocol);
+    emit(emit_arg, "server_connections_closed_peer", (int64_t)s.closed_peer);
+    emit(emit_arg, "server_connections_closed_drain", (int64_t)s.closed_drain);
+    emit(emit_arg, "server_requests", (int64_t)s.requests);
+    emit(emit_arg, "server_bytes_in", (int64_t)s.bytes_in);
+    emit(emit_arg, "server_bytes_out", (int64_t)s.bytes_out);
+    emit(emit_arg, "server_backpressure_pauses", (int64_t)s.backpressure_pauses);
+}
+
+/* --- public API -------------------------------------------------------------- */
+
+int atp_server_new(const struct atp_server_config *cfg, const struct atp_cmd_ctx *ctx,
+                   struct atp_server **ret_server)
+{
+    struct atp_server *srv = calloc(1, sizeof(*srv));
+    if (srv == NULL)
+        return -ENOMEM;
+    srv->cfg = *cfg;
+    snprintf(srv->bind, sizeof(srv->bind), "%s", cfg->bind ? cfg->bind : "127.0.0.1");
+    srv->cfg.bind = srv->bind;
+    if (srv->cfg.output_buffer_limit < 4096)
+        srv->cfg.output_buffer_limit = 4096;
+    if (srv->cfg.max_connections == 0)
+        srv->cfg.max_connections = 1;
+    /* The soft limit pauses reading; the hard one only catches a single
+     * response far larger than any the limits allow. */
+    srv->hard_limit = srv->cfg.output_buffer_limit +
+                      2 * (size_t)(ctx->max_frame ? ctx->max_frame : 1u << 20) + (64u << 10);
+    long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+    srv->nworkers = cfg->workers ? cfg->workers : (uint32_t)(cpus > 0 ? cpus : 1);
+    if (sem_init(&srv->ready, 0, 0) != 0) {
+        free(srv);
+        return -errno;
+    }
+    srv->workers = aligned_alloc(64, sizeof(struct worker) * srv->nworkers);
+    if (srv->workers == NULL) {
+        sem_destroy(&srv->ready);
+        free(srv);
+        return -ENOMEM;
+    }
+    memset(srv->workers, 0, sizeof(struct worker) * srv->nworkers);
+    for (uint32_t i = 0; i < srv->nworkers; i++) {
+        srv->workers[i].lfd = -1;
+        srv->workers[i].efd = -1;
+    }
+
+    if (cfg->recv_mode == ATP_RECV_PLAIN) {
+        srv->multishot = false;
+    } else {
+        srv->multishot = probe_multishot();
+        if (!srv->multishot && cfg->recv_mode == ATP_RECV_MULTISHOT) {
+            atp_server_free(srv);
+            return -EOPNOTSUPP;
+        }
+    }
+
+    int rc = 0;
+    uint16_t port = cfg->port;
+    for (uint32_t i = 0; i < srv->nworkers; i++) {
+        struct worker *w = &srv->workers[i];
+        w->srv = srv;
+        w->idx = i;
+        w->ctx = *ctx;
+        if (w->ctx.nsources < ATP_CMD_MAX_SOURCES) {
+            w->ctx.sources[w->ctx.nsources].collect = stats_collect;
+            w->ctx.sources[w->ctx.nsources].arg = srv;
+            w->ctx.nsources++;
+        }
+        uint16_t bound = 0;
+        int fd = make_listener(&srv->cfg, port, &bound);
+        if (fd < 0) {
+            rc = fd;
+            break;
+        }
+        w->lfd = fd;
+        port = bound; /* the others join the port the first one got */
+        w->efd = eventfd(0, EFD_CLOEXEC);
+        if (w->efd < 0) {
+            rc = -errno;
+            break;
+        }
+    }
+    if (rc != 0) {
+        atp_server_free(srv);
+        return rc;
+    }
+    srv->port = port;
+    bool v6 = strchr(srv->bind, ':') != NULL;
+    snprintf(srv->addr, sizeof(srv->addr), v6 ? "[%s]:%u" : "%s:%u", srv->bind, srv->port);
+    *ret_server = srv;
+    return 0;
+}
+
+uint16_t atp_server_port(const struct atp_server *srv)
+{
+    return srv->port;
+}
+
+const char *atp_server_addr(const struct atp_server *srv)
+{
+    return srv->addr;
+}
+
+uint32_t atp_server_workers(const struct atp_server *srv)
+{
+    return srv->nworkers;
+}
+
+const char *atp_server_recv_mode(const struct atp_server *srv)
+{
+    return srv->multishot ? "multishot" : "plain";
+}
+
+int atp_server_start(struct atp_server *srv)
+{
+    int rc = 0;
+    uint32_t started = 0;
+    for (uint32_t i = 0; i < srv->nworkers; i++) {
+        struct worker *w = &srv->workers[i];
+        int e = pthread_create(&w->thread, NULL, worker_main, w);
+        if (e != 0) {
+            rc = -e;
+            break;
+        }
+        w->thread_started = true;
+        started++;
+    }
+    for (uint32_t i = 0; i < started; i++)
+        while (sem_wait(&srv->ready) != 0 && errno == EINTR)
+            ;
+    for (uint32_t i = 0; i < started && rc == 0; i++)
+        if (srv->workers[i].error != 0)
+            rc = srv->workers[i].error;
+    return rc;
+}
+
+void atp_server_drain(struct atp_server *srv)
+{
+    __atomic_store_n(&srv->drain, 1, __ATOMIC_RELEASE);
+    for (uint32_t i = 0; i < srv->nworkers; i++) {
+        uint64_t one = 1;
+        if (srv->workers[i].efd >= 0)
+            (void)!write(srv->workers[i].efd, &one, sizeof(one));
+    }
+}
+
+int atp_server_wait(struct atp_server *srv)
+{
+    int rc = 0;
+    for (uint32_t i = 0; i < srv->nworkers; i++) {
+        struct worker *w = &srv->workers[i];
+        if (!w->thread_started)
+            continue;
+        pthread_join(w->thread, NULL);
+        w->thread_started = false;
+        if (w->error != 0 && rc == 0)
+            rc = w->error;
+    }
+    return rc;
+}
+
+void atp_server_free(struct atp_server *srv)
+{
+    if (srv == NULL)
+        return;
+    atp_server_drain(srv);
+    atp_server_wait(srv);
+    for (uint32_t i = 0; i < srv->nworkers; i++) {
+        struct worker *w = &srv->workers[i];
+        /* Conns still live (a worker that failed) are closed with the ring. */
+        if (w->ring_ok) {
+            if (w->br)
+                io_uring_unregister_buf_ring(&w->ring, BGID);
+            io_uring_queue_exit(&w->ring);
+        }
+        if (w->br)
+            munmap(w->br, w->br_bytes);
+        free(w->bufs);
+        conn_free_all(w);
+        if (w->lfd >= 0)
+            close(w->lfd);
+        if (w->efd >= 0)
+            close(w->efd);
+    }
+    free(srv->workers);
+    sem_destroy(&srv->ready);
+    free(srv);
+}
