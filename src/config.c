@@ -699,6 +699,9 @@ int atp_config_validate(const struct atp_config *cfg, char *err, size_t errlen)
 {
     if (cfg->nchannels == 0)
         return fail(err, errlen, "no channel defined");
+    if (cfg->demo && cfg->max_items < ATP_CONFIG_DEMO_ITEMS)
+        return fail(err, errlen, "demo needs max-items of at least %u (it is %u)",
+                    ATP_CONFIG_DEMO_ITEMS, cfg->max_items);
     for (uint32_t i = 0; i < cfg->nchannels; i++)
         for (uint32_t j = 0; j < i; j++)
             if (strcmp(cfg->channels[i].name, cfg->channels[j].name) == 0)

@@ -28,9 +28,12 @@
 
 #include "atp/store.h"
 
-#define ATP_CONFIG_MAX_LOCATIONS 64 /* locations listed per channel */
-#define ATP_CONFIG_BIND_MAX      64
-#define ATP_CONFIG_DEFAULT_PORT  7400
+#define ATP_CONFIG_MAX_LOCATIONS  64 /* locations listed per channel */
+#define ATP_CONFIG_BIND_MAX       64
+#define ATP_CONFIG_DEFAULT_PORT   7400
+#define ATP_CONFIG_DEMO_SKUS      100000u /* demo catalogue: SKU-000001.. */
+#define ATP_CONFIG_DEMO_LOCATIONS 3u      /* DC1, DC2, DC3 */
+#define ATP_CONFIG_DEMO_ITEMS     (ATP_CONFIG_DEMO_SKUS * ATP_CONFIG_DEMO_LOCATIONS)
 
 /* Which layer set a value; higher wins. */
 enum atp_config_layer {

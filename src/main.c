@@ -37,8 +37,8 @@
 #define ATPD_VERSION "0.0.0"
 #endif
 
-#define DEMO_SKUS      100000u
-#define DEMO_LOCATIONS 3u
+#define DEMO_SKUS      ATP_CONFIG_DEMO_SKUS
+#define DEMO_LOCATIONS ATP_CONFIG_DEMO_LOCATIONS
 #define FORCE_EXIT     2    /* exit status when a second signal cuts the drain short */
 #define DRAIN_SLACK_MS 3000 /* beyond shutdown-timeout before main gives up on workers */
 

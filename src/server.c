@@ -83,6 +83,7 @@
 #define LINGER_MS      1000  /* bound on CLOSING + LINGER */
 #define TICK_MS        50    /* idle sweep period; the idle timeout's precision */
 #define DRAIN_TICK_MS  10
+#define DRAIN_QUIET_MS 20 /* a draining conn closes once this quiet with nothing pending */
 #define LISTEN_BACKLOG 4096
 
 /* user_data: a pointer (conn or worker, 16-byte aligned) plus a tag. */
@@ -847,7 +848,8 @@ static void on_tick(struct worker *w)
             next = c->next;
             if (overdue)
                 conn_kill(w, c);
-            else if (c->in_len == 0 && pending_out(c) == 0 && !c->send_inflight && !c->paused)
+            else if (c->in_len == 0 && pending_out(c) == 0 && !c->send_inflight && !c->paused &&
+                     c->last_ms + DRAIN_QUIET_MS <= w->now_ms)
                 conn_begin_close(w, c, R_DRAIN); /* nothing in flight: close it */
         }
         for (c = w->closing.head; overdue && c; c = next) {

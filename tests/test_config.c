@@ -70,7 +70,7 @@ static void test_every_directive(void **state)
                                "shutdown-timeout 7\n"
                                "log-level debug\n"
                                "log-format json\n"
-                               "max-items 1000\n"
+                               "max-items 300000\n"
                                "max-reservations 200\n"
                                "max-ttl 2h\n"
                                "idempotency-window 15m\n"
@@ -101,7 +101,7 @@ static void test_every_directive(void **state)
     assert_int_equal(cfg.shutdown_timeout_ms, 7000); /* a bare number is seconds */
     assert_int_equal(cfg.log_level, ATP_LOG_DEBUG);
     assert_int_equal(cfg.log_format, ATP_LOG_JSON);
-    assert_int_equal(cfg.max_items, 1000);
+    assert_int_equal(cfg.max_items, 300000);
     assert_int_equal(cfg.max_reservations, 200);
     assert_int_equal(cfg.max_ttl_ms, 2 * 3600 * 1000);
     assert_int_equal(cfg.idempotency_window_ms, 15 * 60 * 1000);
@@ -254,6 +254,13 @@ static void test_precedence(void **state)
     assert_int_equal(cfg.nchannels, 2);
     assert_string_equal(cfg.channels[0].name, "flagchan");
     assert_string_equal(cfg.channels[1].name, "flagchan2");
+    atp_config_free(&cfg);
+
+    /* The demo needs room for its catalogue. */
+    atp_config_init(&cfg);
+    assert_int_equal(load(&cfg, "demo yes\nmax-items 1000\n", err, sizeof(err)), 0);
+    assert_int_equal(atp_config_validate(&cfg, err, sizeof(err)), ATP_EINVAL);
+    assert_non_null(strstr(err, "demo needs max-items"));
     atp_config_free(&cfg);
 
     /* A bad environment value names the variable. */
