@@ -1,0 +1,73 @@
+/*
+ * keygen.h - random numbers and key choice for atp-loadgen.
+ *
+ * A small fast generator (xoshiro256**, seeded through splitmix64 so any
+ * 64-bit seed gives a good state) and three key distributions over
+ * [0, n): uniform, zipfian and hotspot, as YCSB names them.
+ *
+ * Zipfian draws ranks with the rejection-inversion method of Hormann and
+ * Derflinger (1996): exact for any exponent, O(1) per draw with no table, so
+ * 10M keys cost nothing to set up. "Scrambled" maps rank r to
+ * fnv1a64(r) mod n as YCSB's ScrambledZipfianGenerator does, so the popular
+ * keys are spread over the key space instead of being 0, 1, 2...
+ *
+ * Hotspot: a fraction `hot_opn` of the draws go uniformly to the first
+ * `hot_data` fraction of the keys, the rest uniformly to the others.
+ *
+ * It knows nothing about SKUs, sockets or time.
+ */
+#ifndef LG_KEYGEN_H
+#define LG_KEYGEN_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+struct lg_rng {
+    uint64_t s[4];
+};
+
+void lg_rng_seed(struct lg_rng *r, uint64_t seed);
+uint64_t lg_rng_next(struct lg_rng *r);
+/* Uniform in [0, 1). */
+double lg_rng_double(struct lg_rng *r);
+/* Uniform in [0, n); n > 0. Lemire's multiply-shift, bias below 2^-32 for n < 2^32. */
+uint64_t lg_rng_below(struct lg_rng *r, uint64_t n);
+/* Uniform in [lo, hi]; lo <= hi. */
+uint64_t lg_rng_range(struct lg_rng *r, uint64_t lo, uint64_t hi);
+
+uint64_t lg_fnv1a64(uint64_t v);
+
+enum lg_dist {
+    LG_DIST_UNIFORM = 0,
+    LG_DIST_ZIPFIAN = 1,
+    LG_DIST_HOTSPOT = 2,
+};
+
+struct lg_keygen {
+    enum lg_dist dist;
+    uint64_t n;     /* keys are 0..n-1 */
+    bool scrambled; /* zipfian: spread popular ranks over the space */
+    /* zipfian (rejection-inversion state) */
+    double theta; /* exponent, e.g. 0.99 */
+    double h_x1;  /* H(1.5) - 1 */
+    double h_n;   /* H(n + 0.5) */
+    double s;     /* acceptance shortcut */
+    /* hotspot */
+    uint64_t hot_n; /* keys in the hot set (>= 1 when used) */
+    double hot_opn; /* share of draws that go to the hot set */
+};
+
+/*
+ * Set up a generator. theta in (0, 10], != 1 handled as well as 1;
+ * hot_data in (0, 1], hot_opn in [0, 1]. Returns 0 or -EINVAL.
+ */
+int lg_keygen_init(struct lg_keygen *g, enum lg_dist dist, uint64_t n, double theta, bool scrambled,
+                   double hot_data, double hot_opn);
+
+/* Next key in [0, n). */
+uint64_t lg_keygen_next(const struct lg_keygen *g, struct lg_rng *r);
+
+/* Zipfian rank in [1, n] before scrambling (exposed for the tests). */
+uint64_t lg_zipf_rank(const struct lg_keygen *g, struct lg_rng *r);
+
+#endif /* LG_KEYGEN_H */
