@@ -325,7 +325,7 @@ static int rec_copy(struct atp_store *s, uint32_t idx, uint32_t g, struct atp_re
     uint64_t ff = atomic_load_explicit(&r->fulfilled, memory_order_relaxed);
     for (uint32_t i = 0; i < tmp.nlines; i++) {
         uint32_t it = atomic_load_explicit(&r->line_item[i], memory_order_relaxed);
-        if (it >= s->cfg.max_items)
+        if (!store_item_ref_ok(s, it))
             return ATP_ENOTFOUND;
         tmp.lines[i].sku = store_item_sku(s, it);
         tmp.lines[i].loc = store_item_loc(s, it);
@@ -352,7 +352,7 @@ static int rec_same_content(struct atp_store *s, uint32_t idx, const struct atp_
     for (uint32_t i = 0; i < req->nlines; i++) {
         const struct atp_line_req *l = &req->lines[i];
         uint32_t it = atomic_load_explicit(&r->line_item[i], memory_order_relaxed);
-        if (it >= s->cfg.max_items ||
+        if (!store_item_ref_ok(s, it) ||
             atomic_load_explicit(&r->line_qty[i], memory_order_relaxed) != l->qty ||
             (int)((any >> i) & 1) != (l->loc.len == 0))
             return 0;

@@ -49,7 +49,16 @@ void *store_map(size_t bytes)
         bytes = 4096;
     void *p = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE,
                    -1, 0);
-    return p == MAP_FAILED ? NULL : p;
+    if (p == MAP_FAILED)
+        return NULL;
+    /*
+     * Random probes over hundreds of MiB miss the TLB on every access with
+     * 4 KiB pages; transparent huge pages roughly halve a lookup's cost.
+     * Advice only: without THP everything still works.
+     */
+    if (bytes >= (2u << 20))
+        madvise(p, bytes, MADV_HUGEPAGE);
+    return p;
 }
 
 void store_unmap(void *p, size_t bytes)
@@ -106,6 +115,17 @@ static inline uint64_t mix64(uint64_t x)
 static inline uint64_t item_hash(uint64_t sku_hash, uint16_t loc_id)
 {
     return mix64(sku_hash ^ ((uint64_t)loc_id * UINT64_C(0x9e3779b97f4a7c15)));
+}
+
+/* Map 32 hash bits onto [0, n) without a division (multiply-shift). */
+static inline uint32_t slot_start(uint64_t h, uint32_t n)
+{
+    return (uint32_t)(((uint64_t)(uint32_t)h * n) >> 32);
+}
+
+static inline uint32_t slot_next(uint32_t i, uint32_t n)
+{
+    return i + 1 == n ? 0 : i + 1;
 }
 
 static inline struct shard *shard_of(struct atp_store *s, uint64_t sku_hash)
@@ -270,7 +290,7 @@ int store_find_sku(struct atp_store *s, struct atp_slice sku, uint64_t h, uint32
 {
     struct shard *sh = shard_of(s, h);
     uint32_t tag = (uint32_t)h;
-    for (uint32_t i = (uint32_t)(h >> 20) & sh->sku_mask;; i = (i + 1) & sh->sku_mask) {
+    for (uint32_t i = slot_start(h >> 20, sh->sku_n);; i = slot_next(i, sh->sku_n)) {
         /* A3: pairs with R3 in item_insert_locked. */
         uint64_t v = atomic_load_explicit(&sh->sku_slots[i], memory_order_acquire);
         if (v == 0)
@@ -279,7 +299,7 @@ int store_find_sku(struct atp_store *s, struct atp_slice sku, uint64_t h, uint32
             continue;
         uint32_t si = (uint32_t)v - 1;
         uint32_t head = atomic_load_explicit(&s->skus[si].head, memory_order_acquire);
-        const struct item *it = &s->items[head - 1];
+        const struct item *it = item_at(s, head - 1);
         if (it->sku_len == sku.len && memcmp(it->sku, sku.p, sku.len) == 0) {
             *ret_sku = si;
             return 0;
@@ -293,14 +313,14 @@ static int item_lookup(struct atp_store *s, struct atp_slice sku, uint64_t sh_ha
     struct shard *sh = shard_of(s, sh_hash);
     uint64_t h = item_hash(sh_hash, loc);
     uint32_t tag = (uint32_t)(h >> 32);
-    for (uint32_t i = (uint32_t)h & sh->item_mask;; i = (i + 1) & sh->item_mask) {
+    for (uint32_t i = slot_start(h, sh->item_n);; i = slot_next(i, sh->item_n)) {
         /* A3': pairs with R3' in item_insert_locked. */
         uint64_t v = atomic_load_explicit(&sh->item_slots[i], memory_order_acquire);
         if (v == 0)
             return ATP_ENOTFOUND;
         if ((uint32_t)(v >> 32) != tag)
             continue;
-        const struct item *it = &s->items[(uint32_t)v - 1];
+        const struct item *it = item_at(s, (uint32_t)v - 1);
         if (it->loc_id == loc && it->sku_len == sku.len && memcmp(it->sku, sku.p, sku.len) == 0) {
             *ret_idx = (uint32_t)v - 1;
             return 0;
@@ -311,15 +331,21 @@ static int item_lookup(struct atp_store *s, struct atp_slice sku, uint64_t sh_ha
 int store_find_item(struct atp_store *s, struct atp_slice sku, struct atp_slice loc,
                     uint32_t *ret_idx)
 {
+    /*
+     * Only valid keys are ever stored, so a hit proves the key valid: the
+     * character check runs only on a miss, to tell "invalid" from "absent".
+     */
     uint16_t lid;
+    if (sku.len && sku.len <= ATP_SKU_MAX && loc.len && loc.len <= ATP_LOC_MAX &&
+        loc_find(s, loc, &lid) == 0 &&
+        item_lookup(s, sku, XXH3_64bits(sku.p, sku.len), lid, ret_idx) == 0)
+        return 0;
     int rc = atp_validate_sku(sku);
     if (rc)
         return rc;
     if ((rc = atp_validate_loc(loc)) != 0)
         return rc;
-    if (loc_find(s, loc, &lid) != 0)
-        return ATP_ENOTFOUND;
-    return item_lookup(s, sku, XXH3_64bits(sku.p, sku.len), lid, ret_idx);
+    return ATP_ENOTFOUND;
 }
 
 /* Insert (sku, loc) in shard `sh`, whose lock the caller holds. */
@@ -329,34 +355,39 @@ static int item_insert_locked(struct atp_store *s, struct shard *sh, struct atp_
     uint32_t sku_idx;
     int have_sku = store_find_sku(s, sku, h, &sku_idx) == 0;
     /* Keep index load at or under 1/2 so probes stay short. */
-    if (sh->nitems + 1 > (sh->item_mask + 1) / 2 ||
-        (!have_sku && sh->nskus + 1 > (sh->sku_mask + 1) / 2))
+    if (sh->nitems + 1 > sh->item_n / 10 * 7 || (!have_sku && sh->nskus + 1 > sh->sku_n / 10 * 7))
         return ATP_EFULL;
     /*
      * Capacity is global: creations of all shards take `create_lock` (after
      * their shard lock) so a refused create never uses up an index.
      */
     pthread_mutex_lock(&s->create_lock);
-    uint32_t idx = atomic_load_explicit(&s->nitems, memory_order_relaxed);
+    uint32_t n = atomic_load_explicit(&s->nitems, memory_order_relaxed);
     uint32_t nsk = atomic_load_explicit(&s->nskus, memory_order_relaxed);
-    if (idx >= s->cfg.max_items || (!have_sku && nsk >= s->cfg.max_skus)) {
+    size_t size = item_size(sku.len);
+    if (n >= s->cfg.max_items || (!have_sku && nsk >= s->cfg.max_skus) ||
+        atomic_load_explicit(&s->arena_used, memory_order_relaxed) + size > s->arena_bytes) {
         pthread_mutex_unlock(&s->create_lock);
         return ATP_EFULL;
     }
-    atomic_store_explicit(&s->nitems, idx + 1, memory_order_relaxed);
+    size_t used = atomic_load_explicit(&s->arena_used, memory_order_relaxed);
+    uint32_t idx = (uint32_t)(used / ITEM_UNIT);
+    atomic_store_explicit(&s->arena_used, used + size, memory_order_relaxed);
+    atomic_store_explicit(&s->nitems, n + 1, memory_order_relaxed);
     if (!have_sku) {
         sku_idx = nsk;
         atomic_store_explicit(&s->nskus, nsk + 1, memory_order_relaxed);
     }
     pthread_mutex_unlock(&s->create_lock);
-    struct item *it = &s->items[idx];
+    struct item *it = item_at(s, idx);
     memcpy(it->sku, sku.p, sku.len);
     it->sku_len = (uint8_t)sku.len;
-    it->sku_hash = h;
     it->loc_id = loc;
     it->sku_idx = sku_idx;
     atomic_store_explicit(&it->word, word_make(0, 0), memory_order_relaxed);
     struct sku *sk = &s->skus[sku_idx];
+    if (atomic_load_explicit(&sk->flags, memory_order_relaxed) & SKU_HAS_OVERRIDE)
+        atomic_store_explicit(&it->flags, ITEM_SKU_OVERRIDE, memory_order_relaxed);
     if (have_sku) {
         atomic_store_explicit(&it->next, atomic_load_explicit(&sk->head, memory_order_relaxed),
                               memory_order_relaxed);
@@ -365,16 +396,16 @@ static int item_insert_locked(struct atp_store *s, struct shard *sh, struct atp_
     atomic_store_explicit(&sk->head, idx + 1, memory_order_release);
 
     uint64_t ih = item_hash(h, loc);
-    uint32_t i = (uint32_t)ih & sh->item_mask;
+    uint32_t i = slot_start(ih, sh->item_n);
     while (atomic_load_explicit(&sh->item_slots[i], memory_order_relaxed) != 0)
-        i = (i + 1) & sh->item_mask;
+        i = slot_next(i, sh->item_n);
     /* R3': publishes the item; pairs with A3' in item_lookup. */
     atomic_store_explicit(&sh->item_slots[i], ((ih >> 32) << 32) | (idx + 1), memory_order_release);
     sh->nitems++;
     if (!have_sku) {
-        i = (uint32_t)(h >> 20) & sh->sku_mask;
+        i = slot_start(h >> 20, sh->sku_n);
         while (atomic_load_explicit(&sh->sku_slots[i], memory_order_relaxed) != 0)
-            i = (i + 1) & sh->sku_mask;
+            i = slot_next(i, sh->sku_n);
         /* R3: publishes the sku (its head is already set); pairs with A3. */
         atomic_store_explicit(&sh->sku_slots[i], ((uint64_t)(uint32_t)h << 32) | (sku_idx + 1),
                               memory_order_release);
@@ -409,7 +440,7 @@ static int writer_item(struct atp_store *s, struct atp_slice sku, struct atp_sli
         return rc;
     }
     *ret_shard = sh;
-    *ret_item = &s->items[idx];
+    *ret_item = item_at(s, idx);
     return 0;
 }
 
@@ -428,12 +459,11 @@ static int64_t item_safety(const struct atp_store *s, const struct item *it, uin
 {
     /* A5: pairs with the release stores of flags in atp_store_set_safety. */
     if (atomic_load_explicit(&it->flags, memory_order_acquire) & ITEM_HAS_OVERRIDE) {
-        int64_t v = ovr_get(s, ovr_key(OVR_ITEM, channel, (uint32_t)(it - s->items)));
+        int64_t v = ovr_get(s, ovr_key(OVR_ITEM, channel, item_ref(s, it)));
         if (v >= 0)
             return v;
     }
-    if (atomic_load_explicit(&s->skus[it->sku_idx].flags, memory_order_acquire) &
-        SKU_HAS_OVERRIDE) {
+    if (atomic_load_explicit(&it->flags, memory_order_acquire) & ITEM_SKU_OVERRIDE) {
         int64_t v = ovr_get(s, ovr_key(OVR_SKU, channel, it->sku_idx));
         if (v >= 0)
             return v;
@@ -490,8 +520,60 @@ int atp_store_get(struct atp_store *s, struct atp_slice sku, struct atp_slice lo
     int rc = store_find_item(s, sku, loc, &idx);
     if (rc)
         return rc;
-    item_breakdown(s, &s->items[idx], channel, ret);
+    item_breakdown(s, item_at(s, idx), channel, ret);
     return 0;
+}
+
+/*
+ * Batched lookups in groups: hash every key and prefetch its index slot,
+ * then prefetch the items those slots name, then answer. Independent misses
+ * overlap instead of queueing one behind another.
+ */
+#define GET_GROUP 16
+
+void atp_store_get_many(struct atp_store *s, const struct atp_get_req *reqs, uint32_t n,
+                        struct atp_breakdown *ret, int *ret_rc)
+{
+    for (uint32_t base = 0; base < n; base += GET_GROUP) {
+        uint32_t m = n - base < GET_GROUP ? n - base : GET_GROUP;
+        uint64_t h[GET_GROUP];
+        uint16_t lid[GET_GROUP];
+        uint8_t ok[GET_GROUP];
+        for (uint32_t i = 0; i < m; i++) {
+            const struct atp_get_req *q = &reqs[base + i];
+            ok[i] = q->loc.len && q->loc.len <= ATP_LOC_MAX && q->sku.len &&
+                    q->sku.len <= ATP_SKU_MAX && loc_find(s, q->loc, &lid[i]) == 0;
+            if (!ok[i])
+                continue;
+            uint64_t sh_hash = XXH3_64bits(q->sku.p, q->sku.len);
+            struct shard *sh = shard_of(s, sh_hash);
+            h[i] = item_hash(sh_hash, lid[i]);
+            __builtin_prefetch(&sh->item_slots[slot_start(h[i], sh->item_n)]);
+            h[i] = sh_hash;
+        }
+        for (uint32_t i = 0; i < m; i++) {
+            if (!ok[i])
+                continue;
+            struct shard *sh = shard_of(s, h[i]);
+            uint64_t v = atomic_load_explicit(
+                &sh->item_slots[slot_start(item_hash(h[i], lid[i]), sh->item_n)],
+                memory_order_relaxed);
+            if (v)
+                __builtin_prefetch(item_at(s, (uint32_t)v - 1));
+        }
+        for (uint32_t i = 0; i < m; i++) {
+            const struct atp_get_req *q = &reqs[base + i];
+            uint32_t idx;
+            int rc;
+            if (q->channel >= s->nchannels)
+                rc = ATP_ENOCHANNEL;
+            else if (ok[i] && item_lookup(s, q->sku, h[i], lid[i], &idx) == 0)
+                rc = 0, item_breakdown(s, item_at(s, idx), q->channel, &ret[base + i]);
+            else
+                rc = atp_store_get(s, q->sku, q->loc, q->channel, &ret[base + i]);
+            ret_rc[base + i] = rc;
+        }
+    }
 }
 
 int atp_store_get_network(struct atp_store *s, struct atp_slice sku, uint32_t channel,
@@ -514,15 +596,15 @@ int atp_store_get_network(struct atp_store *s, struct atp_slice sku, uint32_t ch
             uint32_t idx;
             if (item_lookup(s, sku, h, c->locs[i], &idx) != 0)
                 continue;
-            item_breakdown(s, &s->items[idx], channel, &b);
+            item_breakdown(s, item_at(s, idx), channel, &b);
             sum.on_hand += b.on_hand, sum.allocated += b.allocated;
             sum.reserved += b.reserved, sum.safety += b.safety, sum.atp += b.atp;
         }
     } else {
         /* A4: pairs with R4 in item_insert_locked. */
         for (uint32_t n = atomic_load_explicit(&s->skus[si].head, memory_order_acquire); n;
-             n = atomic_load_explicit(&s->items[n - 1].next, memory_order_acquire)) {
-            item_breakdown(s, &s->items[n - 1], channel, &b);
+             n = atomic_load_explicit(&item_at(s, n - 1)->next, memory_order_acquire)) {
+            item_breakdown(s, item_at(s, n - 1), channel, &b);
             sum.on_hand += b.on_hand, sum.allocated += b.allocated;
             sum.reserved += b.reserved, sum.safety += b.safety, sum.atp += b.atp;
         }
@@ -678,8 +760,8 @@ int atp_store_deallocate(struct atp_store *s, struct atp_slice sku, struct atp_s
 static void sku_bump_all(struct atp_store *s, uint32_t head)
 {
     for (uint32_t n = head; n;
-         n = atomic_load_explicit(&s->items[n - 1].next, memory_order_acquire))
-        word_bump(&s->items[n - 1], 0);
+         n = atomic_load_explicit(&item_at(s, n - 1)->next, memory_order_acquire))
+        word_bump(item_at(s, n - 1), 0);
 }
 
 int atp_store_set_safety(struct atp_store *s, struct atp_slice sku, struct atp_slice loc,
@@ -702,7 +784,7 @@ int atp_store_set_safety(struct atp_store *s, struct atp_slice sku, struct atp_s
         /* Either direction: bump before and after the store (see top). */
         uint64_t pos = j_begin(s);
         word_bump(it, 0);
-        rc = ovr_put(s, ovr_key(OVR_ITEM, channel, (uint32_t)(it - s->items)), units);
+        rc = ovr_put(s, ovr_key(OVR_ITEM, channel, item_ref(s, it)), units);
         if (rc == 0 && units >= 0)
             atomic_fetch_or_explicit(&it->flags, ITEM_HAS_OVERRIDE, memory_order_release);
         word_bump(it, 0);
@@ -729,8 +811,14 @@ int atp_store_set_safety(struct atp_store *s, struct atp_slice sku, struct atp_s
     uint64_t pos = j_begin(s);
     sku_bump_all(s, head);
     rc = ovr_put(s, ovr_key(OVR_SKU, channel, si), units);
-    if (rc == 0 && units >= 0)
+    if (rc == 0 && units >= 0) {
+        /* Mirrored into every item so a lookup never touches the sku. */
         atomic_fetch_or_explicit(&s->skus[si].flags, SKU_HAS_OVERRIDE, memory_order_release);
+        for (uint32_t n = head; n;
+             n = atomic_load_explicit(&item_at(s, n - 1)->next, memory_order_acquire))
+            atomic_fetch_or_explicit(&item_at(s, n - 1)->flags, ITEM_SKU_OVERRIDE,
+                                     memory_order_release);
+    }
     sku_bump_all(s, head);
     j_end(s, pos,
           rc ? NULL
@@ -750,8 +838,8 @@ int atp_store_set_safety(struct atp_store *s, struct atp_slice sku, struct atp_s
 int store_item_ship(struct atp_store *s, uint32_t idx, int64_t qty,
                     const struct atp_journal_rec *jrec)
 {
-    struct item *it = &s->items[idx];
-    struct shard *sh = shard_of(s, it->sku_hash);
+    struct item *it = item_at(s, idx);
+    struct shard *sh = shard_of(s, XXH3_64bits(it->sku, it->sku_len));
     pthread_mutex_lock(&sh->lock);
     /* Logged under the shard lock: orders it against sets of the item. */
     uint64_t pos = j_begin(s);
@@ -776,7 +864,7 @@ int store_item_ship(struct atp_store *s, uint32_t idx, int64_t qty,
 static int item_take(struct atp_store *s, uint32_t idx, uint32_t channel, int64_t qty, bool take,
                      int64_t *ret_avail)
 {
-    struct item *it = &s->items[idx];
+    struct item *it = item_at(s, idx);
     for (;;) {
         uint64_t w;
         int64_t avail = store_item_avail(s, it, channel, &w);
@@ -844,9 +932,9 @@ int store_take(struct atp_store *s, const struct atp_line_req *line, uint32_t ch
         uint32_t best_idx = 0;
         /* A4: pairs with R4 in item_insert_locked. */
         for (uint32_t n = atomic_load_explicit(&s->skus[si].head, memory_order_acquire); n;
-             n = atomic_load_explicit(&s->items[n - 1].next, memory_order_acquire)) {
+             n = atomic_load_explicit(&item_at(s, n - 1)->next, memory_order_acquire)) {
             uint64_t w;
-            int64_t avail = store_item_avail(s, &s->items[n - 1], channel, &w);
+            int64_t avail = store_item_avail(s, item_at(s, n - 1), channel, &w);
             if (avail > best)
                 best = avail, best_idx = n - 1;
         }
@@ -866,7 +954,7 @@ int store_take(struct atp_store *s, const struct atp_line_req *line, uint32_t ch
 /* Give held stock back (release, expiry, undo): free += qty, reserved -= qty. */
 void store_give_back(struct atp_store *s, uint32_t idx, int64_t qty)
 {
-    struct item *it = &s->items[idx];
+    struct item *it = item_at(s, idx);
     /* R7: release; a reservation that read the old word fails its CAS (C1). */
     atomic_fetch_add_explicit(&it->word, (uint64_t)qty << WORD_VER_BITS, memory_order_release);
     atomic_fetch_sub_explicit(&it->reserved, qty, memory_order_relaxed);
@@ -875,19 +963,19 @@ void store_give_back(struct atp_store *s, uint32_t idx, int64_t qty)
 /* Commit: reserved moves to allocated; free does not change. */
 void store_commit_qty(struct atp_store *s, uint32_t idx, int64_t qty)
 {
-    struct item *it = &s->items[idx];
+    struct item *it = item_at(s, idx);
     atomic_fetch_add_explicit(&it->allocated, qty, memory_order_relaxed);
     atomic_fetch_sub_explicit(&it->reserved, qty, memory_order_relaxed);
 }
 
 struct atp_slice store_item_sku(const struct atp_store *s, uint32_t idx)
 {
-    return (struct atp_slice){s->items[idx].sku, s->items[idx].sku_len};
+    return (struct atp_slice){item_at(s, idx)->sku, item_at(s, idx)->sku_len};
 }
 
 struct atp_slice store_item_loc(const struct atp_store *s, uint32_t idx)
 {
-    return store_loc_name(s, s->items[idx].loc_id);
+    return store_loc_name(s, item_at(s, idx)->loc_id);
 }
 
 /* --- recovery ----------------------------------------------------------- */
@@ -895,7 +983,7 @@ struct atp_slice store_item_loc(const struct atp_store *s, uint32_t idx)
 /* Recovery only: hold qty on item idx without checking availability. */
 void store_force_take(struct atp_store *s, uint32_t idx, int64_t qty)
 {
-    struct item *it = &s->items[idx];
+    struct item *it = item_at(s, idx);
     word_bump(it, -qty);
     atomic_fetch_add_explicit(&it->reserved, qty, memory_order_relaxed);
 }
@@ -956,11 +1044,11 @@ int atp_store_foreach_item(struct atp_store *s,
 {
     for (uint32_t k = 0; k < s->cfg.nshards; k++) {
         struct shard *sh = &s->shards[k];
-        for (uint32_t i = 0; i <= sh->item_mask; i++) {
+        for (uint32_t i = 0; i < sh->item_n; i++) {
             uint64_t v = atomic_load_explicit(&sh->item_slots[i], memory_order_acquire);
             if (!v)
                 continue;
-            const struct item *it = &s->items[(uint32_t)v - 1];
+            const struct item *it = item_at(s, (uint32_t)v - 1);
             struct atp_item_view view = {
                 .sku = {it->sku, it->sku_len},
                 .loc = store_loc_name(s, it->loc_id),
@@ -986,9 +1074,9 @@ void atp_store_stats(struct atp_store *s, struct atp_store_stats *ret)
     st.skus = n > s->cfg.max_skus ? s->cfg.max_skus : n;
     st.locations = atomic_load_explicit(&s->nlocs, memory_order_relaxed);
     st.overrides = atomic_load_explicit(&s->novr, memory_order_relaxed);
-    st.bytes_reserved = s->items_bytes + s->skus_bytes;
+    st.bytes_reserved = s->arena_bytes + s->skus_bytes;
     for (uint32_t k = 0; k < s->cfg.nshards; k++)
-        st.bytes_reserved += ((size_t)s->shards[k].item_mask + 1 + s->shards[k].sku_mask + 1) * 8;
+        st.bytes_reserved += ((size_t)s->shards[k].item_n + s->shards[k].sku_n) * 8;
     resv_stats(s, &st);
     *ret = st;
 }
@@ -1048,7 +1136,7 @@ int atp_store_new(const struct atp_store_config *cfg_in, struct atp_store **ret_
     struct atp_store_config cfg = *cfg_in;
     if (cfg.nchannels == 0 || cfg.nchannels > ATP_MAX_CHANNELS || !cfg.channels)
         return ATP_EINVAL;
-    if (cfg.max_items == 0 || cfg.max_items > (1u << 30) || cfg.max_reservations == 0 ||
+    if (cfg.max_items == 0 || cfg.max_items > (1u << 28) || cfg.max_reservations == 0 ||
         cfg.max_reservations > (1u << 28) || cfg.max_ttl_ms == 0)
         return ATP_EINVAL;
     if (cfg.max_skus == 0 || cfg.max_skus > cfg.max_items)
@@ -1082,32 +1170,41 @@ int atp_store_new(const struct atp_store_config *cfg_in, struct atp_store **ret_
      */
     uint64_t per = ((uint64_t)cfg.max_items + cfg.nshards - 1) / cfg.nshards;
     uint64_t per_sku = ((uint64_t)cfg.max_skus + cfg.nshards - 1) / cfg.nshards;
-    uint32_t imask = pow2_at_least(per * 2 + per / 4 + 64) - 1;
-    uint32_t smask = pow2_at_least(per_sku * 2 + per_sku / 4 + 64) - 1;
+    /*
+     * Per-shard index size: twice the fair share plus room for skew (the
+     * binomial spread is about 1% at 64 shards and 1M items), so a shard
+     * stays under 0.7 load; sizes are not powers of two (multiply-shift maps
+     * a hash to a slot), which keeps the index at about 16 bytes per item.
+     */
+    uint32_t item_n = (uint32_t)(per * 2 + per / 8 + 64);
+    uint32_t sku_n = (uint32_t)(per_sku * 2 + per_sku / 8 + 64);
     for (uint32_t k = 0; k < cfg.nshards; k++) {
         struct shard *sh = &s->shards[k];
         memset(sh, 0, sizeof(*sh));
         pthread_mutex_init(&sh->lock, NULL);
-        sh->item_mask = imask;
-        sh->sku_mask = smask;
+        sh->item_n = item_n;
+        sh->sku_n = sku_n;
     }
+    /* One mapping for all shards' indexes, so huge pages can back it. */
+    s->slots_bytes = (size_t)cfg.nshards * ((size_t)item_n + sku_n) * 8;
+    s->slots = store_map(s->slots_bytes);
+    if (!s->slots)
+        goto fail;
     for (uint32_t k = 0; k < cfg.nshards; k++) {
         struct shard *sh = &s->shards[k];
-        sh->item_slots = store_map(((size_t)imask + 1) * 8);
-        sh->sku_slots = store_map(((size_t)smask + 1) * 8);
-        if (!sh->item_slots || !sh->sku_slots)
-            goto fail;
+        sh->item_slots = s->slots + (size_t)k * item_n;
+        sh->sku_slots = s->slots + (size_t)cfg.nshards * item_n + (size_t)k * sku_n;
     }
-    s->items_bytes = (size_t)cfg.max_items * sizeof(struct item);
+    s->arena_bytes = (size_t)cfg.max_items * item_size(ATP_SKU_MAX);
     s->skus_bytes = (size_t)cfg.max_skus * sizeof(struct sku);
-    s->items = store_map(s->items_bytes);
+    s->arena = store_map(s->arena_bytes);
     s->skus = store_map(s->skus_bytes);
     s->locs = store_map(sizeof(struct location) * ATP_MAX_LOCATIONS);
     s->loc_mask = (1u << 17) - 1;
     s->loc_slots = store_map(((size_t)s->loc_mask + 1) * sizeof(uint32_t));
     s->ovr_mask = pow2_at_least((uint64_t)cfg.max_overrides * 2) - 1;
     s->ovr = store_map(((size_t)s->ovr_mask + 1) * sizeof(struct override));
-    if (!s->items || !s->skus || !s->locs || !s->loc_slots || !s->ovr)
+    if (!s->arena || !s->skus || !s->locs || !s->loc_slots || !s->ovr)
         goto fail;
     for (uint32_t i = 0; i < cfg.nchannels; i++) {
         if ((rc = channel_init(s, i, &cfg_in->channels[i])) != 0)
@@ -1131,17 +1228,16 @@ void atp_store_free(struct atp_store *s)
     if (s->shards) {
         for (uint32_t k = 0; k < s->cfg.nshards; k++) {
             struct shard *sh = &s->shards[k];
-            store_unmap(sh->item_slots, ((size_t)sh->item_mask + 1) * 8);
-            store_unmap(sh->sku_slots, ((size_t)sh->sku_mask + 1) * 8);
             pthread_mutex_destroy(&sh->lock);
         }
         free(s->shards);
+        store_unmap(s->slots, s->slots_bytes);
     }
     for (uint32_t i = 0; i < ATP_MAX_CHANNELS; i++) {
         free(s->channels[i].locs);
         free(s->channels[i].allowed);
     }
-    store_unmap(s->items, s->items_bytes);
+    store_unmap(s->arena, s->arena_bytes);
     store_unmap(s->skus, s->skus_bytes);
     store_unmap(s->locs, sizeof(struct location) * ATP_MAX_LOCATIONS);
     store_unmap(s->loc_slots, ((size_t)s->loc_mask + 1) * sizeof(uint32_t));

@@ -39,13 +39,16 @@ static inline uint64_t word_make(int64_t free_qty, uint64_t ver)
 
 /* Item flags (item.flags). */
 #define ITEM_HAS_OVERRIDE 1u /* an item-level safety override exists */
+#define ITEM_SKU_OVERRIDE 2u /* a sku-level override exists (mirror of the sku's flag) */
 
 /*
- * One (sku, location) pair: 64 bytes of state plus the sku bytes inline, so a
- * lookup compares the key without touching another cache line. Items are
- * never removed: indexes and the name slices handed out stay valid for the
- * store's life. Fields without _Atomic are written once before the item is
- * published (release store of its index slot) and never again.
+ * One (sku, location) pair: 56 bytes of state followed by the sku bytes,
+ * rounded up to 8, in one arena, so a lookup compares its key on the same or
+ * the next cache line and a short sku costs a short item. An item is named by
+ * its offset in the arena in 8-byte units (its "ref"). Items are never
+ * removed: refs and the name slices handed out stay valid for the store's
+ * life. Fields without _Atomic are written once before the item is published
+ * (release store of its index slot) and never again.
  */
 struct item {
     _Atomic uint64_t word;     /* free | version, see above */
@@ -53,15 +56,21 @@ struct item {
     _Atomic int64_t allocated; /* committed, awaiting shipment */
     _Atomic int64_t reserved;  /* held with a TTL */
     _Atomic uint64_t set_seq;  /* last applied set sequence (shard lock) */
-    _Atomic uint32_t next;     /* next item of the same sku, index+1 */
+    _Atomic uint32_t next;     /* next item of the same sku, ref+1 */
     _Atomic uint32_t flags;    /* ITEM_* */
     uint32_t sku_idx;          /* owning sku record */
     uint16_t loc_id;           /* interned location */
     uint8_t sku_len;
     uint8_t pad_;
-    uint64_t sku_hash;     /* XXH3 of the sku bytes */
-    char sku[ATP_SKU_MAX]; /* key bytes */
+    char sku[]; /* key bytes */
 };
+
+#define ITEM_UNIT 8
+
+static inline size_t item_size(uint32_t sku_len)
+{
+    return (sizeof(struct item) + sku_len + ITEM_UNIT - 1) & ~(size_t)(ITEM_UNIT - 1);
+}
 
 /* A sku: the head of its item list. Created with its first item. */
 #define SKU_HAS_OVERRIDE 1u
@@ -93,8 +102,8 @@ struct channel {
  */
 struct shard {
     pthread_mutex_t lock; /* serializes inserts and event writers */
-    uint32_t sku_mask;
-    uint32_t item_mask;
+    uint32_t sku_n;       /* index sizes in slots */
+    uint32_t item_n;
     uint32_t nskus;  /* under lock */
     uint32_t nitems; /* under lock */
     _Atomic uint64_t *sku_slots;
@@ -114,9 +123,12 @@ struct atp_store {
     uint32_t shard_bits;
     struct shard *shards;
     pthread_mutex_t create_lock; /* item and sku creation (capacity) */
+    _Atomic uint64_t *slots;     /* every shard's indexes, one mapping */
+    size_t slots_bytes;
 
-    struct item *items;
-    size_t items_bytes;
+    uint8_t *arena; /* items, see struct item */
+    size_t arena_bytes;
+    _Atomic size_t arena_used; /* written under create_lock */
     _Atomic uint32_t nitems;
     struct sku *skus;
     size_t skus_bytes;
@@ -142,6 +154,21 @@ struct atp_store {
 /* Journal hooks (include/atp/store.h): no cost without a journal. */
 static inline uint64_t j_begin(const struct atp_store *s);
 static inline void j_end(const struct atp_store *s, uint64_t pos, const struct atp_journal_rec *r);
+
+static inline struct item *item_at(const struct atp_store *s, uint32_t ref)
+{
+    return (struct item *)(void *)(s->arena + (size_t)ref * ITEM_UNIT);
+}
+
+static inline uint32_t item_ref(const struct atp_store *s, const struct item *it)
+{
+    return (uint32_t)(((const uint8_t *)it - s->arena) / ITEM_UNIT);
+}
+
+static inline int store_item_ref_ok(const struct atp_store *s, uint32_t ref)
+{
+    return (size_t)ref * ITEM_UNIT < atomic_load_explicit(&s->arena_used, memory_order_relaxed);
+}
 
 /* store.c, used by resv.c */
 int store_find_item(struct atp_store *s, struct atp_slice sku, struct atp_slice loc,

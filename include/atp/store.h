@@ -189,6 +189,21 @@ int atp_store_get(struct atp_store *store, struct atp_slice sku, struct atp_slic
 int atp_store_get_network(struct atp_store *store, struct atp_slice sku, uint32_t channel,
                           struct atp_breakdown *ret);
 
+/* One key of a batched lookup (loc.len must be > 0: item ATP). */
+struct atp_get_req {
+    struct atp_slice sku;
+    struct atp_slice loc;
+    uint32_t channel;
+};
+
+/*
+ * n item lookups at once, answered like atp_store_get: ret_rc[i] is its code
+ * and ret[i] its breakdown when that code is 0. Faster than n single calls
+ * because it prefetches every key's index slot and item before reading any.
+ */
+void atp_store_get_many(struct atp_store *store, const struct atp_get_req *reqs, uint32_t n,
+                        struct atp_breakdown *ret, int *ret_rc);
+
 /* --- event mutations (Kafka ingest and admin calls) ---------------------- */
 
 /* on_hand += delta (delta may be negative, not zero). Creates the item. */
