@@ -316,6 +316,13 @@ ssize_t atp_proto_frame(const uint8_t *in, size_t len, uint32_t max_frame, struc
     return (ssize_t)size;
 }
 
+size_t atp_proto_frame_need(const uint8_t *in, size_t len)
+{
+    if (len < ATP_PROTO_HDR_SIZE)
+        return ATP_PROTO_HDR_SIZE;
+    return ATP_PROTO_HDR_SIZE + (size_t)load_le(in + 16, 4);
+}
+
 ssize_t atp_proto_enc_hdr(uint8_t *buf, size_t cap, uint8_t opcode, uint16_t flags, uint16_t status,
                           uint64_t id, uint32_t body_len)
 {

@@ -488,6 +488,12 @@ static void test_header_errors(void **state)
     assert_int_equal(atp_proto_frame(flush(&g, http, 16), 16, 0, &f), ATP_EBADMAGIC);
     assert_memory_equal(&f, &before, sizeof(f));
 
+    /* Sizing a receive buffer: the header size, then header + body. */
+    n = atp_proto_enc_hdr(b, sizeof(b), ATP_OP_PING, 0, 0, 1, 300);
+    assert_int_equal(atp_proto_frame_need(b, 0), ATP_PROTO_HDR_SIZE);
+    assert_int_equal(atp_proto_frame_need(b, 19), ATP_PROTO_HDR_SIZE);
+    assert_int_equal(atp_proto_frame_need(b, 20), 320);
+
     /* Two frames back to back: the first is reported, the rest waits. */
     uint8_t two[64];
     ssize_t a = atp_proto_enc_stats_req(two, sizeof(two), 1);

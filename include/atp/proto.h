@@ -96,6 +96,13 @@ struct atp_frame {
 ssize_t atp_proto_frame(const uint8_t *in, size_t len, uint32_t max_frame, struct atp_frame *ret);
 
 /*
+ * Bytes the frame at the start of `in` occupies once complete: the header
+ * size while fewer than 20 bytes are there, else header + body length (no
+ * checks; for sizing a receive buffer after atp_proto_frame said 0).
+ */
+size_t atp_proto_frame_need(const uint8_t *in, size_t len);
+
+/*
  * Write a bare 20-byte header (for tests and for callers that build bodies
  * themselves). Returns ATP_PROTO_HDR_SIZE or the size needed.
  */

@@ -1,0 +1,389 @@
+/*
+ * test_client.c - integration test of the C client library and atpctl
+ * against a real atpd on an ephemeral port.
+ *
+ * Starts atpd (--port 0 --port-file), drives every operation through
+ * atp/client.h, pipelines 1000 requests on one connection, checks that bad
+ * bodies are answered and the connection carries on while bad magic is
+ * answered and closed, and runs atpctl for its output and exit codes. The
+ * server is stopped by pid (SIGTERM, then SIGKILL after a bound).
+ *
+ * Usage: test_client ATPD ATPCTL   (exit 77 = skipped: atpd did not start)
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <json-c/json.h>
+#include <setjmp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "atp/client.h"
+
+static const char *atpd_path, *atpctl_path;
+static pid_t server_pid = -1;
+static uint16_t server_port;
+static char port_file[64];
+
+static void sleep_ms(unsigned ms)
+{
+    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
+    nanosleep(&ts, NULL);
+}
+
+static void stop_server(void)
+{
+    if (server_pid <= 0)
+        return;
+    kill(server_pid, SIGTERM);
+    for (int i = 0; i < 100; i++) { /* 5 s bound, then SIGKILL */
+        if (waitpid(server_pid, NULL, WNOHANG) == server_pid) {
+            server_pid = -1;
+            break;
+        }
+        sleep_ms(50);
+    }
+    if (server_pid > 0) {
+        kill(server_pid, SIGKILL);
+        waitpid(server_pid, NULL, 0);
+        server_pid = -1;
+    }
+    unlink(port_file);
+}
+
+/* Start atpd on an ephemeral port; false if it did not come up in 5 s. */
+static bool start_server(void)
+{
+    snprintf(port_file, sizeof(port_file), "/tmp/atp-test-client.%d.port", (int)getpid());
+    unlink(port_file);
+    char *argv[] = {(char *)atpd_path, "--port", "0",           "--port-file", port_file,
+                    "--workers",       "1",      "--log-level", "warn",        NULL};
+    /* fork + exec rather than posix_spawn so the server dies with the test
+     * even if the test is killed (a meson timeout): PR_SET_PDEATHSIG. */
+    pid_t parent = getpid();
+    server_pid = fork();
+    if (server_pid < 0)
+        return false;
+    if (server_pid == 0) {
+        prctl(PR_SET_PDEATHSIG, SIGTERM);
+        if (getppid() != parent)
+            _exit(127);
+        execv(atpd_path, argv);
+        _exit(127);
+    }
+    for (int i = 0; i < 100; i++) {
+        FILE *f = fopen(port_file, "r");
+        unsigned port = 0;
+        if (f) {
+            int n = fscanf(f, "%u", &port);
+            fclose(f);
+            if (n == 1 && port > 0 && port < 65536) {
+                server_port = (uint16_t)port;
+                return true;
+            }
+        }
+        if (waitpid(server_pid, NULL, WNOHANG) == server_pid) {
+            server_pid = -1;
+            return false;
+        }
+        sleep_ms(50);
+    }
+    stop_server();
+    return false;
+}
+
+static struct atp_client *connect_client(void)
+{
+    struct atp_client *c = NULL;
+    assert_int_equal(atp_client_connect("127.0.0.1", server_port, &c), 0);
+    assert_int_equal(atp_client_set_timeout(c, 5000), 0);
+    return c;
+}
+
+static int setup(void **state)
+{
+    *state = connect_client();
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    atp_client_close(*state);
+    return 0;
+}
+
+/* --- tests ------------------------------------------------------------------ */
+
+static void test_every_operation(void **state)
+{
+    struct atp_client *c = *state;
+    struct atp_client_hello h;
+    assert_int_equal(atp_client_hello(c, &h), 0);
+    assert_int_equal(h.version, 1);
+    assert_true(h.max_frame >= 4096);
+    assert_int_equal(h.max_lines, ATP_MAX_LINES);
+    assert_true(strncmp(h.build, "atpd", 4) == 0);
+    assert_int_equal(atp_client_ping(c), 0);
+
+    int64_t on_hand = 0;
+    assert_int_equal(atp_client_adjust(c, "IT-1", "DC-1", 100, &on_hand), 0);
+    assert_int_equal(on_hand, 100);
+    assert_int_equal(atp_client_set(c, "IT-1", "DC-2", 40, 0), 0);
+    assert_int_equal(atp_client_set(c, "IT-1", "DC-2", 41, 7), 0);
+    assert_int_equal(atp_client_set(c, "IT-1", "DC-2", 42, 6), ATP_ESTALE);
+    assert_true(strlen(atp_client_last_error(c)) > 0);
+
+    struct atp_breakdown b;
+    assert_int_equal(atp_client_get(c, "IT-1", "web", "DC-1", true, &b), 0);
+    assert_int_equal(b.on_hand, 100);
+    assert_true(b.atp <= 100 && b.atp > 0);
+    assert_int_equal(atp_client_get(c, "IT-1", "web", NULL, false, &b), 0);
+    assert_true(b.atp > 100);
+    assert_int_equal(atp_client_get(c, "NOPE", "web", NULL, false, &b), ATP_ENOTFOUND);
+    assert_int_equal(atp_client_get(c, "IT-1", "nochannel", NULL, false, &b), ATP_ENOCHANNEL);
+
+    struct atp_client_key keys[] = {{"IT-1", "web", "DC-1"}, {"NOPE", "web", NULL}};
+    struct atp_client_item items[2];
+    assert_int_equal(atp_client_mget(c, keys, 2, false, items), 0);
+    assert_int_equal(items[0].status, 0);
+    assert_true(items[0].b.atp > 0);
+    assert_int_equal(items[1].status, ATP_ENOTFOUND);
+
+    struct atp_client_line lines[] = {{"IT-1", "DC-1", 2}, {"IT-1", NULL, 1}};
+    static struct atp_client_resv r, r2;
+    assert_int_equal(atp_client_reserve(c, "it-order-1", "web", 60000, lines, 2, &r, NULL), 0);
+    assert_int_equal(r.state, ATP_RES_HELD);
+    assert_false(r.replayed);
+    assert_string_equal(r.key, "it-order-1");
+    assert_string_equal(r.channel, "web");
+    assert_int_equal(r.nlines, 2);
+    assert_int_equal(atp_client_reserve(c, "it-order-1", "web", 60000, lines, 2, &r2, NULL), 0);
+    assert_true(r2.replayed);
+    assert_int_equal(r2.id, r.id);
+
+    struct atp_shortfall sf[1];
+    struct atp_client_line big[] = {{"IT-1", "DC-1", 1000000}};
+    assert_int_equal(atp_client_reserve(c, "it-order-2", "web", 60000, big, 1, &r2, sf),
+                     ATP_EINSUFFICIENT);
+    assert_int_equal(sf[0].requested, 1000000);
+    assert_true(sf[0].available > 0 && sf[0].available < 1000000);
+
+    assert_int_equal(atp_client_get_reservation(c, r.id, NULL, &r2), 0);
+    assert_int_equal(r2.id, r.id);
+    assert_int_equal(atp_client_get_reservation(c, 0, "it-order-1", &r2), 0);
+    assert_int_equal(r2.id, r.id);
+    assert_int_equal(atp_client_extend(c, r.id, 120000, &r2), 0);
+    assert_int_equal(r2.ttl_ms, 60000); /* the ttl asked for at RESERVE */
+    assert_true(r2.expires_us >= r.created_us + 120000ULL * 1000);
+    assert_int_equal(atp_client_commit(c, r.id, &r2), 0);
+    assert_int_equal(r2.state, ATP_RES_COMMITTED);
+    assert_int_equal(atp_client_release(c, r.id, &r2), ATP_ESTATE);
+
+    assert_int_equal(atp_client_reserve(c, "it-order-3", "web", 60000, lines, 1, &r, NULL), 0);
+    assert_int_equal(atp_client_release(c, r.id, &r2), 0);
+    assert_int_equal(r2.state, ATP_RES_RELEASED);
+
+    /* The connection survives every refusal above. */
+    assert_false(atp_client_is_broken(c));
+}
+
+static int count_stat(void *arg, const char *name, int64_t value)
+{
+    int *n = arg;
+    if (strcmp(name, "items") == 0)
+        assert_true(value >= 1);
+    (*n)++;
+    return 0;
+}
+
+static void test_stats(void **state)
+{
+    struct atp_client *c = *state;
+    int n = 0;
+    assert_int_equal(atp_client_stats(c, count_stat, &n), 0);
+    assert_true(n > 10);
+}
+
+static void test_pipeline_1000_in_order(void **state)
+{
+    struct atp_client *c = *state;
+    uint64_t ids[1000];
+    for (int i = 0; i < 1000; i++) {
+        int rc = i % 3 == 0   ? atp_client_queue_ping(c, &ids[i])
+                 : i % 3 == 1 ? atp_client_queue_get(c, "IT-1", "web", "DC-1", false, &ids[i])
+                              : atp_client_queue_get(c, "NOPE", "web", NULL, false, &ids[i]);
+        assert_int_equal(rc, 0);
+    }
+    assert_int_equal(atp_client_pending(c), 1000);
+    /* A blocking call now would mix answers: refused. */
+    assert_int_equal(atp_client_ping(c), ATP_EINVAL);
+    assert_int_equal(atp_client_flush(c), 0);
+    for (int i = 0; i < 1000; i++) {
+        struct atp_frame f;
+        assert_int_equal(atp_client_read(c, &f), 0);
+        assert_int_equal(f.id, ids[i]);
+        if (i % 3 == 0) {
+            assert_int_equal(atp_client_decode_status(c, &f), 0);
+        } else {
+            struct atp_breakdown b;
+            assert_int_equal(atp_client_decode_get(c, &f, &b), i % 3 == 1 ? 0 : ATP_ENOTFOUND);
+        }
+    }
+    assert_int_equal(atp_client_pending(c), 0);
+    assert_int_equal(atp_client_ping(c), 0);
+}
+
+static void test_bad_bodies_carry_on(void **state)
+{
+    struct atp_client *c = *state;
+    uint8_t frame[64];
+    /* A GET whose sku length runs past the end of the body. */
+    struct atp_proto_get_req g = {{ATP_SLICE("X"), ATP_SLICE("web"), {"", 0}}, false};
+    ssize_t n = atp_proto_enc_get_req(frame, sizeof(frame), 9001, &g);
+    frame[ATP_PROTO_HDR_SIZE] = 200;
+    assert_int_equal(atp_client_queue_raw(c, frame, (size_t)n), 0);
+    /* An unknown opcode. */
+    n = atp_proto_enc_hdr(frame, sizeof(frame), 0x55, 0, 0, 9002, 0);
+    assert_int_equal(atp_client_queue_raw(c, frame, (size_t)n), 0);
+    assert_int_equal(atp_client_flush(c), 0);
+    struct atp_frame f;
+    assert_int_equal(atp_client_read(c, &f), 0);
+    assert_int_equal(f.id, 9001);
+    assert_int_equal(atp_client_decode_status(c, &f), ATP_EMALFORMED);
+    assert_int_equal(atp_client_read(c, &f), 0);
+    assert_int_equal(f.id, 9002);
+    assert_int_equal(atp_client_decode_status(c, &f), ATP_EUNKNOWNOP);
+    assert_int_equal(atp_client_ping(c), 0);
+}
+
+static void test_bad_magic_closes(void **state)
+{
+    struct atp_client *c = *state;
+    static const char http[] = "GET / HTTP/1.1\r\nHost: x\r\n\r\n";
+    assert_int_equal(atp_client_queue_raw(c, http, sizeof(http) - 1), 0);
+    assert_int_equal(atp_client_flush(c), 0);
+    struct atp_frame f;
+    assert_int_equal(atp_client_read(c, &f), 0);
+    assert_int_equal(f.id, 0);
+    assert_int_equal(f.opcode, ATP_OP_RESPONSE);
+    assert_int_equal(atp_client_decode_status(c, &f), ATP_EBADMAGIC);
+    assert_int_equal(atp_client_read(c, &f), -ECONNRESET);
+    assert_true(atp_client_is_broken(c));
+    assert_int_equal(atp_client_ping(c), -ENOTCONN);
+
+    /* Other connections are unaffected. */
+    struct atp_client *d = connect_client();
+    assert_int_equal(atp_client_ping(d), 0);
+    atp_client_close(d);
+}
+
+/* Run atpctl with arguments; returns its exit status, output in buf. */
+static int atpctl(char *buf, size_t cap, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static int atpctl(char *buf, size_t cap, const char *fmt, ...)
+{
+    char args[512], cmd[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(args, sizeof(args), fmt, ap);
+    va_end(ap);
+    snprintf(cmd, sizeof(cmd), "'%s' %s 2>/dev/null", atpctl_path, args);
+    FILE *p = popen(cmd, "r");
+    assert_non_null(p);
+    size_t n = fread(buf, 1, cap - 1, p);
+    buf[n] = 0;
+    int st = pclose(p);
+    assert_true(WIFEXITED(st));
+    return WEXITSTATUS(st);
+}
+
+static void test_atpctl(void **state)
+{
+    char out[8192];
+    unsigned p = server_port;
+    assert_int_equal(atpctl(out, sizeof(out), "-p %u ping", p), 0);
+    assert_non_null(strstr(out, "PONG"));
+    assert_int_equal(atpctl(out, sizeof(out), "-p %u adjust CTL-1 DC-1 50", p), 0);
+    assert_non_null(strstr(out, "50"));
+    assert_int_equal(atpctl(out, sizeof(out), "-p %u get CTL-1 -c web -l DC-1", p), 0);
+    assert_int_equal(atpctl(out, sizeof(out), "-p %u --json get CTL-1 -c web -l DC-1 -b", p), 0);
+    json_object *j = json_tokener_parse(out);
+    assert_non_null(j);
+    json_object *v;
+    assert_true(json_object_object_get_ex(j, "on_hand", &v));
+    assert_int_equal(json_object_get_int64(v), 50);
+    json_object_put(j);
+
+    assert_int_equal(atpctl(out, sizeof(out),
+                            "-p %u --json reserve --key ctl-o1 -c web CTL-1@DC-1:2 --ttl 1m", p),
+                     0);
+    j = json_tokener_parse(out);
+    assert_non_null(j);
+    assert_true(json_object_object_get_ex(j, "state", &v));
+    assert_string_equal(json_object_get_string(v), "held");
+    assert_true(json_object_object_get_ex(j, "id", &v));
+    uint64_t id = (uint64_t)json_object_get_uint64(v);
+    json_object_put(j);
+    assert_int_equal(atpctl(out, sizeof(out), "-p %u commit %llu", p, (unsigned long long)id), 0);
+    assert_non_null(strstr(out, "committed"));
+    assert_int_equal(atpctl(out, sizeof(out), "-p %u reservation --key ctl-o1", p), 0);
+
+    /* Refused: 1, with a JSON error object when asked. */
+    assert_int_equal(atpctl(out, sizeof(out), "-p %u get NOPE -c web", p), 1);
+    assert_int_equal(
+        atpctl(out, sizeof(out), "-p %u --json reserve --key ctl-o2 -c web CTL-1:999999", p), 1);
+    j = json_tokener_parse(out);
+    assert_non_null(j);
+    json_object *e;
+    assert_true(json_object_object_get_ex(j, "error", &e));
+    assert_true(json_object_object_get_ex(e, "code", &v));
+    assert_string_equal(json_object_get_string(v), "EINSUFFICIENT");
+    assert_true(json_object_object_get_ex(e, "shortfalls", &v));
+    assert_int_equal(json_object_array_length(v), 1);
+    json_object_put(j);
+    assert_int_equal(atpctl(out, sizeof(out), "-p %u release 1", p), 1);
+
+    /* Usage: 2. Connection: 3. */
+    assert_int_equal(atpctl(out, sizeof(out), "-p %u get", p), 2);
+    assert_int_equal(atpctl(out, sizeof(out), "-p %u frobnicate", p), 2);
+    assert_int_equal(atpctl(out, sizeof(out), "-p %u reserve --key k -c web X:1 --ttl 5q", p), 2);
+    assert_int_equal(atpctl(out, sizeof(out), "--help"), 0);
+    assert_non_null(strstr(out, "Exit status"));
+    assert_int_equal(atpctl(out, sizeof(out), "-p 1 ping"), 3);
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 3) {
+        fprintf(stderr, "usage: %s ATPD ATPCTL\n", argv[0]);
+        return 2;
+    }
+    atpd_path = argv[1];
+    atpctl_path = argv[2];
+    signal(SIGPIPE, SIG_IGN);
+    if (!start_server()) {
+        fprintf(stderr, "atpd did not start; skipping\n");
+        return 77;
+    }
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_every_operation, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_stats, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_pipeline_1000_in_order, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_bad_bodies_carry_on, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_bad_magic_closes, setup, teardown),
+        cmocka_unit_test(test_atpctl),
+    };
+    int rc = cmocka_run_group_tests(tests, NULL, NULL);
+    stop_server();
+    return rc;
+}
