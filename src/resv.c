@@ -1057,7 +1057,15 @@ static void reclaim(struct atp_store *s, uint64_t now_us)
         if (f->since_us + window_us > now_us)
             break;
         wheel_unlink(rs, f->idx);
+        /* Journaled: replay must drop it too before its slot or key returns. */
+        uint32_t g = atomic_load_explicit(&rs->recs[f->idx].gen, memory_order_relaxed);
+        uint64_t pos = j_begin(s);
         rec_free(rs, f->idx);
+        j_end(s, pos,
+              (g & 1) ? NULL
+                      : &(struct atp_journal_rec){.type = ATP_J_RECLAIM,
+                                                  .id = ((uint64_t)g << 32) | (f->idx + 1),
+                                                  .now_us = now_us});
         rs->fifo_head = (rs->fifo_head + 1) % rs->cap;
         rs->fifo_len--;
     }
@@ -1161,12 +1169,13 @@ int atp_store_restore_reservation(struct atp_store *s, const struct atp_reservat
         in->channel >= s->nchannels || in->state < ATP_RES_HELD || in->state > ATP_RES_EXPIRED)
         return ATP_EINVAL;
     uint32_t idx = lo - 1;
+    const uint32_t nl = in->nlines & (2 * ATP_MAX_LINES - 1); /* <= ATP_MAX_LINES, checked above */
     struct resv *r = &rs->recs[idx];
     uint32_t cur = atomic_load_explicit(&r->gen, memory_order_relaxed);
     if (cur != 0 && !(cur & 1))
         return ATP_EINVAL; /* slot taken */
     uint32_t items[ATP_MAX_LINES];
-    for (uint32_t i = 0; i < in->nlines; i++) {
+    for (uint32_t i = 0; i < nl && i < ATP_MAX_LINES; i++) {
         int rc = store_find_item(s, in->lines[i].sku, in->lines[i].loc, &items[i]);
         if (rc)
             return rc;
@@ -1185,7 +1194,7 @@ int atp_store_restore_reservation(struct atp_store *s, const struct atp_reservat
         atomic_store_explicit(&r->key[i], kw[i], memory_order_relaxed);
     uint32_t any = 0;
     uint64_t ff = 0;
-    for (uint32_t i = 0; i < in->nlines; i++) {
+    for (uint32_t i = 0; i < nl && i < ATP_MAX_LINES; i++) {
         any |= (uint32_t)in->lines[i].any << i;
         ff |= (uint64_t)in->lines[i].fulfilled << i;
         atomic_store_explicit(&r->line_item[i], items[i], memory_order_relaxed);
@@ -1237,14 +1246,53 @@ int atp_store_expire_id(struct atp_store *s, uint64_t id, uint64_t now_us)
     return rec_try_expire(s, idx, c, now_us) ? 0 : ATP_ESTATE;
 }
 
+int atp_store_forget_reservation(struct atp_store *s, uint64_t id)
+{
+    struct resv_state *rs = s->resv;
+    uint32_t idx, g;
+    int rc = id_resolve(rs, id, &idx, &g);
+    if (rc)
+        return rc;
+    struct resv *r = &rs->recs[idx];
+    uint64_t c = atomic_load_explicit(&r->ctl, memory_order_acquire);
+    if (!ctl_matches(c, g))
+        return ATP_ENOTFOUND;
+    unsigned st = ctl_state(c);
+    if (st != ATP_RES_RELEASED && st != ATP_RES_EXPIRED && st != ATP_RES_FULFILLED)
+        return ATP_ESTATE;
+    /* Odd generation: its key entries go stale; restore_done frees the slot. */
+    atomic_store_explicit(&r->gen, g + 1, memory_order_release);
+    atomic_store_explicit(&r->ctl, ctl_make(g + 1, 0, ST_FREE), memory_order_release);
+    return 0;
+}
+
 void atp_store_restore_done(struct atp_store *s)
 {
     struct resv_state *rs = s->resv;
     uint32_t n = atomic_load_explicit(&rs->fresh, memory_order_relaxed);
+    /* Recovery only (no reaper has run): queue every record afresh. */
+    atomic_store_explicit(&rs->inbox, 0, memory_order_relaxed);
+    atomic_store_explicit(&rs->retire_head, 0, memory_order_relaxed);
+    for (uint32_t i = 0; i < n; i++)
+        atomic_store_explicit(&rs->recs[i].in_inbox, 0, memory_order_relaxed);
     for (uint32_t i = n; i-- > 0;) {
         uint32_t g = atomic_load_explicit(&rs->recs[i].gen, memory_order_relaxed);
-        if (g == 0 || (g & 1))
+        if (g == 0 || (g & 1)) {
             rec_free(rs, i);
+            continue;
+        }
+        switch (ctl_state(atomic_load_explicit(&rs->recs[i].ctl, memory_order_relaxed))) {
+        case ATP_RES_HELD:
+            inbox_push(rs, i);
+            break;
+        case ATP_RES_RELEASED:
+        case ATP_RES_EXPIRED:
+        case ATP_RES_FULFILLED:
+            retire_push(rs, i);
+            break;
+        default:
+            break;
+        }
     }
 }
 

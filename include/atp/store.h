@@ -114,6 +114,8 @@ enum atp_jtype {
     ATP_J_EXTEND,     /* id, now_us, ttl_ms */
     ATP_J_EXPIRE,     /* id, now_us */
     ATP_J_FULFILL,    /* key, id, line */
+    ATP_J_RECLAIM,    /* id, now_us: a finished reservation and its key dropped
+                         after the idempotency window (its slot may be reused) */
 };
 
 struct atp_reservation;
@@ -435,7 +437,19 @@ int atp_store_restore_reservation(struct atp_store *store, const struct atp_rese
 /* Expire one held reservation now (replay of a logged expiry). */
 int atp_store_expire_id(struct atp_store *store, uint64_t id, uint64_t now_us);
 
-/* After the last restore call: rebuild the free record list. */
+/*
+ * Drop a finished (released, expired, fulfilled) reservation and its key, as
+ * the reaper does after the idempotency window (replay of ATP_J_RECLAIM), so
+ * its slot and key may be restored again. ATP_ESTATE if it is held or
+ * committed, ATP_ENOTFOUND for an unknown id.
+ */
+int atp_store_forget_reservation(struct atp_store *store, uint64_t id);
+
+/*
+ * After the last restore call: rebuild the free record list, and the expiry
+ * inbox and retire list from every record's state (replay may have finished,
+ * forgotten and reused records after they were queued).
+ */
 void atp_store_restore_done(struct atp_store *store);
 
 #ifdef __cplusplus
