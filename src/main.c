@@ -18,6 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
+#include <sys/resource.h>
 #include <sys/signalfd.h>
 #include <time.h>
 #include <unistd.h>
@@ -141,6 +142,28 @@ static int write_port_file(const char *path, uint16_t port)
         return e;
     }
     return 0;
+}
+
+/*
+ * Each connection is a file descriptor: raise the soft RLIMIT_NOFILE to what
+ * max-connections needs (up to the hard limit), as redis does, and say so
+ * when even the hard limit is too low.
+ */
+static void raise_fd_limit(uint32_t max_connections, uint32_t workers)
+{
+    struct rlimit rl;
+    rlim_t need = (rlim_t)max_connections + 32 + 4 * (rlim_t)workers; /* listeners, rings, logs */
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur >= need)
+        return;
+    rlim_t old = rl.rlim_cur;
+    rl.rlim_cur = rl.rlim_max == RLIM_INFINITY || rl.rlim_max >= need ? need : rl.rlim_max;
+    if (setrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur >= need) {
+        atp_log(ATP_LOG_INFO, "raised the open file limit", LOG_UINT("from", old),
+                LOG_UINT("to", rl.rlim_cur));
+        return;
+    }
+    atp_log(ATP_LOG_WARN, "open file limit below max-connections; accepts will fail beyond it",
+            LOG_UINT("limit", rl.rlim_cur), LOG_UINT("max_connections", max_connections));
 }
 
 static void notify(const char *state)
@@ -399,10 +422,15 @@ static int serve(const struct atp_config *cfg)
         .output_buffer_limit = cfg->output_buffer_limit,
         .shutdown_timeout_ms = cfg->shutdown_timeout_ms,
     };
+    raise_fd_limit(cfg->max_connections, cfg->workers);
     if ((rc = atp_server_new(&sc, &ctx, &srv)) != 0) {
         char addr[96];
         snprintf(addr, sizeof(addr), "%s:%u", cfg->bind, cfg->port);
-        atp_log(ATP_LOG_ERROR, "cannot listen", LOG_STR("addr", addr), LOG_ERR(rc));
+        if (rc == -EOPNOTSUPP)
+            atp_log_msg(ATP_LOG_ERROR, "recv-mode multishot: this kernel has no multishot recv "
+                                       "with provided buffer rings (use auto or plain)");
+        else
+            atp_log(ATP_LOG_ERROR, "cannot listen", LOG_STR("addr", addr), LOG_ERR(rc));
         goto out;
     }
     sigset_t mask;

@@ -182,7 +182,8 @@ struct worker {
     uint32_t nconns;     /* live conns of this worker, any state */
     uint32_t nrejecting; /* of which are rejected ones */
     bool accept_armed;
-    bool accept_retry; /* re-arm accept at the next tick */
+    bool accept_retry;       /* re-arm accept at the next tick */
+    uint64_t accept_warn_ms; /* next time an accept failure may be logged */
     bool draining;
     uint64_t drain_deadline_ms;
     struct __kernel_timespec tick_ts;
@@ -780,8 +781,10 @@ static void on_accept(struct worker *w, const struct io_uring_cqe *cqe)
         w->accept_armed = false;
     int fd = cqe->res;
     if (fd < 0) {
-        if (fd != -ECANCELED && !w->draining)
+        if (fd != -ECANCELED && !w->draining && w->now_ms >= w->accept_warn_ms) {
+            w->accept_warn_ms = w->now_ms + 1000; /* at most one line a second */
             atp_log(ATP_LOG_WARN, "accept failed", LOG_ERR(fd), LOG_UINT("worker", w->idx));
+        }
     } else if (w->draining) {
         close(fd);
     } else {
@@ -1069,7 +1072,14 @@ out:
     return false;
 }
 
-static int make_listener(const struct atp_server_config *cfg, uint16_t port, uint16_t *ret_port)
+/*
+ * A listening socket of the SO_REUSEPORT group on bind:port (port 0: a free
+ * one), or with `probe` a plain bind that is closed at once: it fails with
+ * EADDRINUSE if anything listens there already, which a SO_REUSEPORT bind
+ * would not (another atpd of the same user would silently share the port).
+ */
+static int make_listener(const struct atp_server_config *cfg, uint16_t port, bool probe,
+                         uint16_t *ret_port)
 {
     struct sockaddr_storage ss;
     socklen_t sl;
@@ -1092,11 +1102,15 @@ static int make_listener(const struct atp_server_config *cfg, uint16_t port, uin
         return -errno;
     int one = 1;
     setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-    if (setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) != 0 ||
-        bind(fd, (struct sockaddr *)&ss, sl) != 0 || listen(fd, LISTEN_BACKLOG) != 0) {
+    if ((!probe && setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) != 0) ||
+        bind(fd, (struct sockaddr *)&ss, sl) != 0 || (!probe && listen(fd, LISTEN_BACKLOG) != 0)) {
         int e = -errno;
         close(fd);
         return e;
+    }
+    if (probe) {
+        close(fd);
+        return 0;
     }
     sl = sizeof(ss);
     if (getsockname(fd, (struct sockaddr *)&ss, &sl) != 0) {
@@ -1200,6 +1214,10 @@ int atp_server_new(const struct atp_server_config *cfg, const struct atp_cmd_ctx
 
     int rc = 0;
     uint16_t port = cfg->port;
+    if (port != 0 && (rc = make_listener(&srv->cfg, port, true, &port)) != 0) {
+        atp_server_free(srv);
+        return rc;
+    }
     for (uint32_t i = 0; i < srv->nworkers; i++) {
         struct worker *w = &srv->workers[i];
         w->srv = srv;
@@ -1211,7 +1229,7 @@ int atp_server_new(const struct atp_server_config *cfg, const struct atp_cmd_ctx
             w->ctx.nsources++;
         }
         uint16_t bound = 0;
-        int fd = make_listener(&srv->cfg, port, &bound);
+        int fd = make_listener(&srv->cfg, port, false, &bound);
         if (fd < 0) {
             rc = fd;
             break;
