@@ -81,8 +81,10 @@ struct resv {
     _Atomic uint32_t key_len;
     _Atomic uint32_t any_mask; /* lines that asked for any location */
     _Atomic uint64_t key[ATP_KEY_MAX / 8];
-    _Atomic uint32_t line_item[ATP_MAX_LINES];
-    _Atomic int64_t line_qty[ATP_MAX_LINES];
+    struct {
+        _Atomic uint32_t item; /* item ref; UINT32_MAX until taken */
+        _Atomic int64_t qty;
+    } line[ATP_MAX_LINES]; /* item and qty side by side: one line per line */
 };
 
 /* Key table entry: tag16 | gen16 | index+1 (32); 0 empty, ~0 dead. */
@@ -291,8 +293,10 @@ static void epoch_leave(struct resv_state *rs, uint64_t e)
 static int key_lookup(struct resv_state *rs, uint64_t e, uint64_t h, const uint64_t *kw,
                       uint32_t klen, uint32_t *ret_idx, uint32_t *ret_gen)
 {
+    struct ktable *prev = &rs->kt[(e + 2) % 3];
     return kt_find(rs, &rs->kt[e % 3], h, kw, klen, 0, ret_idx, ret_gen) ||
-           kt_find(rs, &rs->kt[(e + 2) % 3], h, kw, klen, 0, ret_idx, ret_gen);
+           (atomic_load_explicit(&prev->used, memory_order_relaxed) != 0 &&
+            kt_find(rs, prev, h, kw, klen, 0, ret_idx, ret_gen));
 }
 
 /* --- copying out ------------------------------------------------------------ */
@@ -324,12 +328,12 @@ static int rec_copy(struct atp_store *s, uint32_t idx, uint32_t g, struct atp_re
     memcpy(tmp.key, kw, ATP_KEY_MAX);
     uint64_t ff = atomic_load_explicit(&r->fulfilled, memory_order_relaxed);
     for (uint32_t i = 0; i < tmp.nlines; i++) {
-        uint32_t it = atomic_load_explicit(&r->line_item[i], memory_order_relaxed);
+        uint32_t it = atomic_load_explicit(&r->line[i].item, memory_order_relaxed);
         if (!store_item_ref_ok(s, it))
             return ATP_ENOTFOUND;
         tmp.lines[i].sku = store_item_sku(s, it);
         tmp.lines[i].loc = store_item_loc(s, it);
-        tmp.lines[i].qty = atomic_load_explicit(&r->line_qty[i], memory_order_relaxed);
+        tmp.lines[i].qty = atomic_load_explicit(&r->line[i].qty, memory_order_relaxed);
         tmp.lines[i].fulfilled = (ff >> i) & 1;
         tmp.lines[i].any = (atomic_load_explicit(&r->any_mask, memory_order_relaxed) >> i) & 1;
     }
@@ -351,9 +355,9 @@ static int rec_same_content(struct atp_store *s, uint32_t idx, const struct atp_
     uint32_t any = atomic_load_explicit(&r->any_mask, memory_order_relaxed);
     for (uint32_t i = 0; i < req->nlines; i++) {
         const struct atp_line_req *l = &req->lines[i];
-        uint32_t it = atomic_load_explicit(&r->line_item[i], memory_order_relaxed);
+        uint32_t it = atomic_load_explicit(&r->line[i].item, memory_order_relaxed);
         if (!store_item_ref_ok(s, it) ||
-            atomic_load_explicit(&r->line_qty[i], memory_order_relaxed) != l->qty ||
+            atomic_load_explicit(&r->line[i].qty, memory_order_relaxed) != l->qty ||
             (int)((any >> i) & 1) != (l->loc.len == 0))
             return 0;
         struct atp_slice sku = store_item_sku(s, it);
@@ -374,8 +378,8 @@ static void rec_give_back(struct atp_store *s, struct resv *r)
 {
     uint32_t n = atomic_load_explicit(&r->nlines, memory_order_relaxed);
     for (uint32_t i = 0; i < n; i++)
-        store_give_back(s, atomic_load_explicit(&r->line_item[i], memory_order_relaxed),
-                        atomic_load_explicit(&r->line_qty[i], memory_order_relaxed));
+        store_give_back(s, atomic_load_explicit(&r->line[i].item, memory_order_relaxed),
+                        atomic_load_explicit(&r->line[i].qty, memory_order_relaxed));
 }
 
 static void retire_push(struct resv_state *rs, uint32_t idx)
@@ -653,10 +657,10 @@ static void journal_res_fill(struct atp_store *s, uint32_t ri, uint32_t gen, uin
     out->nlines = atomic_load_explicit(&r->nlines, memory_order_relaxed);
     uint32_t any = atomic_load_explicit(&r->any_mask, memory_order_relaxed);
     for (uint32_t i = 0; i < out->nlines; i++) {
-        uint32_t it = atomic_load_explicit(&r->line_item[i], memory_order_relaxed);
+        uint32_t it = atomic_load_explicit(&r->line[i].item, memory_order_relaxed);
         out->lines[i].sku = store_item_sku(s, it);
         out->lines[i].loc = store_item_loc(s, it);
-        out->lines[i].qty = atomic_load_explicit(&r->line_qty[i], memory_order_relaxed);
+        out->lines[i].qty = atomic_load_explicit(&r->line[i].qty, memory_order_relaxed);
         out->lines[i].fulfilled = false;
         out->lines[i].any = (any >> i) & 1;
     }
@@ -707,8 +711,8 @@ int atp_store_reserve(struct atp_store *s, const struct atp_reserve_req *req, ui
         uint32_t any = 0;
         for (uint32_t i = 0; i < req->nlines; i++) {
             any |= (req->lines[i].loc.len == 0) << i;
-            atomic_store_explicit(&r->line_qty[i], req->lines[i].qty, memory_order_relaxed);
-            atomic_store_explicit(&r->line_item[i], UINT32_MAX, memory_order_relaxed);
+            atomic_store_explicit(&r->line[i].qty, req->lines[i].qty, memory_order_relaxed);
+            atomic_store_explicit(&r->line[i].item, UINT32_MAX, memory_order_relaxed);
         }
         atomic_store_explicit(&r->any_mask, any, memory_order_relaxed);
         for (uint32_t i = 0; i < ATP_KEY_MAX / 8; i++)
@@ -760,7 +764,7 @@ int atp_store_reserve(struct atp_store *s, const struct atp_reserve_req *req, ui
             rc = store_take(s, &req->lines[i], req->channel, true, &item, &avail);
             shorts[i].available = avail;
             if (rc == 0) {
-                atomic_store_explicit(&r->line_item[i], item, memory_order_relaxed);
+                atomic_store_explicit(&r->line[i].item, item, memory_order_relaxed);
                 taken = i + 1;
             } else {
                 fail = rc;
@@ -768,7 +772,7 @@ int atp_store_reserve(struct atp_store *s, const struct atp_reserve_req *req, ui
         }
         if (fail) {
             for (uint32_t i = 0; i < taken; i++)
-                store_give_back(s, atomic_load_explicit(&r->line_item[i], memory_order_relaxed),
+                store_give_back(s, atomic_load_explicit(&r->line[i].item, memory_order_relaxed),
                                 req->lines[i].qty);
             atomic_store(&cur->slots[slot], KENT_DEAD);
             rec_free(rs, ri);
@@ -868,8 +872,8 @@ int atp_store_commit(struct atp_store *s, uint64_t id, uint64_t now_us, struct a
     }
     uint32_t n = atomic_load_explicit(&r->nlines, memory_order_relaxed);
     for (uint32_t i = 0; i < n; i++)
-        store_commit_qty(s, atomic_load_explicit(&r->line_item[i], memory_order_relaxed),
-                         atomic_load_explicit(&r->line_qty[i], memory_order_relaxed));
+        store_commit_qty(s, atomic_load_explicit(&r->line[i].item, memory_order_relaxed),
+                         atomic_load_explicit(&r->line[i].qty, memory_order_relaxed));
     atomic_fetch_sub_explicit(&rs->held, 1, memory_order_relaxed);
     atomic_fetch_add_explicit(&rs->committed, 1, memory_order_relaxed);
     atomic_fetch_add_explicit(&rs->commits, 1, memory_order_relaxed);
@@ -1017,8 +1021,8 @@ int atp_store_fulfill(struct atp_store *s, struct atp_slice key, uint32_t line,
     uint64_t old = atomic_fetch_or_explicit(&r->fulfilled, bit, memory_order_acq_rel);
     if (old & bit)
         return ATP_ESTATE;
-    store_item_ship(s, atomic_load_explicit(&r->line_item[line], memory_order_relaxed),
-                    atomic_load_explicit(&r->line_qty[line], memory_order_relaxed),
+    store_item_ship(s, atomic_load_explicit(&r->line[line].item, memory_order_relaxed),
+                    atomic_load_explicit(&r->line[line].qty, memory_order_relaxed),
                     &(struct atp_journal_rec){.type = ATP_J_FULFILL,
                                               .key = key,
                                               .id = ((uint64_t)g << 32) | (idx + 1),
@@ -1197,8 +1201,8 @@ int atp_store_restore_reservation(struct atp_store *s, const struct atp_reservat
     for (uint32_t i = 0; i < nl && i < ATP_MAX_LINES; i++) {
         any |= (uint32_t)in->lines[i].any << i;
         ff |= (uint64_t)in->lines[i].fulfilled << i;
-        atomic_store_explicit(&r->line_item[i], items[i], memory_order_relaxed);
-        atomic_store_explicit(&r->line_qty[i], in->lines[i].qty, memory_order_relaxed);
+        atomic_store_explicit(&r->line[i].item, items[i], memory_order_relaxed);
+        atomic_store_explicit(&r->line[i].qty, in->lines[i].qty, memory_order_relaxed);
     }
     atomic_store_explicit(&r->any_mask, any, memory_order_relaxed);
     atomic_store_explicit(&r->fulfilled, ff, memory_order_relaxed);

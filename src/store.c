@@ -75,19 +75,26 @@ static uint32_t pow2_at_least(uint64_t n)
     return p > (UINT64_C(1) << 31) ? (uint32_t)(UINT64_C(1) << 31) : (uint32_t)p;
 }
 
-/* The sku/location charset of SPEC.md: [A-Za-z0-9._:/-]. */
-static inline int key_char_ok(uint8_t c)
-{
-    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' ||
-           c == '_' || c == ':' || c == '/' || c == '-';
-}
+/* The sku/location charset of SPEC.md: [A-Za-z0-9._:/-], as a table. */
+/* clang-format off */
+static const uint8_t key_char_ok[256] = {
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0,
+    0, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 1,
+    0, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0,
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+};
+/* clang-format on */
 
 static int valid_key(struct atp_slice k, uint32_t max)
 {
     if (k.len == 0 || k.len > max || !k.p)
         return 0;
     for (uint32_t i = 0; i < k.len; i++)
-        if (!key_char_ok((uint8_t)k.p[i]))
+        if (!key_char_ok[(uint8_t)k.p[i]])
             return 0;
     return 1;
 }
@@ -887,16 +894,13 @@ static int item_take(struct atp_store *s, uint32_t idx, uint32_t channel, int64_
 int store_take(struct atp_store *s, const struct atp_line_req *line, uint32_t channel, bool take,
                uint32_t *ret_idx, int64_t *ret_avail)
 {
-    int rc = atp_validate_sku(line->sku);
-    if (rc)
-        return rc;
+    /* The caller validated the line (resv.c validate_req). */
+    int rc;
     uint64_t h = XXH3_64bits(line->sku.p, line->sku.len);
     *ret_avail = 0;
     if (line->loc.len) {
         uint16_t lid;
         uint32_t idx;
-        if ((rc = atp_validate_loc(line->loc)) != 0)
-            return rc;
         if (loc_find(s, line->loc, &lid) != 0 || item_lookup(s, line->sku, h, lid, &idx) != 0)
             return ATP_EINSUFFICIENT; /* no such item: nothing available */
         if ((rc = item_take(s, idx, channel, line->qty, take, ret_avail)) == 0)
