@@ -56,6 +56,9 @@ extern "C" {
     X(ETOOLARGE,     -10105, 504, 413, "frame-too-large",      "frame or body larger than the limit") \
     X(ETIMEDOUT,     -10106, 505, 408, "request-timeout",      "client too slow or idle too long") \
     X(ETOOMANYCONN,  -10107, 506, 503, "too-many-connections", "connection limit reached")        \
+    X(EMETHOD,       -10108, 507, 405, "method-not-allowed",   "method not allowed for this resource") \
+    X(EMEDIATYPE,    -10109, 508, 415, "unsupported-media-type", "unsupported media type: send application/json") \
+    X(EHEADERS,      -10110, 509, 431, "headers-too-large",    "request line and header fields larger than the limit") \
     X(EINTERNAL,     -10199, 900, 500, "internal-error",       "internal error")
 /* clang-format on */
 
