@@ -17,6 +17,7 @@
 #include <string.h>
 
 #include "atp/proto.h"
+#include "metrics.h"
 
 /* --- output buffer -------------------------------------------------------- */
 
@@ -260,6 +261,7 @@ static int op_reserve(struct atp_cmd_ctx *ctx, const struct atp_frame *f, struct
     struct atp_shortfall sf[ATP_PROTO_MAX_LINES];
     bool replayed = false;
     rc = atp_store_reserve(ctx->store, &sr, now_us, &res, &replayed, sf);
+    atp_metrics_reservation(sr.channel, rc, replayed);
     if (rc == ATP_EINSUFFICIENT)
         return append_error(out, f->opcode, f->id, rc, NULL, sf, req.nlines);
     if (rc)
@@ -437,6 +439,38 @@ static const struct {
 
 /* --- entry point ---------------------------------------------------------- */
 
+static int metrics_op(uint8_t opcode)
+{
+    switch (opcode) {
+    case ATP_OP_HELLO:
+        return ATP_MOP_HELLO;
+    case ATP_OP_PING:
+        return ATP_MOP_PING;
+    case ATP_OP_GET:
+        return ATP_MOP_GET;
+    case ATP_OP_MGET:
+        return ATP_MOP_MGET;
+    case ATP_OP_RESERVE:
+        return ATP_MOP_RESERVE;
+    case ATP_OP_COMMIT:
+        return ATP_MOP_COMMIT;
+    case ATP_OP_RELEASE:
+        return ATP_MOP_RELEASE;
+    case ATP_OP_EXTEND:
+        return ATP_MOP_EXTEND;
+    case ATP_OP_GET_RESERVATION:
+        return ATP_MOP_GET_RESERVATION;
+    case ATP_OP_ADJUST:
+        return ATP_MOP_ADJUST;
+    case ATP_OP_SET:
+        return ATP_MOP_SET;
+    case ATP_OP_STATS:
+        return ATP_MOP_STATS;
+    default:
+        return ATP_MOP_OTHER;
+    }
+}
+
 ssize_t atp_cmd_handle(struct atp_cmd_ctx *ctx, const uint8_t *in, size_t len, struct atp_buf *out,
                        uint64_t now_us)
 {
@@ -463,15 +497,25 @@ ssize_t atp_cmd_handle(struct atp_cmd_ctx *ctx, const uint8_t *in, size_t len, s
         return rc ? -ENOMEM : size;
     }
 
-    int rc;
+    int rc, code;
+    uint64_t t0 = atp_metrics_now_ns();
+    size_t start = out->len;
     if (f.opcode < ATP_OP_RESPONSE && ops[f.opcode].fn) {
-        rc = ops[f.opcode].fn(ctx, &f, out, now_us);
+        rc = code = ops[f.opcode].fn(ctx, &f, out, now_us);
         if (rc)
             rc = append_error(out, f.opcode, f.id, rc, NULL, NULL, 0);
     } else {
         char detail[32];
         snprintf(detail, sizeof(detail), "opcode 0x%02x", f.opcode);
+        code = ATP_EUNKNOWNOP;
         rc = append_error(out, f.opcode, f.id, ATP_EUNKNOWNOP, detail, NULL, 0);
     }
+    /* Metrics: a handler that appended its own error (RESERVE's shortfalls)
+     * returned 0; its status is read back from the frame it wrote. */
+    struct atp_frame rf;
+    if (code == 0 && rc == 0 &&
+        atp_proto_frame(out->data + start, out->len - start, UINT32_MAX, &rf) > 0 && rf.status)
+        code = atp_error_from_wire(rf.status);
+    atp_metrics_request(ATP_MPROTO_BIN, metrics_op(f.opcode), code, atp_metrics_now_ns() - t0);
     return rc ? -ENOMEM : size;
 }

@@ -79,6 +79,21 @@ static const struct directive directives[] = {
       K_SIZE, output_buffer_limit, 4096, 1ull << 32, 0),
     D("shutdown-timeout", "DURATION", "bound on the graceful drain after SIGTERM (default 5s)",
       K_DURATION, shutdown_timeout_ms, 0, 3600ull * 1000, 1000),
+    D("http", "yes|no", "serve the HTTP/JSON API, /metrics, /livez and /readyz (default yes)",
+      K_BOOL, http, 0, 0, 0),
+    D("http-bind", "ADDR", "numeric address of the HTTP listener (default 127.0.0.1)",
+      K_BIND, http_bind, 0, 0, 0),
+    D("http-port", "N", "TCP port of the HTTP/JSON API, 0 for an ephemeral port (default 7480)",
+      K_U32, http_port, 0, 65535, 0),
+    D("http-port-file", "PATH", "write the bound HTTP port to PATH once listening",
+      K_STRING, http_port_file, 0, 0, 0),
+    D("http-request-timeout", "DURATION", "an HTTP request must arrive whole within this "
+      "time of its first byte, else 408 and close (slow clients); 0 = no bound (default 10s)",
+      K_DURATION, http_request_timeout_ms, 0, 3600ull * 1000, 1000),
+    D("http-max-header", "SIZE", "largest HTTP request line plus headers, else 431 "
+      "(default 8kb)", K_SIZE, http_max_header, 1024, 1u << 20, 0),
+    D("http-max-body", "SIZE", "largest HTTP request body, else 413 (default 1mb)",
+      K_SIZE, http_max_body, 64, 64u << 20, 0),
     D("log-level", "debug|info|warn|error", "lowest level logged (default info)",
       K_LOGLEVEL, log_level, 0, 0, 0),
     D("log-format", "logfmt|json", "log line format on stderr (default logfmt)",
@@ -157,6 +172,12 @@ void atp_config_init(struct atp_config *cfg)
     cfg->idle_timeout_ms = 300 * 1000;
     cfg->output_buffer_limit = 4u << 20;
     cfg->shutdown_timeout_ms = 5000;
+    cfg->http = true;
+    snprintf(cfg->http_bind, sizeof(cfg->http_bind), "127.0.0.1");
+    cfg->http_port = 7480;
+    cfg->http_request_timeout_ms = 10000;
+    cfg->http_max_header = 8192;
+    cfg->http_max_body = 1u << 20;
     cfg->log_level = ATP_LOG_INFO;
     cfg->log_format = ATP_LOG_LOGFMT;
     cfg->max_items = sc.max_items ? sc.max_items : 1u << 20;

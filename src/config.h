@@ -78,6 +78,14 @@ struct atp_config {
     uint64_t idle_timeout_ms;     /* 0: never */
     uint64_t output_buffer_limit; /* bytes pending per connection before reads pause */
     uint64_t shutdown_timeout_ms; /* drain bound on SIGTERM */
+    /* HTTP/JSON facade, /metrics and health checks */
+    bool http; /* serve HTTP at all */
+    char http_bind[ATP_CONFIG_BIND_MAX];
+    uint32_t http_port;               /* 0: ephemeral */
+    char *http_port_file;             /* NULL: none */
+    uint64_t http_request_timeout_ms; /* a request arrives whole within this; 0: no bound */
+    uint32_t http_max_header;         /* bytes of request line + headers */
+    uint32_t http_max_body;           /* bytes of one request body */
     /* logging */
     int log_level;  /* enum atp_log_level */
     int log_format; /* enum atp_log_format */

@@ -422,6 +422,20 @@ static int serve(const struct atp_config *cfg)
         .output_buffer_limit = cfg->output_buffer_limit,
         .shutdown_timeout_ms = cfg->shutdown_timeout_ms,
     };
+    /* HTTP/JSON facade on the same workers; /readyz is 503 while draining
+     * (the server adds that) and ready otherwise once we get here: the store
+     * is loaded before the listeners open. */
+    struct atp_http_ctx http = {
+        .max_header = cfg->http_max_header,
+        .max_body = cfg->http_max_body,
+        .max_batch = cfg->max_keys,
+        .version = ATPD_VERSION,
+    };
+    sc.http = cfg->http;
+    sc.http_bind = cfg->http_bind;
+    sc.http_port = (uint16_t)cfg->http_port;
+    sc.http_request_timeout_ms = cfg->http_request_timeout_ms;
+    sc.http_ctx = &http;
     raise_fd_limit(cfg->max_connections, cfg->workers);
     if ((rc = atp_server_new(&sc, &ctx, &srv)) != 0) {
         char addr[96];
@@ -430,7 +444,8 @@ static int serve(const struct atp_config *cfg)
             atp_log_msg(ATP_LOG_ERROR, "recv-mode multishot: this kernel has no multishot recv "
                                        "with provided buffer rings (use auto or plain)");
         else
-            atp_log(ATP_LOG_ERROR, "cannot listen", LOG_STR("addr", addr), LOG_ERR(rc));
+            atp_log(ATP_LOG_ERROR, "cannot listen", LOG_STR("addr", addr),
+                    LOG_UINT("http_port", cfg->http ? cfg->http_port : 0), LOG_ERR(rc));
         goto out;
     }
     sigset_t mask;
@@ -454,6 +469,14 @@ static int serve(const struct atp_config *cfg)
             LOG_UINT("port", atp_server_port(srv)), LOG_UINT("workers", atp_server_workers(srv)),
             LOG_STR("recv", atp_server_recv_mode(srv)),
             LOG_UINT("max_connections", cfg->max_connections));
+    if (atp_server_http_port(srv)) {
+        if (cfg->http_port_file &&
+            (rc = write_port_file(cfg->http_port_file, atp_server_http_port(srv))) != 0)
+            atp_log(ATP_LOG_WARN, "cannot write the HTTP port file",
+                    LOG_STR("path", cfg->http_port_file), LOG_ERR(rc));
+        atp_log(ATP_LOG_INFO, "listening http", LOG_STR("addr", atp_server_http_addr(srv)),
+                LOG_UINT("port", atp_server_http_port(srv)));
+    }
     notify("READY=1");
 
     status = run_until_stopped(srv, sfd, cfg->shutdown_timeout_ms);

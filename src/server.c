@@ -69,6 +69,7 @@
 
 #include "atp/error.h"
 #include "config.h"
+#include "http.h"
 #include "log.h"
 
 #define RING_ENTRIES   1024
@@ -94,6 +95,7 @@ enum ud_tag {
     UD_ACCEPT = 3,
     UD_TICK = 4,
     UD_WAKE = 5,
+    UD_HACCEPT = 6, /* the HTTP listener */
 };
 #define UD_TAG_MASK 7ull
 
@@ -111,6 +113,7 @@ enum close_reason {
     R_DRAIN,
     R_REJECT, /* over max-connections */
     R_ERROR,  /* local failure (memory, socket error) */
+    R_SLOW,   /* HTTP: a request not whole within http-request-timeout */
 };
 
 struct worker;
@@ -126,12 +129,14 @@ struct conn {
     bool peer_eof;      /* the client shut down its side */
     bool counted;       /* holds a slot of max-connections */
     bool dirty;         /* on the worker's dirty list */
+    bool http;          /* accepted on the HTTP listener: http.h parses its input */
     uint8_t *in;        /* unconsumed input (a partial frame, or paused input) */
     size_t in_len, in_cap;
     struct atp_buf out;       /* responses being appended */
     struct atp_buf snd;       /* responses being sent */
     size_t snd_off;           /* bytes of snd already sent */
     uint64_t last_ms;         /* OPEN: last activity; CLOSING/LINGER: when closing began */
+    uint64_t req_ms;          /* HTTP: when the request now pending began to arrive */
     struct conn *prev, *next; /* active or closing list */
     struct conn *dirty_next;
 } __attribute__((aligned(16)));
@@ -148,6 +153,7 @@ struct worker_stats {
     uint64_t closed_protocol;
     uint64_t closed_peer;
     uint64_t closed_drain;
+    uint64_t closed_slow; /* HTTP requests cut off by http-request-timeout */
     uint64_t requests;
     uint64_t bytes_in;
     uint64_t bytes_out;
@@ -165,11 +171,13 @@ struct worker {
     uint32_t idx;
     pthread_t thread;
     bool thread_started;
-    int lfd; /* listener; -1 once closed */
-    int efd; /* eventfd: drain requests */
+    int lfd;  /* listener; -1 once closed */
+    int hlfd; /* HTTP listener; -1 if none or closed */
+    int efd;  /* eventfd: drain requests */
     struct io_uring ring;
     bool ring_ok;
-    struct atp_cmd_ctx ctx; /* this worker's copy */
+    struct atp_cmd_ctx ctx;   /* this worker's copy */
+    struct atp_http_ctx hctx; /* this worker's HTTP context; hctx.cmd is &ctx */
     bool multishot;
     struct io_uring_buf_ring *br;
     size_t br_bytes;
@@ -182,7 +190,10 @@ struct worker {
     uint32_t nconns;     /* live conns of this worker, any state */
     uint32_t nrejecting; /* of which are rejected ones */
     bool accept_armed;
-    bool accept_retry;       /* re-arm accept at the next tick */
+    bool accept_retry;  /* re-arm accept at the next tick */
+    bool haccept_armed; /* the same two for the HTTP listener */
+    bool haccept_retry;
+    uint64_t slow_scan_ms;   /* next look for HTTP requests arriving too slowly */
     uint64_t accept_warn_ms; /* next time an accept failure may be logged */
     bool draining;
     uint64_t drain_deadline_ms;
@@ -199,6 +210,9 @@ struct atp_server {
     char bind[ATP_CONFIG_BIND_MAX];
     char addr[ATP_CONFIG_BIND_MAX + 16];
     uint16_t port;
+    char http_bind[ATP_CONFIG_BIND_MAX];
+    char http_addr[ATP_CONFIG_BIND_MAX + 16];
+    uint16_t http_port; /* 0 when there is no HTTP listener */
     uint32_t nworkers;
     struct worker *workers;
     bool multishot;
@@ -405,6 +419,9 @@ static void count_close(struct worker *w, enum close_reason why)
     case R_DRAIN:
         STAT_ADD(w, closed_drain, 1);
         break;
+    case R_SLOW:
+        STAT_ADD(w, closed_slow, 1);
+        break;
     case R_REJECT:
     case R_ERROR:
         break;
@@ -449,7 +466,8 @@ static void conn_begin_close(struct worker *w, struct conn *c, enum close_reason
     list_push(&w->closing, c);
     mark_dirty(w, c);
     if (atp_log_enabled(ATP_LOG_DEBUG)) {
-        static const char *const names[] = {"peer", "protocol", "idle", "drain", "reject", "error"};
+        static const char *const names[] = {"peer",   "protocol", "idle", "drain",
+                                            "reject", "error",    "slow"};
         atp_log(ATP_LOG_DEBUG, "closing connection", LOG_INT("fd", c->fd),
                 LOG_STR("reason", names[why]), LOG_UINT("worker", w->idx));
     }
@@ -459,8 +477,12 @@ static void conn_begin_close(struct worker *w, struct conn *c, enum close_reason
 static void conn_close_with_error(struct worker *w, struct conn *c, int code, const char *detail,
                                   enum close_reason why)
 {
-    /* Without room for the frame, the close alone has to tell. */
-    (void)atp_cmd_error(&c->out, 0, code, detail);
+    /* Without room for the frame, the close alone has to tell. An idle HTTP
+     * keep-alive connection is closed without a word, as browsers expect. */
+    if (!c->http)
+        (void)atp_cmd_error(&c->out, 0, code, detail);
+    else if (why != R_IDLE)
+        (void)atp_http_error(&c->out, code, detail);
     conn_begin_close(w, c, why);
 }
 
@@ -482,7 +504,8 @@ static size_t consume(struct worker *w, struct conn *c, const uint8_t *p, size_t
             }
             break;
         }
-        ssize_t r = atp_cmd_handle(&w->ctx, p + off, n - off, &c->out, w->now_us);
+        ssize_t r = c->http ? atp_http_handle(&w->hctx, p + off, n - off, &c->out, w->now_us)
+                            : atp_cmd_handle(&w->ctx, p + off, n - off, &c->out, w->now_us);
         if (r > 0) {
             off += (size_t)r;
             handled++;
@@ -490,11 +513,14 @@ static size_t consume(struct worker *w, struct conn *c, const uint8_t *p, size_t
         }
         if (r < 0) {
             handled++;
-            conn_begin_close(w, c, R_PROTOCOL);
+            /* HTTP: -ECONNRESET is "Connection: close" answered, not an error. */
+            conn_begin_close(w, c, c->http && r == -ECONNRESET ? R_PEER : R_PROTOCOL);
             off = n;
         }
         break;
     }
+    if (off > 0)
+        c->req_ms = w->now_ms; /* what is left is a request that begins now */
     if (handled)
         STAT_ADD(w, requests, handled);
     if (pending_out(c) > 0 || c->state != C_OPEN)
@@ -585,12 +611,12 @@ static void cancel_recv(struct worker *w, struct conn *c)
     c->cancelling = true;
 }
 
-static void arm_accept(struct worker *w)
+static void arm_accept(struct worker *w, bool http)
 {
     struct io_uring_sqe *sqe = get_sqe(w);
-    io_uring_prep_multishot_accept(sqe, w->lfd, NULL, NULL, SOCK_CLOEXEC);
-    io_uring_sqe_set_data64(sqe, ud_make(w, UD_ACCEPT));
-    w->accept_armed = true;
+    io_uring_prep_multishot_accept(sqe, http ? w->hlfd : w->lfd, NULL, NULL, SOCK_CLOEXEC);
+    io_uring_sqe_set_data64(sqe, ud_make(w, http ? UD_HACCEPT : UD_ACCEPT));
+    *(http ? &w->haccept_armed : &w->accept_armed) = true;
 }
 
 static void arm_tick(struct worker *w)
@@ -716,6 +742,8 @@ static void on_recv(struct worker *w, struct conn *c, const struct io_uring_cqe 
     if (c->state != C_OPEN)
         return; /* closing: input is dropped */
     touch(w, c);
+    if (c->in_len == 0)
+        c->req_ms = w->now_ms; /* nothing pending: these bytes begin a request */
     if (w->multishot) {
         conn_input(w, c, data, (size_t)res);
     } else {
@@ -754,12 +782,13 @@ static void on_send(struct worker *w, struct conn *c, const struct io_uring_cqe 
     }
 }
 
-static void reject(struct worker *w, int fd)
+static void reject(struct worker *w, int fd, bool http)
 {
     STAT_ADD(w, rejected, 1);
     if (w->nrejecting < REJECT_MAX) {
         struct conn *c = conn_new(w, fd);
         if (c != NULL) {
+            c->http = http;
             c->counted = false;
             w->nrejecting++;
             list_push(&w->active, c);
@@ -769,16 +798,20 @@ static void reject(struct worker *w, int fd)
     }
     /* Too many rejections in flight: best effort, then close. */
     struct atp_buf b = {0};
-    if (atp_cmd_error(&b, 0, ATP_ETOOMANYCONN, NULL) == 0)
+    if ((http ? atp_http_error(&b, ATP_ETOOMANYCONN, NULL)
+              : atp_cmd_error(&b, 0, ATP_ETOOMANYCONN, NULL)) == 0)
         (void)!send(fd, b.data, b.len, MSG_DONTWAIT | MSG_NOSIGNAL);
     atp_buf_free(&b);
     close(fd);
 }
 
-static void on_accept(struct worker *w, const struct io_uring_cqe *cqe)
+static void on_accept(struct worker *w, const struct io_uring_cqe *cqe, bool http)
 {
+    bool *armed = http ? &w->haccept_armed : &w->accept_armed;
+    bool *retry = http ? &w->haccept_retry : &w->accept_retry;
+    int *lfd = http ? &w->hlfd : &w->lfd;
     if (!(cqe->flags & IORING_CQE_F_MORE))
-        w->accept_armed = false;
+        *armed = false;
     int fd = cqe->res;
     if (fd < 0) {
         if (fd != -ECANCELED && !w->draining && w->now_ms >= w->accept_warn_ms) {
@@ -793,7 +826,7 @@ static void on_accept(struct worker *w, const struct io_uring_cqe *cqe)
         uint32_t open = __atomic_add_fetch(&w->srv->open, 1, __ATOMIC_RELAXED);
         if (open > w->srv->cfg.max_connections) {
             __atomic_fetch_sub(&w->srv->open, 1, __ATOMIC_RELAXED);
-            reject(w, fd);
+            reject(w, fd, http);
         } else {
             struct conn *c = conn_new(w, fd);
             if (c == NULL) {
@@ -801,21 +834,22 @@ static void on_accept(struct worker *w, const struct io_uring_cqe *cqe)
                 close(fd);
             } else {
                 c->counted = true;
+                c->http = http;
                 STAT_ADD(w, accepted, 1);
                 list_push(&w->active, c);
                 mark_dirty(w, c); /* flush arms the first recv */
             }
         }
     }
-    if (!w->accept_armed && !w->draining && w->lfd >= 0) {
+    if (!*armed && !w->draining && *lfd >= 0) {
         if (fd < 0)
-            w->accept_retry = true; /* EMFILE and the like: retry at the next tick */
+            *retry = true; /* EMFILE and the like: retry at the next tick */
         else
-            arm_accept(w);
+            arm_accept(w, http);
     }
-    if (!w->accept_armed && w->draining && w->lfd >= 0) {
-        close(w->lfd);
-        w->lfd = -1;
+    if (!*armed && w->draining && *lfd >= 0) {
+        close(*lfd);
+        *lfd = -1;
     }
 }
 
@@ -825,13 +859,38 @@ static void start_drain(struct worker *w)
         return;
     w->draining = true;
     w->drain_deadline_ms = w->now_ms + w->srv->cfg.shutdown_timeout_ms;
-    if (w->accept_armed) {
-        struct io_uring_sqe *sqe = get_sqe(w);
-        io_uring_prep_cancel64(sqe, ud_make(w, UD_ACCEPT), 0);
-        io_uring_sqe_set_data64(sqe, UD_IGNORE);
-    } else if (w->lfd >= 0) {
-        close(w->lfd);
-        w->lfd = -1;
+    for (int h = 0; h < 2; h++) {
+        int *lfd = h ? &w->hlfd : &w->lfd;
+        if (h ? w->haccept_armed : w->accept_armed) {
+            struct io_uring_sqe *sqe = get_sqe(w);
+            io_uring_prep_cancel64(sqe, ud_make(w, h ? UD_HACCEPT : UD_ACCEPT), 0);
+            io_uring_sqe_set_data64(sqe, UD_IGNORE);
+        } else if (*lfd >= 0) {
+            close(*lfd);
+            *lfd = -1;
+        }
+    }
+}
+
+/*
+ * HTTP slowloris guard: a connection whose pending request began arriving
+ * more than http-request-timeout ago gets 408 and is closed. A full scan of
+ * the active list, so it runs at most four times per timeout (and at most
+ * once per second), not every tick.
+ */
+static void cut_slow_requests(struct worker *w)
+{
+    uint64_t timeout = w->srv->cfg.http_request_timeout_ms;
+    if (timeout == 0 || w->hlfd < 0 || w->now_ms < w->slow_scan_ms)
+        return;
+    uint64_t every = timeout / 4 > 1000 ? 1000 : timeout / 4;
+    w->slow_scan_ms = w->now_ms + (every > TICK_MS ? every : TICK_MS);
+    struct conn *c, *next;
+    for (c = w->active.head; c; c = next) {
+        next = c->next;
+        if (c->http && c->in_len > 0 && !c->paused && c->req_ms + timeout <= w->now_ms)
+            conn_close_with_error(w, c, ATP_ETIMEDOUT, "the request did not arrive in time",
+                                  R_SLOW);
     }
 }
 
@@ -843,6 +902,7 @@ static void on_tick(struct worker *w)
         while ((c = w->active.head) != NULL && c->last_ms + cfg->idle_timeout_ms <= w->now_ms)
             conn_close_with_error(w, c, ATP_ETIMEDOUT, "idle timeout", R_IDLE);
     }
+    cut_slow_requests(w);
     while ((c = w->closing.head) != NULL && c->last_ms + LINGER_MS <= w->now_ms)
         conn_kill(w, c);
     if (w->draining) {
@@ -862,7 +922,11 @@ static void on_tick(struct worker *w)
     }
     if (w->accept_retry && !w->draining && w->lfd >= 0 && !w->accept_armed) {
         w->accept_retry = false;
-        arm_accept(w);
+        arm_accept(w, false);
+    }
+    if (w->haccept_retry && !w->draining && w->hlfd >= 0 && !w->haccept_armed) {
+        w->haccept_retry = false;
+        arm_accept(w, true);
     }
     arm_tick(w);
 }
@@ -879,7 +943,10 @@ static void handle_cqe(struct worker *w, const struct io_uring_cqe *cqe)
         on_send(w, p, cqe);
         break;
     case UD_ACCEPT:
-        on_accept(w, cqe);
+        on_accept(w, cqe, false);
+        break;
+    case UD_HACCEPT:
+        on_accept(w, cqe, true);
         break;
     case UD_TICK:
         on_tick(w);
@@ -971,7 +1038,7 @@ static int worker_setup(struct worker *w)
 
 static bool worker_done(const struct worker *w)
 {
-    return w->draining && w->nconns == 0 && w->lfd < 0;
+    return w->draining && w->nconns == 0 && w->lfd < 0 && w->hlfd < 0;
 }
 
 static void *worker_main(void *arg)
@@ -988,7 +1055,9 @@ static void *worker_main(void *arg)
     if (w->error != 0)
         return NULL;
 
-    arm_accept(w);
+    arm_accept(w, false);
+    if (w->hlfd >= 0)
+        arm_accept(w, true);
     arm_wake(w);
     arm_tick(w);
     while (!worker_done(w)) {
@@ -1137,6 +1206,7 @@ void atp_server_stats(const struct atp_server *srv, struct atp_server_stats *ret
         ret->closed_protocol += LD(closed_protocol);
         ret->closed_peer += LD(closed_peer);
         ret->closed_drain += LD(closed_drain);
+        ret->closed_slow += LD(closed_slow);
         ret->requests += LD(requests);
         ret->bytes_in += LD(bytes_in);
         ret->bytes_out += LD(bytes_out);
@@ -1159,10 +1229,73 @@ static void stats_collect(void *arg, atp_stat_emit_fn emit, void *emit_arg)
     emit(emit_arg, "server_connections_closed_protocol", (int64_t)s.closed_protocol);
     emit(emit_arg, "server_connections_closed_peer", (int64_t)s.closed_peer);
     emit(emit_arg, "server_connections_closed_drain", (int64_t)s.closed_drain);
+    emit(emit_arg, "server_connections_closed_slow", (int64_t)s.closed_slow);
     emit(emit_arg, "server_requests", (int64_t)s.requests);
     emit(emit_arg, "server_bytes_in", (int64_t)s.bytes_in);
     emit(emit_arg, "server_bytes_out", (int64_t)s.bytes_out);
     emit(emit_arg, "server_backpressure_pauses", (int64_t)s.backpressure_pauses);
+}
+
+/* --- the HTTP listener -------------------------------------------------------- */
+
+/* /readyz: not ready while draining, else what the caller's callback says. */
+static bool http_ready(void *arg, char *reason, size_t len)
+{
+    const struct worker *w = arg;
+    if (__atomic_load_n(&w->srv->drain, __ATOMIC_ACQUIRE)) {
+        snprintf(reason, len, "draining");
+        return false;
+    }
+    const struct atp_http_ctx *t = w->srv->cfg.http_ctx;
+    return t && t->ready ? t->ready(t->ready_arg, reason, len) : true;
+}
+
+/* One HTTP listener per worker (its own SO_REUSEPORT group), after a probe
+ * bind like the binary port's; each worker gets its HTTP context. */
+static int http_listeners(struct atp_server *srv)
+{
+    struct atp_server_config hc = srv->cfg;
+    snprintf(srv->http_bind, sizeof(srv->http_bind), "%s",
+             srv->cfg.http_bind ? srv->cfg.http_bind : srv->bind);
+    hc.bind = srv->http_bind;
+    srv->cfg.http_bind = srv->http_bind;
+    uint16_t port = srv->cfg.http_port;
+    int rc;
+    if (port != 0 && (rc = make_listener(&hc, port, true, &port)) != 0)
+        return rc;
+    for (uint32_t i = 0; i < srv->nworkers; i++) {
+        struct worker *w = &srv->workers[i];
+        uint16_t bound = 0;
+        int fd = make_listener(&hc, port, false, &bound);
+        if (fd < 0)
+            return fd;
+        w->hlfd = fd;
+        port = bound;
+        if (srv->cfg.http_ctx)
+            w->hctx = *srv->cfg.http_ctx;
+        memset(&w->hctx.body, 0, sizeof(w->hctx.body)); /* private parts start empty */
+        memset(&w->hctx.resp, 0, sizeof(w->hctx.resp));
+        w->hctx.tok = NULL;
+        w->hctx.date[0] = '\0';
+        w->hctx.cmd = &w->ctx;
+        w->hctx.ready = http_ready;
+        w->hctx.ready_arg = w;
+    }
+    srv->http_port = port;
+    bool v6 = strchr(srv->http_bind, ':') != NULL;
+    snprintf(srv->http_addr, sizeof(srv->http_addr), v6 ? "[%s]:%u" : "%s:%u", srv->http_bind,
+             port);
+    return 0;
+}
+
+uint16_t atp_server_http_port(const struct atp_server *srv)
+{
+    return srv->http_port;
+}
+
+const char *atp_server_http_addr(const struct atp_server *srv)
+{
+    return srv->http_port ? srv->http_addr : NULL;
 }
 
 /* --- public API -------------------------------------------------------------- */
@@ -1199,6 +1332,7 @@ int atp_server_new(const struct atp_server_config *cfg, const struct atp_cmd_ctx
     memset(srv->workers, 0, sizeof(struct worker) * srv->nworkers);
     for (uint32_t i = 0; i < srv->nworkers; i++) {
         srv->workers[i].lfd = -1;
+        srv->workers[i].hlfd = -1;
         srv->workers[i].efd = -1;
     }
 
@@ -1242,6 +1376,8 @@ int atp_server_new(const struct atp_server_config *cfg, const struct atp_cmd_ctx
             break;
         }
     }
+    if (rc == 0 && cfg->http)
+        rc = http_listeners(srv);
     if (rc != 0) {
         atp_server_free(srv);
         return rc;
@@ -1341,6 +1477,9 @@ void atp_server_free(struct atp_server *srv)
         conn_free_all(w);
         if (w->lfd >= 0)
             close(w->lfd);
+        if (w->hlfd >= 0)
+            close(w->hlfd);
+        atp_http_ctx_free(&w->hctx);
         if (w->efd >= 0)
             close(w->efd);
     }

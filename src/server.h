@@ -21,6 +21,7 @@
 #include <stdint.h>
 
 #include "cmd.h"
+#include "http.h"
 
 struct atp_server_config {
     const char *bind;             /* numeric IPv4/IPv6 address */
@@ -31,6 +32,14 @@ struct atp_server_config {
     uint64_t idle_timeout_ms;     /* 0: never; else ETIMEDOUT, then close */
     uint64_t output_buffer_limit; /* pending bytes before reads pause */
     uint64_t shutdown_timeout_ms; /* drain bound */
+    /* HTTP/JSON facade (http.h): a second listener on the same workers. */
+    bool http;                        /* false: no HTTP listener */
+    const char *http_bind;            /* NULL: the same address as bind */
+    uint16_t http_port;               /* 0: ephemeral; atp_server_http_port() tells */
+    uint64_t http_request_timeout_ms; /* a request arrives whole within this (408); 0: no bound */
+    const struct atp_http_ctx *http_ctx; /* template: limits, version, readiness (may be NULL);
+                                            each worker gets a copy with its own cmd context, and
+                                            /readyz also answers 503 while draining */
 };
 
 struct atp_server;
@@ -48,6 +57,9 @@ void atp_server_free(struct atp_server *srv);
 uint16_t atp_server_port(const struct atp_server *srv);
 const char *atp_server_addr(const struct atp_server *srv);
 uint32_t atp_server_workers(const struct atp_server *srv);
+/* The HTTP listener's bound port (0: none) and "ADDR:PORT" (NULL: none). */
+uint16_t atp_server_http_port(const struct atp_server *srv);
+const char *atp_server_http_addr(const struct atp_server *srv);
 /* "multishot" (buffer ring) or "plain": what the receive path uses. */
 const char *atp_server_recv_mode(const struct atp_server *srv);
 
@@ -77,6 +89,7 @@ struct atp_server_stats {
     uint64_t closed_protocol; /* broken framing */
     uint64_t closed_peer;     /* the client closed or reset */
     uint64_t closed_drain;    /* closed by a drain */
+    uint64_t closed_slow;     /* HTTP request not whole within http-request-timeout */
     uint64_t requests;        /* frames handled */
     uint64_t bytes_in;
     uint64_t bytes_out;
