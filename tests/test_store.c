@@ -555,6 +555,49 @@ static void test_reserve_request_validation(void **state)
 /* reads and event mutations                                              */
 /* ---------------------------------------------------------------------- */
 
+/* Batched lookups answer exactly like single ones, error for error. */
+static void test_get_many(void **state)
+{
+    struct atp_store *s = *state;
+    SET(s, "A", "DC1", 10);
+    SET(s, "A", "DC2", 20);
+    SET(s, "B", "DC3", 30);
+    RC(0, atp_store_allocate(s, S("A"), S("DC2"), 4));
+    HOLD(s, "g1", WEB, "B", "DC3", 5, 1000, T0);
+    RC(0, atp_store_set_safety(s, S("A"), S("DC1"), APP, 3));
+    const char *sk[] = {"A", "A", "B", "A", "nope", "a b", "A", "B", "A"};
+    const char *lc[] = {"DC1", "DC2", "DC3", "DC3", "DC1", "DC1", "D C", "DC3", ""};
+    enum { NK = 9, N = 40 };
+    struct atp_get_req reqs[N];
+    for (int i = 0; i < N; i++) /* more than one prefetch group, every key and channel */
+        reqs[i] = (struct atp_get_req){S(sk[i % NK]), S(lc[i % NK]), (uint32_t)(i % (NCH + 1))};
+    struct atp_breakdown out[N];
+    int rcs[N];
+    memset(rcs, 0x5a, sizeof(rcs));
+    atp_store_get_many(s, reqs, N, out, rcs);
+    for (int i = 0; i < N; i++) {
+        struct atp_breakdown b;
+        int rc = atp_store_get(s, reqs[i].sku, reqs[i].loc, reqs[i].channel, &b);
+        if (rcs[i] != rc)
+            fail_msg("key %d (%s@%s ch %u): get_many %s, get %s", i, sk[i % NK], lc[i % NK],
+                     reqs[i].channel, atp_error_name(rcs[i]), atp_error_name(rc));
+        if (rc == 0)
+            assert_memory_equal(&out[i], &b, sizeof(b));
+    }
+    /* a spot check of values, not only agreement */
+    assert_int_equal(rcs[0], 0);
+    assert_int_equal(out[0].atp, 10);
+    assert_int_equal(rcs[1], 0);
+    assert_int_equal(out[1].allocated, 4);
+    assert_int_equal(rcs[4], ATP_ENOTFOUND);
+    assert_int_equal(rcs[5], ATP_EINVAL_SKU);
+    assert_int_equal(rcs[6], ATP_ENOCHANNEL); /* channel 6 of 6 */
+    assert_int_equal(rcs[8], ATP_EINVAL_LOC); /* empty location */
+    atp_store_get_many(s, reqs, 0, out, rcs); /* nothing to do */
+    atp_store_get_many(s, reqs, 1, out, rcs);
+    assert_int_equal(rcs[0], 0);
+}
+
 static void test_unknown_items(void **state)
 {
     struct atp_store *s = *state;
@@ -750,7 +793,7 @@ static void test_allocate_deallocate(void **state)
 /*
  * Deallocating more than is allocated (a duplicate or reordered EDI event)
  * must not manufacture stock: allocated never goes negative, so ATP never
- * shows more than on_hand (whether the call is refused or clamped).
+ * shows more than on_hand. The header: ATP_ERANGE, and nothing changes.
  */
 static void test_deallocate_beyond_allocated(void **state)
 {
@@ -764,6 +807,13 @@ static void test_deallocate_beyond_allocated(void **state)
                  "atp %lld with on_hand %lld",
                  atp_error_name(rc), (long long)b.allocated, (long long)b.atp,
                  (long long)b.on_hand);
+    RC(ATP_ERANGE, rc);
+    assert_int_equal(b.allocated, 2);
+    assert_int_equal(b.atp, 8);
+    /* exactly what is allocated is fine */
+    RC(0, atp_store_deallocate(s, S("D"), S("DC1"), 2));
+    assert_int_equal(BD(s, "D", "DC1", WEB).allocated, 0);
+    RC(ATP_ERANGE, atp_store_deallocate(s, S("D"), S("DC1"), 1));
     /* and so a channel can never hold more than is physically there */
     struct atp_shortfall sh;
     rc = reserve1(s, "over", WEB, "D", "DC1", 11, 1000, T0, NULL, NULL, &sh);
@@ -1052,6 +1102,8 @@ static void test_reserve_basic(void **state)
     assert_true(slice_eq(r.lines[1].sku, "B"));
     assert_true(slice_eq(r.lines[1].loc, "DC2"));
     assert_int_equal(r.lines[1].qty, 5);
+    assert_false(r.lines[0].any);
+    assert_false(r.lines[1].any);
 
     struct atp_breakdown b = BD(s, "A", "DC1", WEB);
     assert_int_equal(b.reserved, 3);
@@ -1193,6 +1245,8 @@ static void test_reserve_any(void **state)
     RC(0, atp_store_reserve(s, &req, T0, &r, &rp, NULL));
     assert_true(slice_eq(r.lines[0].loc, "DC1"));
     assert_true(slice_eq(r.lines[1].loc, "DC1"));
+    assert_true(r.lines[0].any);
+    assert_false(r.lines[1].any);
     assert_int_equal(ATP(s, "D", "DC1", WEB), 0);
 }
 
@@ -1539,6 +1593,8 @@ static void test_expiry_precision(void **state)
     RC(0, reserve1(s, "p", WEB, "A", "DC1", 1, 10, now, &r, NULL, NULL));
     assert_true(r.expires_us >= now + 10 * MS);
     assert_true(r.expires_us < now + 11 * MS);
+    /* the header: now + ttl, rounded up to the millisecond */
+    assert_int_equal(r.expires_us, (now + 999) / 1000 * 1000 + 10 * MS);
     assert_int_equal(atp_store_expire(s, now + 10 * MS - 1), 0);
     assert_int_equal(atp_store_expire(s, r.expires_us - 1), 0);
     assert_int_equal(state_of(s, r.id), ATP_RES_HELD);
@@ -1872,6 +1928,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_validation_everywhere, setup, teardown),
         cmocka_unit_test_setup_teardown(test_reserve_request_validation, setup, teardown),
         cmocka_unit_test_setup_teardown(test_unknown_items, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_get_many, setup, teardown),
         cmocka_unit_test_setup_teardown(test_adjust, setup, teardown),
         cmocka_unit_test_setup_teardown(test_set_sequence, setup, teardown),
         cmocka_unit_test_setup_teardown(test_foreach_item, setup, teardown),

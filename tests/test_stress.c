@@ -194,6 +194,26 @@ static void act(struct worker *w)
     uint32_t r = (uint32_t)(splitmix(&w->seed) % 100);
     struct atp_reservation res;
     uint64_t now = atp_now_us();
+    if (splitmix(&w->seed) % 100 < 25) {
+        /*
+         * Race the deadline: wait until the reservation closest to its
+         * deadline is due, then commit or release it with a clock reading
+         * from just before the deadline (as a thread preempted between
+         * reading the clock and calling would), while other workers and the
+         * expirer are expiring it. Either outcome is fine; both at once
+         * (stock given back twice, or expired after commit) is the bug.
+         */
+        for (uint32_t i = 0; i < w->nopen; i++)
+            if (w->g[w->open[i]].expires < w->g[w->open[slot]].expires)
+                slot = i;
+        g = &w->g[w->open[slot]];
+        if (g->expires > now && g->expires - now <= 2000) {
+            while (atp_now_us() < g->expires)
+                ;
+            now = g->expires - 1 - splitmix(&w->seed) % 3;
+            r = r < 40 ? 0 : 50; /* commit or release, below */
+        }
+    }
     if (r < 30) {
         int rc = atp_store_commit(store, g->id, now, &res);
         if (rc == 0) {
@@ -358,7 +378,10 @@ static void *worker_main(void *arg)
         int can_reserve = w->ng < GRANTS_MAX && w->nopen < OPEN_MAX;
         if (!can_reserve && w->nopen == 0)
             break; /* audit log full */
-        if (w->nopen && (!can_reserve || splitmix(&w->seed) % 100 < 50))
+        uint32_t r = (uint32_t)(splitmix(&w->seed) % 100);
+        if (r < 3)
+            atp_store_expire(store, atp_now_us()); /* any thread may drive expiry */
+        else if (w->nopen && (!can_reserve || r < 50))
             act(w);
         else
             reserve_one(w);
@@ -488,6 +511,22 @@ static void *event_main(void *arg)
     }
     for (int i = 0; i < NITEMS; i++)
         final_on_hand[i] = on_hand[i];
+    return NULL;
+}
+
+/* --- expiry hammer: expire as often as possible, so deadlines are met within
+ * microseconds and collide with the workers' deadline races ---------------- */
+
+static uint64_t hammer_calls, hammer_expired;
+
+static void *hammer_main(void *arg)
+{
+    (void)arg;
+    while (!atomic_load_explicit(&stop_flag, memory_order_relaxed)) {
+        int n = atp_store_expire(store, atp_now_us());
+        hammer_calls++;
+        hammer_expired += (uint64_t)n;
+    }
     return NULL;
 }
 
@@ -716,9 +755,10 @@ static void test_stress(void **state)
         assert_non_null(workers[i].g);
     }
     uint64_t evseed = seed ^ 0xe7e7;
-    pthread_t evth, rdth;
+    pthread_t evth, rdth, hmth;
     assert_int_equal(pthread_create(&evth, NULL, event_main, &evseed), 0);
     assert_int_equal(pthread_create(&rdth, NULL, reader_main, NULL), 0);
+    assert_int_equal(pthread_create(&hmth, NULL, hammer_main, NULL), 0);
     for (int i = 0; i < NWORKERS; i++)
         assert_int_equal(pthread_create(&workers[i].th, NULL, worker_main, &workers[i]), 0);
 
@@ -734,6 +774,7 @@ static void test_stress(void **state)
         pthread_join(workers[i].th, NULL);
     pthread_join(evth, NULL);
     pthread_join(rdth, NULL);
+    pthread_join(hmth, NULL);
     atp_store_stop_expirer(store);
     uint64_t elapsed = atp_now_us() - t0;
 
@@ -868,14 +909,16 @@ static void test_stress(void **state)
     print_message("stress: %.2f s; %llu grants (%llu lines), %llu refused, %llu full, %llu "
                   "replays; %llu commits, %llu releases, %llu extends, %llu seen expired, %llu "
                   "expirations in all; %u on_hand events, %llu stale sets refused, %llu "
-                  "lines shipped; %llu reads; expiry lateness max %llu us\n",
+                  "lines shipped; %llu reads; %llu expire calls by the hammer (%llu expired); "
+                  "expiry lateness max %llu us\n",
                   (double)elapsed / 1e6, (unsigned long long)grants, (unsigned long long)lines,
                   (unsigned long long)rejected, (unsigned long long)full,
                   (unsigned long long)replays, (unsigned long long)commits,
                   (unsigned long long)releases, (unsigned long long)extends,
                   (unsigned long long)expired_seen, (unsigned long long)st.expirations, nevents,
                   (unsigned long long)ev_stale_refused, (unsigned long long)ev_fulfillments,
-                  (unsigned long long)rd_reads, (unsigned long long)run_lateness_max);
+                  (unsigned long long)rd_reads, (unsigned long long)hammer_calls,
+                  (unsigned long long)hammer_expired, (unsigned long long)run_lateness_max);
     if (bad)
         fail_msg("%llu grants exceeded what was available (seed %llu)", (unsigned long long)bad,
                  (unsigned long long)seed);
