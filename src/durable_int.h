@@ -355,7 +355,8 @@ struct atp_durable {
     /* rotation requests (snapshot thread, close) */
     pthread_mutex_t mu;
     pthread_cond_t cv;
-    _Atomic int rot_req; /* 1: rotate at the drained point; 2: drain everything first */
+    _Atomic int rot_req; /* 1: periodic snapshot; 2: close */
+    uint64_t rot_target; /* request: write every position before this first */
     uint64_t rot_pos;    /* result: first position of the new segment */
     int rot_rc;
     uint64_t rot_seq; /* completed rotations */

@@ -803,10 +803,13 @@ static void do_rotate(struct atp_durable *d, int mode)
 {
     int rc = 0;
     uint64_t pos = 0;
-    if (mode == 2) {
-        /* Close: the store is quiescent; every begun position ends soon. */
+    (void)mode;
+    /* Everything begun before the request goes before the cut; begun
+     * positions end within microseconds (or at the next event's offset). */
+    uint64_t target = d->rot_target;
+    {
         uint64_t give_up = durable_now_us() + 5000000;
-        while (d->drained < atomic_load(&d->next) && durable_now_us() < give_up) {
+        while (d->drained < target && durable_now_us() < give_up) {
             size_t len = drain(d);
             if (len && !atomic_load(&d->failed)) {
                 const char *what;
@@ -824,7 +827,7 @@ static void do_rotate(struct atp_durable *d, int mode)
                 nanosleep(&ts, NULL);
             }
         }
-        if (d->drained < atomic_load(&d->next) && !rc)
+        if (d->drained < target && !rc)
             rc = -ETIMEDOUT;
     }
     if (!rc) {
@@ -988,6 +991,7 @@ int wal_rotate(struct atp_durable *d, bool drain_all, uint64_t *ret_pos)
         return ATP_ESTATE;
     pthread_mutex_lock(&d->mu);
     uint64_t seq = d->rot_seq;
+    d->rot_target = atomic_load(&d->next);
     atomic_store(&d->rot_req, drain_all ? 2 : 1);
     /* The writer rechecks rot_req after announcing its nap: wake it if it
      * already napped, or it sees the flag. */

@@ -27,8 +27,9 @@ struct dump {
     size_t n, cap;
 };
 
-static void dump_add(struct dump *d, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void dump_add(struct dump *d, const char *fmt, ...)
+static inline void dump_add(struct dump *d, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+static inline void dump_add(struct dump *d, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
@@ -45,7 +46,7 @@ static void dump_add(struct dump *d, const char *fmt, ...)
     d->lines[d->n++] = s;
 }
 
-static int dump_item(const struct atp_item_view *it, void *arg)
+static inline int dump_item(const struct atp_item_view *it, void *arg)
 {
     dump_add(arg,
              "item %.*s@%.*s on_hand=%" PRId64 " allocated=%" PRId64 " reserved=%" PRId64
@@ -55,15 +56,15 @@ static int dump_item(const struct atp_item_view *it, void *arg)
     return 0;
 }
 
-static int dump_override(struct atp_slice sku, struct atp_slice loc, uint32_t ch, int64_t units,
-                         void *arg)
+static inline int dump_override(struct atp_slice sku, struct atp_slice loc, uint32_t ch,
+                                int64_t units, void *arg)
 {
     dump_add(arg, "override %.*s@%.*s ch=%u units=%" PRId64, (int)sku.len, sku.p, (int)loc.len,
              loc.p, ch, units);
     return 0;
 }
 
-static int dump_res(const struct atp_reservation *r, void *arg)
+static inline int dump_res(const struct atp_reservation *r, void *arg)
 {
     char lines[4096];
     size_t o = 0;
@@ -81,13 +82,13 @@ static int dump_res(const struct atp_reservation *r, void *arg)
     return 0;
 }
 
-static int dump_cmp(const void *a, const void *b)
+static inline int dump_cmp(const void *a, const void *b)
 {
     return strcmp(*(char *const *)a, *(char *const *)b);
 }
 
 /* Canonical dump of everything a snapshot and the log must preserve. */
-static char *store_dump(struct atp_store *s)
+static inline char *store_dump(struct atp_store *s)
 {
     struct dump d = {0};
     atp_store_foreach_item(s, dump_item, &d);
@@ -111,7 +112,7 @@ static char *store_dump(struct atp_store *s)
 }
 
 /* Print the first differing line of two dumps (for a failing comparison). */
-static void dump_diff(const char *a, const char *b)
+static inline void dump_diff(const char *a, const char *b)
 {
     size_t line = 1;
     const char *la = a, *lb = b;
@@ -130,28 +131,29 @@ static void dump_diff(const char *a, const char *b)
             (int)strcspn(la, "\n"), la, (int)strcspn(lb, "\n"), lb);
 }
 
-static void rm_rf(const char *dir)
+static inline void rm_rf(const char *dir)
 {
     DIR *d = opendir(dir);
     if (!d)
         return;
     struct dirent *de;
-    char path[4096];
     while ((de = readdir(d)) != NULL) {
-        if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
+        char *path;
+        if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, "..") ||
+            asprintf(&path, "%s/%s", dir, de->d_name) < 0)
             continue;
-        snprintf(path, sizeof(path), "%s/%s", dir, de->d_name);
         if (de->d_type == DT_DIR)
             rm_rf(path);
         else
             unlink(path);
+        free(path);
     }
     closedir(d);
     rmdir(dir);
 }
 
 /* A fresh temporary folder (caller frees the string, rm_rf's the folder). */
-static char *tmp_dir(const char *tag)
+static inline char *tmp_dir(const char *tag)
 {
     const char *base = getenv("TMPDIR");
     char *p = NULL;
@@ -161,7 +163,7 @@ static char *tmp_dir(const char *tag)
 }
 
 /* Copy file src to dst, keeping at most `limit` bytes (SIZE_MAX: all). */
-static int copy_file(const char *src, const char *dst, size_t limit)
+static inline int copy_file(const char *src, const char *dst, size_t limit)
 {
     int in = open(src, O_RDONLY), out = open(dst, O_WRONLY | O_CREAT | O_TRUNC, 0644);
     if (in < 0 || out < 0)
@@ -183,27 +185,31 @@ static int copy_file(const char *src, const char *dst, size_t limit)
 }
 
 /* Copy every regular file of folder src into folder dst (created). */
-static int copy_dir(const char *src, const char *dst)
+static inline int copy_dir(const char *src, const char *dst)
 {
     mkdir(dst, 0755);
     DIR *d = opendir(src);
     if (!d)
         return -1;
     struct dirent *de;
-    char a[4096], b[4096];
-    while ((de = readdir(d)) != NULL) {
+    int rc = 0;
+    while (!rc && (de = readdir(d)) != NULL) {
+        char *a, *b;
         if (de->d_name[0] == '.' || !strcmp(de->d_name, "LOCK"))
             continue;
-        snprintf(a, sizeof(a), "%s/%s", src, de->d_name);
-        snprintf(b, sizeof(b), "%s/%s", dst, de->d_name);
-        if (copy_file(a, b, SIZE_MAX))
+        if (asprintf(&a, "%s/%s", src, de->d_name) < 0)
             return -1;
+        if (asprintf(&b, "%s/%s", dst, de->d_name) < 0)
+            return -1;
+        rc = copy_file(a, b, SIZE_MAX);
+        free(a);
+        free(b);
     }
     closedir(d);
-    return 0;
+    return rc;
 }
 
-static size_t file_size(const char *path)
+static inline size_t file_size(const char *path)
 {
     struct stat st;
     return stat(path, &st) ? 0 : (size_t)st.st_size;
