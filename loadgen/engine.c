@@ -34,6 +34,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -42,6 +43,9 @@
 #define UD_SEND  2u
 #define RBUF_MIN (64u * 1024)
 #define FU_CAP   64 /* follow-ups (commit/release) waiting per connection */
+#define BR_BGID  7
+#define BR_COUNT 512u        /* buffers per thread (power of two) */
+#define BR_SIZE  (16u << 10) /* bytes each: 8 MiB per thread */
 
 struct slot {
     uint64_t t0;     /* latency origin: intended (open) or actual (closed) send time */
@@ -86,10 +90,16 @@ struct worker {
     struct lg_rng rng;
     struct lg_stats stats;
     struct lg_line scratch[LG_MAX_MGET];
+    /* Multishot receive: one provided-buffer ring per thread (kernel 6.0+),
+     * so a connection's recv stays armed instead of being resubmitted per
+     * response; NULL when unavailable (single-shot recv into rbuf). */
+    struct io_uring_buf_ring *br;
+    uint8_t *bufs;
     uint64_t inflight;
-    uint64_t loops;     /* loop turns (each one io_uring_enter at most) */
-    uint64_t cqes;      /* completions processed */
-    uint64_t last_done; /* time of the last response (for -n runs) */
+    uint64_t loops;         /* loop turns (each one io_uring_enter at most) */
+    uint64_t cqes;          /* completions processed */
+    uint64_t last_done;     /* time of the last response (for -n runs) */
+    uint64_t last_progress; /* last response, or the start */
     uint64_t nonce;
     int rc;
     char errmsg[400];
@@ -197,7 +207,7 @@ static int issue(struct worker *w, struct conn *c, const struct slot *src, int o
     s->measured = measured(w, t0);
     if (s->measured) {
         w->stats.sent[op]++;
-        if (now > t0 + 1000)
+        if (now > t0 + LG_LATE_NS)
             w->stats.late_sends++;
     }
     w->inflight++;
@@ -255,6 +265,15 @@ static void arm_recv(struct worker *w, struct conn *c)
 {
     if (c->recv_armed || c->dead)
         return;
+    if (w->br) {
+        struct io_uring_sqe *sqe = get_sqe(w);
+        io_uring_prep_recv_multishot(sqe, c->fd, NULL, 0, 0);
+        sqe->flags |= IOSQE_BUFFER_SELECT;
+        sqe->buf_group = BR_BGID;
+        io_uring_sqe_set_data64(sqe, ((uint64_t)c->idx << 2) | UD_RECV);
+        c->recv_armed = true;
+        return;
+    }
     if (c->rbuf.cap - c->rbuf.len < 4096 && !lg_buf_reserve(&c->rbuf, c->rbuf.cap)) {
         c->dead = true;
         return;
@@ -348,6 +367,7 @@ static void on_response(struct worker *w, struct conn *c, const struct lg_resp *
     c->scount--;
     w->inflight--;
     w->last_done = now;
+    w->last_progress = now;
     int op = s->op;
     if (s->measured) {
         lg_hist_record(&w->stats.hist[op], now > s->t0 ? now - s->t0 : 0);
@@ -374,16 +394,9 @@ static void on_response(struct worker *w, struct conn *c, const struct lg_resp *
     }
 }
 
-static void on_recv(struct worker *w, struct conn *c, int res, uint64_t now)
+/* Parse every whole response in rbuf. */
+static void consume(struct worker *w, struct conn *c, uint64_t now)
 {
-    c->recv_armed = false;
-    if (res <= 0) {
-        if (res == -EINTR || res == -EAGAIN)
-            return;
-        kill_conn(w, c);
-        return;
-    }
-    c->rbuf.len += (size_t)res;
     while (c->scount && c->rpos < c->rbuf.len) {
         struct lg_resp resp;
         resp.status = NULL;
@@ -413,6 +426,36 @@ static void on_recv(struct worker *w, struct conn *c, int res, uint64_t now)
         c->rbuf.len -= c->rpos;
         c->rpos = 0;
     }
+}
+
+static void on_recv(struct worker *w, struct conn *c, const struct io_uring_cqe *cqe, uint64_t now)
+{
+    int res = cqe->res;
+    if (!w->br || !(cqe->flags & IORING_CQE_F_MORE))
+        c->recv_armed = false; /* the loop re-arms it */
+    const uint8_t *data = NULL;
+    if (w->br && (cqe->flags & IORING_CQE_F_BUFFER)) {
+        unsigned bid = cqe->flags >> IORING_CQE_BUFFER_SHIFT;
+        data = w->bufs + (size_t)bid * BR_SIZE;
+        if (res > 0 && !c->dead) {
+            if (lg_buf_append(&c->rbuf, data, (size_t)res))
+                res = -ENOMEM;
+        }
+        io_uring_buf_ring_add(w->br, w->bufs + (size_t)bid * BR_SIZE, BR_SIZE, (unsigned short)bid,
+                              io_uring_buf_ring_mask(BR_COUNT), 0);
+        io_uring_buf_ring_advance(w->br, 1);
+    }
+    if (c->dead)
+        return;
+    if (res <= 0) {
+        if (res == -EINTR || res == -EAGAIN || res == -ENOBUFS)
+            return; /* re-armed by the loop */
+        kill_conn(w, c);
+        return;
+    }
+    if (!w->br)
+        c->rbuf.len += (size_t)res;
+    consume(w, c, now);
 }
 
 static void on_send(struct worker *w, struct conn *c, int res)
@@ -445,6 +488,35 @@ static void conn_free(struct worker *w, struct conn *c)
     free(c->fu);
 }
 
+/* A provided-buffer ring for multishot recv; on failure w->br stays NULL. */
+static void setup_buf_ring(struct worker *w)
+{
+    size_t ring_bytes = BR_COUNT * sizeof(struct io_uring_buf);
+    void *ring = mmap(NULL, ring_bytes, PROT_READ | PROT_WRITE, MAP_ANONYMOUS | MAP_PRIVATE, -1, 0);
+    if (ring == MAP_FAILED)
+        return;
+    uint8_t *bufs = malloc((size_t)BR_COUNT * BR_SIZE);
+    if (!bufs) {
+        munmap(ring, ring_bytes);
+        return;
+    }
+    struct io_uring_buf_ring *br = ring;
+    io_uring_buf_ring_init(br);
+    struct io_uring_buf_reg reg = {
+        .ring_addr = (uintptr_t)ring, .ring_entries = BR_COUNT, .bgid = BR_BGID};
+    if (io_uring_register_buf_ring(&w->ring, &reg, 0) != 0) {
+        free(bufs);
+        munmap(ring, ring_bytes);
+        return;
+    }
+    for (unsigned i = 0; i < BR_COUNT; i++)
+        io_uring_buf_ring_add(br, bufs + (size_t)i * BR_SIZE, BR_SIZE, (unsigned short)i,
+                              io_uring_buf_ring_mask(BR_COUNT), (int)i);
+    io_uring_buf_ring_advance(br, BR_COUNT);
+    w->br = br;
+    w->bufs = bufs;
+}
+
 static int worker_setup(struct worker *w)
 {
     struct lg_run *run = w->run;
@@ -471,6 +543,8 @@ static int worker_setup(struct worker *w)
         return rc;
     }
     w->ring_ok = true;
+    if (!getenv("LG_RECV_PLAIN"))
+        setup_buf_ring(w);
     w->conns = calloc(w->nconns, sizeof(*w->conns));
     if (!w->conns)
         return -ENOMEM;
@@ -521,6 +595,7 @@ static int worker_loop(struct worker *w)
     }
     bool stopping = false;
     uint64_t drain_deadline = 0;
+    w->last_progress = run->t_start;
     uint64_t drain_ns = (uint64_t)(cfg->drain_s * 1e9);
     for (;;) {
         uint64_t now = lg_now_ns();
@@ -550,24 +625,22 @@ static int worker_loop(struct worker *w)
             break;
         if (stopping && now >= drain_deadline)
             break;
+        /* -n runs have no end time: a server that stops answering for the
+         * drain time ends the run (the rest is counted unanswered). */
+        if (cfg->requests && w->inflight && now - w->last_progress > drain_ns)
+            break;
         uint64_t wake = stopping ? drain_deadline : next_wake;
         if (!stopping && run->t_end < wake)
             wake = run->t_end;
+        if (wake > now + 100000000ull)
+            wake = now + 100000000ull; /* look at the clock at least every 100 ms */
         struct __kernel_timespec ts;
         struct io_uring_cqe *cqe = NULL;
-        int rc;
-        if (wake == UINT64_MAX) {
-            rc = io_uring_submit_and_wait(&w->ring, 1);
-        } else {
-            uint64_t d = wake > now ? wake - now : 0;
-            ts.tv_sec = (long long)(d / 1000000000ull);
-            ts.tv_nsec = (long long)(d % 1000000000ull);
-            if (d == 0) {
-                rc = io_uring_submit_and_get_events(&w->ring);
-            } else {
-                rc = io_uring_submit_and_wait_timeout(&w->ring, &cqe, 1, &ts, NULL);
-            }
-        }
+        uint64_t d = wake > now ? wake - now : 0;
+        ts.tv_sec = (long long)(d / 1000000000ull);
+        ts.tv_nsec = (long long)(d % 1000000000ull);
+        int rc = d == 0 ? io_uring_submit_and_get_events(&w->ring)
+                        : io_uring_submit_and_wait_timeout(&w->ring, &cqe, 1, &ts, NULL);
         if (rc < 0 && rc != -ETIME && rc != -EINTR && rc != -EBUSY) {
             snprintf(w->errmsg, sizeof(w->errmsg), "io_uring: %s", strerror(-rc));
             return rc;
@@ -580,7 +653,7 @@ static int worker_loop(struct worker *w)
             uint64_t ud = io_uring_cqe_get_data64(cqe);
             struct conn *c = &w->conns[ud >> 2];
             if ((ud & 3) == UD_RECV)
-                on_recv(w, c, cqe->res, now);
+                on_recv(w, c, cqe, now);
             else
                 on_send(w, c, cqe->res);
             seen++;
@@ -710,6 +783,9 @@ int lg_engine_run(struct lg_run *run)
         free(ws[t].conns);
         if (ws[t].ring_ok)
             io_uring_queue_exit(&ws[t].ring);
+        if (ws[t].br)
+            munmap(ws[t].br, BR_COUNT * sizeof(struct io_uring_buf));
+        free(ws[t].bufs);
     }
     if (cfg->requests)
         run->duration_s =

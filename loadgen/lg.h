@@ -26,6 +26,9 @@
 
 uint64_t lg_now_ns(void);
 
+/* Open loop: a request written this long after its intended time is "late". */
+#define LG_LATE_NS 100000ull
+
 /* --- a growable byte buffer ------------------------------------------- */
 
 struct lg_buf {

@@ -528,6 +528,9 @@ static int sweep(struct lg_config *cfg)
                    lg_hist_percentile(&all, 99) / 1e3, lg_hist_percentile(&all, 99.9) / 1e3,
                    all.max / 1e3);
         run_free(&run);
+        /* The key space is set once; later steps use what is there. */
+        cfg->populate = false;
+        cfg->wl.setup = LG_SETUP_NONE;
     }
     fclose(csv);
     FILE *gp = fopen(gp_path, "w");

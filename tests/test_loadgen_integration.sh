@@ -142,10 +142,15 @@ atpd_mode() {
     ATPD=$1
     LG=$2
     DEVBROKER=${3:-}
-    "$ATPD" --port 0 --port-file "$T/atpd.port" --demo --workers 1 \
+    HTTP_ARGS=""
+    if "$ATPD" --help 2>&1 | grep -q -- "--http-port-file"; then
+        HTTP_ARGS="--http-port 0 --http-port-file $T/atpd.http.port"
+    fi
+    # shellcheck disable=SC2086 # HTTP_ARGS is a list of words
+    "$ATPD" --port 0 --port-file "$T/atpd.port" $HTTP_ARGS --demo --workers 1 \
         --max-reservations 2000000 >"$T/atpd.log" 2>&1 &
     PIDS="$PIDS $!"
-    if ! wait_file "$T/atpd.port"; then
+    if ! wait_file "$T/atpd.port" || { [ -n "$HTTP_ARGS" ] && ! wait_file "$T/atpd.http.port"; }; then
         echo "atpd did not start:"
         cat "$T/atpd.log"
         exit 1
@@ -185,6 +190,23 @@ atpd_mode() {
     else
         bad "sweep"
         cat "$T/sweep.out"
+    fi
+
+    # The same workloads over atpd's HTTP facade, when this atpd has one.
+    if [ -n "$HTTP_ARGS" ]; then
+        BINPORT=$PORT
+        PORT=$(cat "$T/atpd.http.port")
+        run http-checkout "{\"workload\":\"checkout\",\"protocol\":\"http\",\"ops\":[\"get\",\"reserve\",\"commit\"]}" \
+            -P http --workload checkout -W setup=none --test-time 1 -R 2000 -c 10
+        run http-orchestrator "{\"workload\":\"orchestrator\",\"protocol\":\"http\",\"ops\":[\"reserve\",\"commit\",\"release\"]}" \
+            -P http --workload orchestrator -W setup=none --test-time 1 -R 500 -c 10
+        run http-mget "{\"workload\":\"marketplace-poll\",\"protocol\":\"http\",\"ops\":[\"mget\"]}" \
+            -P http --workload marketplace-poll --test-time 1 -R 50 -c 4
+        run http-flash-sale "{\"workload\":\"flash-sale\",\"protocol\":\"http\",\"ops\":[\"reserve\"],\"verify\":true,\"allowed_errors\":[\"HTTP_409\"]}" \
+            -P http --workload flash-sale -W sku_prefix=HFLASH- --test-time 1 -R 5000 -c 20
+        PORT=$BINPORT
+    else
+        echo "# this atpd has no HTTP facade: HTTP runs skipped"
     fi
 
     # Bad input: a workload line is refused with its number, exit status 2.

@@ -1,0 +1,501 @@
+#!/usr/bin/env python3
+"""side_by_side.py - atpd against Redis (and nginx for HTTP) on one machine.
+
+The method of ../shared/BENCHMARKING.md, automated:
+
+  * the server runs pinned to core 0 (taskset -c 0), atp-loadgen to core 1;
+  * every scenario runs on atpd and on its counterpart interleaved, A B A B,
+    for --rounds rounds (at least 3), each server started fresh;
+  * a run in which neither the server nor the client used at least 90% of
+    its core is discarded (the machine was busy elsewhere); CPU comes from
+    /proc/<pid>/stat through atp-loadgen --server-pid and from getrusage;
+  * per scenario the median of the per-round ratios atpd/other is reported
+    with its spread (min..max), next to the commands that produced it;
+  * open-loop tail latency of atpd at 70% of its own measured maximum;
+  * the flash-sale workload on both, which must report oversold=0;
+  * a latency-vs-throughput sweep of atpd lookups, plotted with gnuplot when
+    it is installed (Debian: gnuplot-nox).
+
+Results are written between markers into docs/BENCHMARKS.md (the "Side by
+side" section) and the raw JSON of every run into --work. Every run is
+bounded in time and targets 127.0.0.1 only; every server is stopped by pid.
+
+Standard library only. Run from the repository root after building:
+
+    meson setup build && ninja -C build
+    python3 bench/side_by_side.py --build build
+"""
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import shlex
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BEGIN = "<!-- side-by-side:begin (written by bench/side_by_side.py) -->"
+END = "<!-- side-by-side:end -->"
+CORE_MIN = 0.90
+
+# What each scenario asks atp-loadgen for, on top of the common flags.
+# Lookups: single GETs of the checkout key space (zipfian 0.99). Against
+# Redis that is a plain GET of a string key (the cheapest Redis read).
+LOOKUP = ["--workload", "checkout", "-W", "reserve_proportion=0"]
+# Reservations: one line of one unit, nothing committed or released, a 1 s
+# TTL so atpd recycles records (its expirer works during the run; Redis's
+# expiry script is not run, which favours Redis).
+RESERVE = ["--workload", "checkout", "-W", "get_proportion=0", "-W", "reserve_proportion=1",
+           "-W", "lines_max=1", "-W", "qty_max=1", "-W", "commit_fraction=0",
+           "-W", "release_fraction=0", "-W", "ttl_ms=1000"]
+
+SCENARIOS = [
+    # name, what, loadgen args, pipeline, target ratio (benchmark, not asserted)
+    ("lookup-p1", "lookups, 50 conns, pipeline 1: atpd GET vs Redis GET", LOOKUP, 1, 1.2),
+    ("lookup-p16", "lookups, 50 conns, pipeline 16: atpd GET vs Redis GET", LOOKUP, 16, 2.5),
+    ("reserve-p1", "reservations, 50 conns, pipeline 1: atpd RESERVE vs Redis EVALSHA", RESERVE, 1, 2.0),
+    ("reserve-p16", "reservations, 50 conns, pipeline 16: atpd RESERVE vs Redis EVALSHA", RESERVE, 16, 5.0),
+    # HTTP lookups: atpd's facade against nginx `return 200` from memory (only
+    # when atpd has the facade and nginx is installed).
+    ("http-p1", "HTTP lookups, 50 conns, keep-alive, pipeline 1: atpd GET /v1/availability vs nginx return 200",
+     LOOKUP + ["-W", "setup=none"], 1, 1.0),
+]
+# The counterpart of atpd in each scenario: (server kind, protocol of each side).
+COUNTERPART = {"http-p1": ("nginx", "http", "http")}
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+class Server:
+    """A server process pinned to core 0, stopped by its pid."""
+
+    def __init__(self, kind, args, work):
+        self.kind = kind
+        self.args = args
+        self.work = work
+        self.proc = None
+        self.port = None
+        self.http_port = None
+
+    def start(self):
+        log = open(os.path.join(self.work, "%s.log" % self.kind), "ab")
+        if self.kind == "atpd":
+            portfile = os.path.join(self.work, "atpd.port")
+            hportfile = os.path.join(self.work, "atpd.http.port")
+            for f in (portfile, hportfile):
+                if os.path.exists(f):
+                    os.unlink(f)
+            cmd = ["taskset", "-c", "0", self.args.atpd, "--port", "0", "--port-file", portfile,
+                   "--demo", "--workers", "1", "--max-reservations", str(1 << 23),
+                   "--idempotency-window", "1s"]
+            if self.args.atpd_http:
+                cmd += ["--http-port", "0", "--http-port-file", hportfile]
+            self.proc = subprocess.Popen(cmd, stdout=log, stderr=log)
+            deadline = time.time() + 20
+            want = [portfile] + ([hportfile] if self.args.atpd_http else [])
+            while time.time() < deadline and not all(os.path.exists(f) and open(f).read().strip() for f in want):
+                if self.proc.poll() is not None:
+                    raise RuntimeError("atpd exited; see %s/atpd.log" % self.work)
+                time.sleep(0.05)
+            self.port = int(open(portfile).read().strip())
+            if self.args.atpd_http:
+                self.http_port = int(open(hportfile).read().strip())
+            self.cmd = cmd
+        elif self.kind == "redis":
+            self.port = free_port()
+            cmd = ["taskset", "-c", "0", "redis-server", "--port", str(self.port), "--bind", "127.0.0.1",
+                   "--save", "", "--appendonly", "no", "--daemonize", "no"]
+            self.proc = subprocess.Popen(cmd, stdout=log, stderr=log)
+            self.cmd = cmd
+            self._wait_tcp()
+        elif self.kind == "nginx":
+            self.port = free_port()
+            d = os.path.join(self.work, "nginx")
+            os.makedirs(d, exist_ok=True)
+            conf = os.path.join(d, "nginx.conf")
+            with open(conf, "w") as f:
+                # One process (master_process off) so its pid carries all the CPU.
+                f.write("daemon off;\nmaster_process off;\nworker_processes 1;\npid %s/nginx.pid;\n"
+                        "error_log %s/error.log;\n"
+                        "events { worker_connections 1024; }\n"
+                        "http { access_log off; keepalive_requests 1000000;\n"
+                        "  client_body_temp_path %s; proxy_temp_path %s; fastcgi_temp_path %s;\n"
+                        "  uwsgi_temp_path %s; scgi_temp_path %s;\n"
+                        "  server { listen 127.0.0.1:%d; location / { return 200 '{\"available\":1}'; } } }\n"
+                        % (d, d, d, d, d, d, d, self.port))
+            cmd = ["taskset", "-c", "0", "nginx", "-c", conf, "-p", d]
+            self.proc = subprocess.Popen(cmd, stdout=log, stderr=log)
+            self.cmd = cmd
+            self._wait_tcp()
+        return self
+
+    def _wait_tcp(self):
+        deadline = time.time() + 10
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError("%s exited; see %s/%s.log" % (self.kind, self.work, self.kind))
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
+                return
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError("%s did not listen on %d" % (self.kind, self.port))
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+def loadgen(args, server, proto, extra, name, test_time, pipeline=1, closed=True, rate=None,
+            populate=True):
+    out = os.path.join(args.work, name + ".json")
+    port = server.http_port if (proto == "http" and server.kind == "atpd") else server.port
+    cmd = ["taskset", "-c", "1", args.loadgen, "-P", proto, "-s", "127.0.0.1", "-p", str(port),
+           "-c", "50", "--pipeline", str(pipeline), "--test-time", str(test_time),
+           "--warmup-time", str(args.warmup), "--server-pid", str(server.proc.pid),
+           "--json-out-file", out, "-q"]
+    cmd += ["--closed-loop"] if closed else ["-R", str(int(rate))]
+    if populate:
+        cmd += ["--populate"]
+    cmd += extra
+    t0 = time.time()
+    r = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=300)
+    text = r.stdout.decode(errors="replace")
+    with open(os.path.join(args.work, name + ".out"), "w") as f:
+        f.write(" ".join(cmd) + "\n" + text)
+    if r.returncode not in (0, 1) or not os.path.exists(out):
+        raise RuntimeError("loadgen failed (%d): %s\n%s" % (r.returncode, " ".join(cmd), text))
+    d = json.load(open(out))
+    d["_cmd"] = cmd
+    d["_status"] = r.returncode
+    d["_secs"] = time.time() - t0
+    return d
+
+
+def core(d):
+    c = d["cpu"]
+    return c.get("client_core_fraction", 0.0), c.get("server_core_fraction", 0.0)
+
+
+def valid(d):
+    cl, sv = core(d)
+    return max(cl, sv) >= CORE_MIN
+
+
+def short_cmd(cmd):
+    """The command as a reader would type it (paths relative, pinning kept)."""
+    out = []
+    for a in cmd:
+        if a.startswith(ROOT + "/"):
+            a = os.path.relpath(a, ROOT)
+        elif a.startswith("/tmp/") or a.startswith(tempfile.gettempdir()):
+            a = os.path.basename(a)
+        out.append(shlex.quote(a))
+    return " ".join(out)
+
+
+def fmt_ratio(rs):
+    if not rs:
+        return "n/a (every round discarded)"
+    return "%.2fx (spread %.2f-%.2f, %d rounds)" % (statistics.median(rs), min(rs), max(rs), len(rs))
+
+
+def render_plot(args, csvs):
+    gp = shutil.which("gnuplot")
+    png = os.path.join(ROOT, "docs", "bench", "lookup_latency_vs_throughput.png")
+    script = os.path.join(args.work, "sweep_all.gp")
+    os.makedirs(os.path.dirname(png), exist_ok=True)
+    with open(script, "w") as f:
+        f.write("set terminal pngcairo size 900,560 noenhanced\nset output '%s'\n" % png)
+        f.write("set datafile separator ','\nset key top left\nset grid\nset logscale y\n")
+        f.write("set xlabel 'achieved lookups/s (open loop, 50 connections, pipeline 1)'\n")
+        f.write("set ylabel 'latency us (from intended send time)'\n")
+        f.write("set title 'Lookups: latency against throughput, server on 1 core'\n")
+        plots = []
+        for label, path in csvs:
+            plots.append("'%s' using 2:3 skip 1 with linespoints title '%s p50'" % (path, label))
+            plots.append("'%s' using 2:5 skip 1 with linespoints title '%s p99'" % (path, label))
+            plots.append("'%s' using 2:6 skip 1 with linespoints title '%s p99.9'" % (path, label))
+        f.write("plot " + ", \\\n     ".join(plots) + "\n")
+    if not gp:
+        return None, script
+    r = subprocess.run([gp, script], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    if r.returncode != 0:
+        print("gnuplot failed:", r.stdout.decode(errors="replace"), file=sys.stderr)
+        return None, script
+    return png, script
+
+
+def write_doc(args, text):
+    path = args.out
+    doc = open(path).read() if os.path.exists(path) else "# Benchmarks\n"
+    block = BEGIN + "\n" + text.rstrip() + "\n" + END + "\n"
+    if BEGIN in doc and END in doc:
+        a = doc.index(BEGIN)
+        b = doc.index(END) + len(END)
+        doc = doc[:a] + block.rstrip("\n") + doc[b:]
+    else:
+        doc = doc.rstrip("\n") + "\n\n" + block
+    with open(path, "w") as f:
+        f.write(doc)
+
+
+def atpd_has_http(args):
+    r = subprocess.run([args.atpd, "--help"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    return b"--http-port" in r.stdout
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--build", default=os.path.join(ROOT, "build"), help="meson build folder")
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--time", type=float, default=3.0, help="measured seconds per run")
+    ap.add_argument("--warmup", type=float, default=1.0)
+    ap.add_argument("--out", default=os.path.join(ROOT, "docs", "BENCHMARKS.md"))
+    ap.add_argument("--work", default=None, help="folder for raw results (default: a temp folder)")
+    ap.add_argument("--scenarios", default=",".join(s[0] for s in SCENARIOS))
+    ap.add_argument("--no-sweep", action="store_true")
+    ap.add_argument("--no-doc", action="store_true", help="print the section instead of writing it")
+    args = ap.parse_args()
+    if args.rounds < 3:
+        ap.error("at least 3 rounds")
+    args.atpd = os.path.join(args.build, "src", "atpd")
+    args.loadgen = os.path.join(args.build, "loadgen", "atp-loadgen")
+    for b in (args.atpd, args.loadgen):
+        if not os.access(b, os.X_OK):
+            sys.exit("missing %s: build first (meson setup build && ninja -C build)" % b)
+    if not shutil.which("redis-server") or not shutil.which("taskset"):
+        sys.exit("needs redis-server and taskset (Debian: redis-server, util-linux)")
+    if os.cpu_count() < 2:
+        sys.exit("needs 2 cores: the server on core 0, the load generator on core 1")
+    args.atpd_http = atpd_has_http(args)
+    args.nginx_ok = args.atpd_http and shutil.which("nginx") is not None
+    args.work = args.work or tempfile.mkdtemp(prefix="atp-side-by-side.")
+    os.makedirs(args.work, exist_ok=True)
+    wanted = set(args.scenarios.split(","))
+    started = time.time()
+    print("raw results in", args.work)
+
+    results = {}   # scenario -> list of (round, atpd run, redis run)
+    cmds = {}
+    for rnd in range(1, args.rounds + 1):
+        for name, what, extra, pipe, target in SCENARIOS:
+            if name not in wanted:
+                continue
+            other, aproto, oproto = COUNTERPART.get(name, ("redis", "bin", "resp"))
+            if other == "nginx" and not args.nginx_ok:
+                continue
+            pair = {}
+            for kind, proto in (("atpd", aproto), (other, oproto)):   # A B, every round
+                srv = Server(kind, args, args.work).start()
+                try:
+                    d = loadgen(args, srv, proto, extra, "%s-%s-r%d" % (name, kind, rnd), args.time,
+                                pipeline=pipe, populate=kind != "nginx" and "setup=none" not in extra)
+                finally:
+                    srv.stop()
+                d["_server_cmd"] = srv.cmd
+                pair[kind] = d
+                cl, sv = core(d)
+                print("round %d %-12s %-6s %11.0f ops/s  client %3.0f%%  server %3.0f%%  %s"
+                      % (rnd, name, kind, d["ops_per_sec"], cl * 100, sv * 100,
+                         "" if valid(d) else "DISCARDED (<90% of a core on both sides)"))
+                cmds.setdefault(name, {})[kind] = (srv.cmd, d["_cmd"])
+            results.setdefault(name, []).append((rnd, pair["atpd"], pair[other]))
+
+    # Open loop at 70% of atpd's own lookup maximum (median of valid p1 runs).
+    open_rows = []
+    max_p1 = [a["ops_per_sec"] for _, a, _ in results.get("lookup-p1", []) if valid(a)]
+    if not max_p1:
+        max_p1 = [a["ops_per_sec"] for _, a, _ in results.get("lookup-p1", [])]
+    atpd_max = statistics.median(max_p1) if max_p1 else 0
+    open_cmd = None
+    if atpd_max > 0:
+        rate = 0.7 * atpd_max
+        for rnd in range(1, args.rounds + 1):
+            srv = Server("atpd", args, args.work).start()
+            try:
+                d = loadgen(args, srv, "bin", LOOKUP, "open70-r%d" % rnd, args.time, closed=False, rate=rate)
+            finally:
+                srv.stop()
+            open_cmd = (srv.cmd, d["_cmd"])
+            l = d["latency_us"]["all"]
+            open_rows.append((rnd, rate, d["ops_per_sec"], l["p50"], l["p99"], l["p999"], l["max"], core(d)))
+            print("open loop 70%%: round %d rate %.0f achieved %.0f p99 %.1f us p99.9 %.1f us"
+                  % (rnd, rate, d["ops_per_sec"], l["p99"], l["p999"]))
+
+    # Flash sale on both: oversold must be 0 every time.
+    flash = []
+    for rnd in range(1, args.rounds + 1):
+        for kind, proto in (("atpd", "bin"), ("redis", "resp")):
+            srv = Server(kind, args, args.work).start()
+            try:
+                d = loadgen(args, srv, proto, ["--workload", "flash-sale"], "flash-%s-r%d" % (kind, rnd),
+                            min(args.time, 2.0), closed=True, populate=False)
+            finally:
+                srv.stop()
+            v = d.get("verify", {})
+            flash.append((rnd, kind, v.get("oversold"), v.get("granted"), v.get("server_granted"),
+                          d["ops_per_sec"], d["_status"]))
+            print("flash-sale round %d %s: oversold=%s granted=%s" % (rnd, kind, v.get("oversold"), v.get("granted")))
+
+    # Sweep: latency against throughput for the plot.
+    csvs = []
+    sweep_cmds = []
+    if not args.no_sweep and atpd_max > 0:
+        for kind, proto in (("atpd", "bin"), ("redis", "resp")):
+            top = atpd_max if kind == "atpd" else statistics.median(
+                [r["ops_per_sec"] for _, _, r in results.get("lookup-p1", [])] or [atpd_max])
+            step = max(1000, int(top * 0.15))
+            start = max(1000, int(top * 0.1))
+            stop = int(top * 0.95)
+            prefix = os.path.join(args.work, "sweep-%s" % kind)
+            srv = Server(kind, args, args.work).start()
+            cmd = ["taskset", "-c", "1", args.loadgen, "-P", proto, "-p", str(srv.port), "-c", "50",
+                   "--sweep", "%d:%d:%d" % (start, stop, step), "--test-time", "2",
+                   "--sweep-prefix", prefix, "--populate", "-q"] + LOOKUP
+            try:
+                subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=600)
+            finally:
+                srv.stop()
+            sweep_cmds.append(cmd)
+            if os.path.exists(prefix + ".csv"):
+                dest = os.path.join(ROOT, "docs", "bench", "sweep-%s.csv" % kind)
+                os.makedirs(os.path.dirname(dest), exist_ok=True)
+                shutil.copy(prefix + ".csv", dest)
+                csvs.append((kind, dest))
+    png, gp_script = render_plot(args, csvs) if csvs else (None, None)
+
+    # --- the section ---------------------------------------------------------
+    L = []
+    L.append("## Side by side\n")
+    L.append("Written by `python3 bench/side_by_side.py --build build --rounds %d --time %g` on %s "
+             "(%s, %d cores, Linux %s). Server pinned to core 0, atp-loadgen to core 1, fresh "
+             "servers for every run, A B A B interleaving, %d rounds; a run where neither side used "
+             "90%% of its core is discarded. Ratios are atpd / other, median of the rounds with the "
+             "spread (min-max). Targets are benchmarks, not tests.\n"
+             % (args.rounds, args.time, datetime.date.today().isoformat(), platform.node(),
+                os.cpu_count(), platform.release(), args.rounds))
+    L.append("| scenario | atpd ops/s (median) | other ops/s (median) | ratio | target | runs kept |")
+    L.append("|---|---|---|---|---|---|")
+    for name, what, extra, pipe, target in SCENARIOS:
+        rows = results.get(name)
+        if not rows:
+            continue
+        kept = [(a, r) for _, a, r in rows if valid(a) and valid(r)]
+        ratios = [a["ops_per_sec"] / r["ops_per_sec"] for a, r in kept if r["ops_per_sec"] > 0]
+        am = statistics.median([a["ops_per_sec"] for a, _ in kept]) if kept else 0
+        rm = statistics.median([r["ops_per_sec"] for _, r in kept]) if kept else 0
+        L.append("| %s | %.0f | %.0f | %s | >= %.1fx | %d of %d |"
+                 % (what, am, rm, fmt_ratio(ratios), target, len(kept), len(rows)))
+    L.append("")
+    L.append("Every run (ops/s, and the share of its core each side used):\n")
+    L.append("| scenario | round | atpd ops/s | atpd client/server core | other ops/s | other client/server core | ratio |")
+    L.append("|---|---|---|---|---|---|---|")
+    for name, what, extra, pipe, target in SCENARIOS:
+        for rnd, a, r in results.get(name, []):
+            ca, sa = core(a)
+            cr, sr = core(r)
+            flag = "" if valid(a) and valid(r) else " (discarded)"
+            L.append("| %s | %d | %.0f | %.0f%% / %.0f%% | %.0f | %.0f%% / %.0f%% | %.2f%s |"
+                     % (name, rnd, a["ops_per_sec"], ca * 100, sa * 100, r["ops_per_sec"], cr * 100,
+                        sr * 100, a["ops_per_sec"] / r["ops_per_sec"] if r["ops_per_sec"] else 0, flag))
+    L.append("")
+    L.append("Client CPU per request (getrusage of atp-loadgen) against server CPU per request "
+             "(/proc/<pid>/stat), pipeline 1, closed loop, medians over all rounds:\n")
+    L.append("| scenario | atp-loadgen us/request | server us/request | client lighter |")
+    L.append("|---|---|---|---|")
+    for name in ("lookup-p1", "reserve-p1"):
+        for kind, idx in (("atpd", 1), ("redis", 2)):
+            rows = results.get(name, [])
+            if not rows:
+                continue
+            c = statistics.median([row[idx]["cpu"]["client_us_per_request"] for row in rows])
+            s = statistics.median([row[idx]["cpu"].get("server_us_per_request", 0) for row in rows])
+            L.append("| %s on %s | %.2f | %.2f | %s |" % (name, kind, c, s, "yes" if c < s else "no"))
+    L.append("")
+    if open_rows:
+        p99 = statistics.median([r[4] for r in open_rows])
+        p999 = statistics.median([r[5] for r in open_rows])
+        L.append("Open loop at 70%% of atpd's own lookup maximum (%.0f of %.0f ops/s, pipeline 1, "
+                 "50 connections, latency from the intended send time), %d runs: median p99 **%.1f us** "
+                 "(target <= 500), median p99.9 **%.1f us** (target <= 1000).\n"
+                 % (0.7 * atpd_max, atpd_max, len(open_rows), p99, p999))
+        L.append("| round | offered | achieved | p50 us | p99 us | p99.9 us | max us | client/server core |")
+        L.append("|---|---|---|---|---|---|---|---|")
+        for rnd, rate, ach, p50, p99r, p999r, mx, (cl, sv) in open_rows:
+            L.append("| %d | %.0f | %.0f | %.1f | %.1f | %.1f | %.1f | %.0f%% / %.0f%% |"
+                     % (rnd, rate, ach, p50, p99r, p999r, mx, cl * 100, sv * 100))
+        L.append("")
+    if flash:
+        over = [f for f in flash if f[2] != 0 or f[6] != 0]
+        L.append("Flash sale (5 SKUs x 1000 units, 50 connections racing, closed loop): %s.\n"
+                 % ("oversold=0 in every run" if not over else "**OVERSOLD in %d runs**" % len(over)))
+        L.append("| round | server | oversold | units granted (client) | units held (server) | reserves/s |")
+        L.append("|---|---|---|---|---|---|")
+        for rnd, kind, o, g, sg, ops, st in flash:
+            L.append("| %d | %s | %s | %s | %s | %.0f |" % (rnd, kind, o, g, sg, ops))
+        L.append("")
+    if png:
+        L.append("![lookups: latency against throughput](bench/%s)\n" % os.path.basename(png))
+        L.append("The plot comes from `atp-loadgen --sweep` (CSV in `docs/bench/`), rendered by "
+                 "gnuplot.\n")
+    elif csvs:
+        L.append("Sweep CSVs were written but gnuplot is not installed (Debian: `gnuplot-nox`), so "
+                 "no plot was rendered.\n")
+    if not args.atpd_http:
+        L.append("HTTP (atpd's facade against nginx `return 200`): **not measured**: this atpd has no "
+                 "HTTP listener. `atp-loadgen -P http` drives nginx; rerun this script with a "
+                 "build that has the facade.\n")
+    elif not args.nginx_ok:
+        L.append("HTTP (atpd's facade against nginx `return 200`): **not measured**: nginx is not "
+                 "installed (Debian: nginx-light).\n")
+    else:
+        L.append("HTTP: nginx 1 worker (`worker_processes 1`, `return 200` with a 15-byte JSON body "
+                 "from memory, access log off) against atpd's HTTP facade answering "
+                 "`GET /v1/availability/{sku}?channel=web&location=DCn` from the store; the \"other\" "
+                 "columns above are nginx for that row.\n")
+    L.append("Commands (one round; servers are started fresh per run):\n")
+    L.append("```sh")
+    for name, what, extra, pipe, target in SCENARIOS:
+        if name in cmds:
+            for kind in cmds[name]:
+                srv_cmd, lg_cmd = cmds[name][kind]
+                L.append("# %s, %s" % (name, kind))
+                L.append(short_cmd(srv_cmd) + " &")
+                L.append(short_cmd(lg_cmd))
+    if open_cmd:
+        L.append("# open loop at 70% of the atpd maximum")
+        L.append(short_cmd(open_cmd[1]))
+    for c in sweep_cmds:
+        L.append(short_cmd(c))
+    L.append("```")
+    L.append("\n(The whole script ran for %.0f s.)" % (time.time() - started))
+    text = "\n".join(L)
+    if args.no_doc:
+        print(text)
+    else:
+        write_doc(args, text)
+        print("wrote the Side by side section of", args.out)
+
+
+if __name__ == "__main__":
+    main()
