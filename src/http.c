@@ -36,6 +36,7 @@
 #include <xxhash.h>
 
 #include "atp/error.h"
+#include "atp/ingest.h"
 #include "atp/store.h"
 #include "metrics.h"
 
@@ -375,6 +376,27 @@ int atp_http_error(struct atp_buf *out, int code, const char *detail)
 int atp_http_timeout_response(struct atp_buf *out)
 {
     return atp_http_error(out, ATP_ETIMEDOUT, "the request did not arrive in time");
+}
+
+bool atp_http_ready_ingest(void *ingest, char *reason, size_t len)
+{
+    struct atp_ingest_status s;
+    atp_ingest_status(ingest, &s);
+    if (s.ready)
+        return true;
+    if (!s.running)
+        snprintf(reason, len, "kafka consumer not running");
+    else if (!s.assigned)
+        snprintf(reason, len, "kafka consumer has no partition assignment yet");
+    else if (s.stale)
+        snprintf(reason, len, "kafka: %u stale partitions (offsets lost, awaiting resync)",
+                 s.stale);
+    else if (s.max_lag < 0)
+        snprintf(reason, len, "kafka lag unknown");
+    else
+        snprintf(reason, len, "kafka lag %lld > %lld", (long long)s.max_lag,
+                 (long long)s.lag_threshold);
+    return false;
 }
 
 void atp_http_ctx_free(struct atp_http_ctx *ctx)

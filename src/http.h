@@ -52,6 +52,14 @@
 typedef bool (*atp_http_ready_fn)(void *arg, char *reason, size_t len);
 
 /*
+ * A readiness callback for the Kafka ingest (arg: a struct atp_ingest *):
+ * ready when its consumer runs, has an assignment, no partition is stale
+ * and every lag is within its lag_threshold; else the reason ("kafka lag
+ * 5000 > 1000"). For atp_http_ctx.ready when atpd consumes Kafka.
+ */
+bool atp_http_ready_ingest(void *ingest, char *reason, size_t len);
+
+/*
  * One per worker thread (the scratch buffers below are not shared). Fill
  * the public fields, zero the rest; atp_http_ctx_free() releases what the
  * handler allocated.

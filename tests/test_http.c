@@ -24,6 +24,7 @@
 #include <http_parser.h>
 #include <json-c/json.h>
 
+#include "atp/ingest.h"
 #include "atp/store.h"
 #include "cmd.h"
 #include "http.h"
@@ -839,6 +840,27 @@ static void test_health(void **state)
     resp_free(r);
 }
 
+/* Readiness from a Kafka ingest: not ready while its consumer is stopped
+ * (the embedded mock cluster starts in-process; nothing is consumed). */
+static void test_ready_ingest(void **state)
+{
+    struct fx *x = *state;
+    struct atp_ingest_config cfg;
+    atp_ingest_config_defaults(&cfg);
+    struct atp_ingest *ing = NULL;
+    assert_int_equal(atp_ingest_new(&cfg, x->store, &ing), 0);
+    char reason[128] = "";
+    assert_false(atp_http_ready_ingest(ing, reason, sizeof(reason)));
+    assert_string_equal(reason, "kafka consumer not running");
+    x->http.ready = atp_http_ready_ingest;
+    x->http.ready_arg = ing;
+    struct resp *r = do_req(x, GET("/readyz"));
+    assert_int_equal(r->status, 503);
+    assert_string_equal(jstr(r, "reason"), "kafka consumer not running");
+    resp_free(r);
+    atp_ingest_free(ing);
+}
+
 static uint64_t metric_value(const char *text, const char *series)
 {
     const char *p = text;
@@ -1104,6 +1126,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_expired, setup, teardown),
         cmocka_unit_test_setup_teardown(test_admin, setup, teardown),
         cmocka_unit_test_setup_teardown(test_health, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_ready_ingest, setup, teardown),
         cmocka_unit_test_setup_teardown(test_metrics, setup, teardown),
         cmocka_unit_test_setup_teardown(test_pipelining, setup, teardown),
         cmocka_unit_test_setup_teardown(test_prefixes, setup, teardown),
