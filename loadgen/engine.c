@@ -527,13 +527,15 @@ static int worker_setup(struct worker *w)
     /* DEFER_TASKRUN: completions are processed only when this thread asks
      * for them, not by interrupting it at every packet; the ring has one
      * issuer (this thread). Fall back for older kernels. */
-    static const unsigned flag_sets[] = {
-        0,
+    static const unsigned defer_sets[] = {
+        IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN,
         IORING_SETUP_COOP_TASKRUN,
         0,
     };
+    static const unsigned plain_sets[] = {0, 0, 0};
+    const unsigned *flag_sets = getenv("LG_RING_DEFER") ? defer_sets : plain_sets;
     int rc = -EINVAL;
-    for (size_t i = 0; i < sizeof(flag_sets) / sizeof(flag_sets[0]); i++) {
+    for (size_t i = 0; i < 3; i++) {
         rc = io_uring_queue_init(entries, &w->ring, flag_sets[i]);
         if (rc != -EINVAL)
             break;
