@@ -16,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "atp/durable.h"
 #include "atp/proto.h"
 #include "metrics.h"
 
@@ -262,6 +263,8 @@ static int op_reserve(struct atp_cmd_ctx *ctx, const struct atp_frame *f, struct
     bool replayed = false;
     rc = atp_store_reserve(ctx->store, &sr, now_us, &res, &replayed, sf);
     atp_metrics_reservation(sr.channel, rc, replayed);
+    if (rc == 0 && replayed)
+        atp_durable_tls_barrier(); /* the original may still be on its way to the log */
     if (rc == ATP_EINSUFFICIENT)
         return append_error(out, f->opcode, f->id, rc, NULL, sf, req.nlines);
     if (rc)
@@ -279,6 +282,7 @@ static int op_by_id(struct atp_cmd_ctx *ctx, const struct atp_frame *f, struct a
     if (f->opcode != ATP_OP_RELEASE && (rc = refused(ctx)))
         return rc;
     struct atp_reservation res;
+    uint64_t pos0 = atp_durable_tls_pos();
     switch (f->opcode) {
     case ATP_OP_COMMIT:
         rc = atp_store_commit(ctx->store, req.res_id, now_us, &res);
@@ -290,6 +294,8 @@ static int op_by_id(struct atp_cmd_ctx *ctx, const struct atp_frame *f, struct a
         rc = atp_store_extend(ctx->store, req.res_id, req.ttl_ms, now_us, &res);
         break;
     }
+    if (rc == 0 && atp_durable_tls_pos() == pos0)
+        atp_durable_tls_barrier(); /* a repeated commit: answered from state */
     if (rc)
         return rc;
     return emit_resv(ctx, f, out, false, &res);

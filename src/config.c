@@ -19,6 +19,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "atp/durable.h"
 #include "log.h"
 
 extern char **environ;
@@ -35,6 +36,7 @@ enum kind {
     K_LOGLEVEL,
     K_LOGFORMAT,
     K_RECVMODE,
+    K_FSYNC,   /* always|everysec|no (atp/durable.h) */
     K_CHANNEL, /* repeatable; see parse_channel */
 };
 
@@ -111,6 +113,17 @@ static const struct directive directives[] = {
       K_CHANNEL, channels, 0, 0, 0),
     D("demo", "yes|no", "load a generated catalogue of 100k SKUs at start (default no)",
       K_BOOL, demo, 0, 0, 0),
+    D("dir", "PATH", "data folder of the write-ahead log and snapshots; unset = nothing "
+      "survives a restart (default unset)", K_STRING, dir, 0, 0, 0),
+    D("appendfsync", "always|everysec|no", "flush the log before acknowledging each change, "
+      "once a second, or when the kernel likes (default always)", K_FSYNC, appendfsync, 0, 0, 0),
+    D("snapshot-interval", "DURATION", "take a snapshot this often when the log grew "
+      "(default 5m)", K_DURATION, snapshot_interval_ms, 1000, 30ull * 86400 * 1000, 1000),
+    D("snapshot-log-size", "SIZE", "take a snapshot as soon as the log holds this much "
+      "(default 256mb)", K_SIZE, snapshot_log_size, 1u << 20, 1ull << 40, 0),
+    D("durability-repair", "yes|no", "start even on a damaged log, cutting it at the first "
+      "damaged record and losing what follows (default no)", K_BOOL, durability_repair,
+      0, 0, 0),
     D("kafka-brokers", "HOST:PORT,...", "Kafka bootstrap servers (default: none)",
       K_STRING, kafka_brokers, 0, 0, 0),
     D("kafka-topic", "NAME", "inventory event topic", K_STRING, kafka_topic, 0, 0, 0),
@@ -184,6 +197,9 @@ void atp_config_init(struct atp_config *cfg)
     cfg->max_reservations = sc.max_reservations ? sc.max_reservations : 256u << 10;
     cfg->max_ttl_ms = sc.max_ttl_ms ? sc.max_ttl_ms : 24ull * 3600 * 1000;
     cfg->idempotency_window_ms = sc.idempotency_window_ms;
+    cfg->appendfsync = ATP_FSYNC_ALWAYS;
+    cfg->snapshot_interval_ms = 300 * 1000;
+    cfg->snapshot_log_size = 256ull << 20;
     /* The embedded channel set: a web shop, an app with a thinner buffer,
      * and a marketplace that sees a capped, safer share of two warehouses. */
     channel_set(&cfg->channels[0], "web", 2, 0, -1, NULL, 0);
@@ -537,6 +553,11 @@ static int set_directive(struct atp_config *cfg, enum atp_config_layer layer,
             return fail(err, errlen, "%s: expected logfmt or json, got '%s'", name, value);
         memcpy(field, &x, sizeof(x));
         return 0;
+    case K_FSYNC:
+        if (atp_fsync_policy_parse(value, &x) != 0)
+            return fail(err, errlen, "%s: expected always, everysec or no, got '%s'", name, value);
+        memcpy(field, &x, sizeof(x));
+        return 0;
     case K_RECVMODE:
         if (strcmp(value, "auto") == 0)
             x = ATP_RECV_AUTO;
@@ -826,6 +847,10 @@ void atp_config_dump(const struct atp_config *cfg, FILE *out)
         case K_RECVMODE:
             memcpy(&x, field, sizeof(x));
             fprintf(out, "%s %s\n", name, modes[x >= 0 && x <= 2 ? x : 0]);
+            break;
+        case K_FSYNC:
+            memcpy(&x, field, sizeof(x));
+            fprintf(out, "%s %s\n", name, atp_fsync_policy_name(x));
             break;
         case K_CHANNEL:
             for (uint32_t c = 0; c < cfg->nchannels; c++)

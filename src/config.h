@@ -98,6 +98,12 @@ struct atp_config {
     uint32_t nchannels;
     int channels_layer; /* layer the current channel set came from */
     bool demo;          /* load the generated demo catalogue */
+    /* durability (docs/DURABILITY.md) */
+    char *dir;                     /* data folder; NULL: nothing survives a restart */
+    int appendfsync;               /* enum atp_fsync_policy */
+    uint64_t snapshot_interval_ms; /* periodic snapshot when the log grew */
+    uint64_t snapshot_log_size;    /* ... or once the log holds this many bytes */
+    bool durability_repair;        /* cut a damaged log at its first damaged record */
     /* Kafka ingestion: stored for the ingest module, not interpreted here */
     char *kafka_brokers; /* NULL: none configured */
     char *kafka_topic;

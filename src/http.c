@@ -35,6 +35,7 @@
 #include <time.h>
 #include <xxhash.h>
 
+#include "atp/durable.h"
 #include "atp/error.h"
 #include "atp/ingest.h"
 #include "atp/store.h"
@@ -1213,6 +1214,8 @@ static int op_reserve(struct call *c)
     bool replayed = false;
     rc = atp_store_reserve(store_of(c), &sr, c->now_us, &res, &replayed, sf);
     atp_metrics_reservation(sr.channel, rc, replayed);
+    if (rc == 0 && replayed)
+        atp_durable_tls_barrier(); /* the original may still be on its way to the log */
     if (rc == ATP_EINSUFFICIENT)
         rc = insufficient(c, lines, sr.nlines, sf);
     else if (rc == ATP_ECONFLICT)
@@ -1297,6 +1300,7 @@ static int op_reservation(struct call *c, const char *seg, size_t n)
         return fail(c, ATP_ENOTFOUND, "reservation ids are decimal numbers");
     if (which != ATP_MOP_RELEASE && (rc = refused(c)))
         return fail(c, rc, NULL);
+    uint64_t pos0 = atp_durable_tls_pos();
     if (which == ATP_MOP_COMMIT) {
         rc = atp_store_commit(store_of(c), id, c->now_us, &res);
     } else if (which == ATP_MOP_RELEASE) {
@@ -1317,6 +1321,8 @@ static int op_reservation(struct call *c, const char *seg, size_t n)
             return fail(c, ATP_ETTL, NULL);
         rc = atp_store_extend(store_of(c), id, (uint64_t)ttl, c->now_us, &res);
     }
+    if (rc == 0 && atp_durable_tls_pos() == pos0)
+        atp_durable_tls_barrier(); /* a repeated commit: answered from state */
     if (rc)
         return fail(c, rc, NULL);
     return emit_reservation(c, 200, &res, false);

@@ -27,6 +27,7 @@
 #include <systemd/sd-daemon.h>
 #endif
 
+#include "atp/durable.h"
 #include "atp/error.h"
 #include "atp/store.h"
 #include "cmd.h"
@@ -383,6 +384,63 @@ static int run_until_stopped(struct atp_server *srv, int sfd, uint64_t shutdown_
     return 0;
 }
 
+/* --- durability (docs/DURABILITY.md) --------------------------------------------- */
+
+static struct atp_durable *durable_open(const struct atp_config *cfg)
+{
+    struct atp_durable_config dc;
+    atp_durable_config_defaults(&dc);
+    dc.dir = cfg->dir;
+    dc.fsync = cfg->appendfsync;
+    dc.snapshot_interval_ms = cfg->snapshot_interval_ms;
+    dc.snapshot_log_bytes = cfg->snapshot_log_size;
+    dc.repair = cfg->durability_repair;
+    struct atp_durable *d;
+    char msg[256];
+    int rc = atp_durable_open(&dc, &d, msg);
+    if (rc != 0) {
+        atp_log(ATP_LOG_ERROR, "cannot open the data folder", LOG_STR("dir", cfg->dir),
+                LOG_STR("detail", msg), LOG_ERR(rc));
+        return NULL;
+    }
+    return d;
+}
+
+static int durable_recover(struct atp_durable *d, struct atp_store *store,
+                           const struct atp_store_config *scfg, const struct atp_config *cfg,
+                           struct atp_recovery_report *rep)
+{
+    uint64_t t0 = mono_ms();
+    int rc = atp_durable_recover(d, store, scfg, rep);
+    if (rc != 0) {
+        atp_log(ATP_LOG_ERROR, "recovery failed", LOG_STR("dir", cfg->dir),
+                LOG_STR("detail", atp_durable_errmsg(d)), LOG_ERR(rc));
+        return rc;
+    }
+    atp_log(ATP_LOG_INFO, "recovered", LOG_STR("dir", cfg->dir),
+            LOG_UINT("snapshot_pos", rep->snapshot_pos), LOG_UINT("items", rep->items),
+            LOG_UINT("reservations", rep->reservations), LOG_UINT("log_records", rep->records),
+            LOG_UINT("segments", rep->segments), LOG_UINT("kafka_offsets", rep->offsets),
+            LOG_UINT("ms", mono_ms() - t0),
+            LOG_STR("appendfsync", atp_fsync_policy_name(cfg->appendfsync)));
+    if (rep->torn_bytes)
+        atp_log(ATP_LOG_WARN, "dropped a torn write at the end of the log (never acknowledged)",
+                LOG_UINT("bytes", rep->torn_bytes));
+    if (rep->repaired_bytes)
+        atp_log(ATP_LOG_WARN, "durability-repair cut the damaged log and lost what followed",
+                LOG_UINT("bytes", rep->repaired_bytes));
+    return 0;
+}
+
+/* /readyz: false once the log failed (recovery is over before listening). */
+static bool durable_ready(void *arg, char *reason, size_t len)
+{
+    if (atp_durable_ready(arg))
+        return true;
+    snprintf(reason, len, "durable storage failed: %s", atp_durable_errmsg(arg));
+    return false;
+}
+
 static int serve(const struct atp_config *cfg)
 {
     static const volatile int refuse_writes = 0;
@@ -390,17 +448,29 @@ static int serve(const struct atp_config *cfg)
     struct atp_store *store = NULL;
     struct atp_server *srv = NULL;
     int status = 1, rc;
+    struct atp_durable *dur = NULL;
+    struct atp_recovery_report rep = {0};
 
     atp_config_to_store(cfg, &scfg);
+    if (cfg->dir) {
+        if ((dur = durable_open(cfg)) == NULL)
+            return 1;
+        scfg.store.journal = atp_durable_journal(dur);
+    }
     if ((rc = atp_store_new(&scfg.store, &store)) != 0) {
         atp_log(ATP_LOG_ERROR, "cannot create the store", LOG_ERR(rc));
+        atp_durable_free(dur);
         return 1;
     }
+    /* Recovery first: nothing may change the store before it is rebuilt. */
+    if (dur && durable_recover(dur, store, &scfg.store, cfg, &rep) != 0)
+        goto out;
     if ((rc = atp_store_start_expirer(store, 1000)) != 0) {
         atp_log(ATP_LOG_ERROR, "cannot start the expirer", LOG_ERR(rc));
         goto out;
     }
-    if (cfg->demo && load_demo(store) != 0)
+    /* The demo catalogue once: a recovered store already has it. */
+    if (cfg->demo && rep.items == 0 && rep.records == 0 && load_demo(store) != 0)
         goto out;
 
     struct atp_cmd_ctx ctx;
@@ -410,7 +480,12 @@ static int serve(const struct atp_config *cfg)
     ctx.max_frame = cfg->max_frame;
     ctx.max_keys = cfg->max_keys;
     ctx.max_lines = cfg->max_lines;
-    ctx.refuse_writes = &refuse_writes;
+    ctx.refuse_writes = dur ? atp_durable_refuse_flag(dur) : &refuse_writes;
+    if (dur && ctx.nsources < ATP_CMD_MAX_SOURCES) {
+        ctx.sources[ctx.nsources].collect = atp_durable_collect;
+        ctx.sources[ctx.nsources].arg = dur;
+        ctx.nsources++;
+    }
 
     struct atp_server_config sc = {
         .bind = cfg->bind,
@@ -436,6 +511,11 @@ static int serve(const struct atp_config *cfg)
     sc.http_port = (uint16_t)cfg->http_port;
     sc.http_request_timeout_ms = cfg->http_request_timeout_ms;
     sc.http_ctx = &http;
+    sc.durable = dur;
+    if (dur && !http.ready) {
+        http.ready = durable_ready;
+        http.ready_arg = dur;
+    }
     raise_fd_limit(cfg->max_connections, cfg->workers);
     if ((rc = atp_server_new(&sc, &ctx, &srv)) != 0) {
         char addr[96];
@@ -492,6 +572,16 @@ static int serve(const struct atp_config *cfg)
 out:
     atp_server_free(srv);
     atp_store_stop_expirer(store);
+    if (dur) {
+        /* Quiescent now: the final snapshot, then the log before it goes. */
+        rc = atp_durable_close(dur, store);
+        if (rc != 0 && rc != ATP_ESTATE)
+            atp_log(ATP_LOG_ERROR, "final snapshot failed (the log is kept)",
+                    LOG_STR("detail", atp_durable_errmsg(dur)), LOG_ERR(rc));
+        else if (rc == 0)
+            atp_log(ATP_LOG_INFO, "snapshot written", LOG_STR("dir", cfg->dir));
+        atp_durable_free(dur);
+    }
     atp_store_free(store);
     return status;
 }

@@ -96,6 +96,7 @@ enum ud_tag {
     UD_TICK = 4,
     UD_WAKE = 5,
     UD_HACCEPT = 6, /* the HTTP listener */
+    UD_DURABLE = 7, /* the log writer signalled: held responses may go */
 };
 #define UD_TAG_MASK 7ull
 
@@ -139,6 +140,9 @@ struct conn {
     uint64_t req_ms;          /* HTTP: when the request now pending began to arrive */
     struct conn *prev, *next; /* active or closing list */
     struct conn *dirty_next;
+    uint64_t hold_pos;      /* durability: out waits until this log position is acked */
+    struct conn *held_next; /* on the worker's held list */
+    bool held;
 } __attribute__((aligned(16)));
 
 struct clist {
@@ -174,6 +178,9 @@ struct worker {
     int lfd;  /* listener; -1 once closed */
     int hlfd; /* HTTP listener; -1 if none or closed */
     int efd;  /* eventfd: drain requests */
+    int dfd;  /* eventfd the log writer signals; -1 without durability */
+    uint64_t dval;
+    struct conn *held; /* conns whose output waits for the log */
     struct io_uring ring;
     bool ring_ok;
     struct atp_cmd_ctx ctx;   /* this worker's copy */
@@ -338,6 +345,14 @@ static void buf_trim(struct atp_buf *b)
 
 static void conn_release(struct worker *w, struct conn *c)
 {
+    if (c->held) {
+        for (struct conn **pp = &w->held; *pp; pp = &(*pp)->held_next)
+            if (*pp == c) {
+                *pp = c->held_next;
+                break;
+            }
+        c->held = false;
+    }
     close(c->fd);
     c->fd = -1;
     w->nconns--;
@@ -487,6 +502,45 @@ static void conn_close_with_error(struct worker *w, struct conn *c, int code, co
 }
 
 /*
+ * Durability: the requests just handled for c created log positions up to
+ * tls_pos (or answered from state others may still be logging: the barrier);
+ * c's output then waits until that position is acknowledged.
+ */
+static void hold_note(struct worker *w, struct conn *c, uint64_t pos0)
+{
+    uint64_t pos = atp_durable_tls_pos();
+    if (atp_durable_tls_take_barrier())
+        pos = atp_durable_pos_begun(w->srv->cfg.durable);
+    else if (pos == pos0)
+        return;
+    if (pos > c->hold_pos)
+        c->hold_pos = pos;
+}
+
+/* Does c's output still wait for the log? If so c goes on the held list. */
+static bool durable_holds(struct worker *w, struct conn *c)
+{
+    struct atp_durable *d = w->srv->cfg.durable;
+    if (atp_durable_acked(d, c->hold_pos)) {
+        c->hold_pos = 0;
+        return false;
+    }
+    if (atp_durable_failed(d)) {
+        /* Never acknowledged, never sent: drop the answers and close. */
+        c->out.len = 0;
+        c->hold_pos = 0;
+        conn_begin_close(w, c, R_ERROR);
+        return false;
+    }
+    if (!c->held) {
+        c->held = true;
+        c->held_next = w->held;
+        w->held = c;
+    }
+    return true;
+}
+
+/*
  * Hand whole frames to the cmd layer. Returns the bytes consumed; stops at a
  * partial frame, at the output limit (pausing the conn) or at broken framing
  * (closing it; everything is then "consumed").
@@ -495,6 +549,7 @@ static size_t consume(struct worker *w, struct conn *c, const uint8_t *p, size_t
 {
     size_t off = 0;
     uint64_t handled = 0;
+    uint64_t pos0 = atp_durable_tls_pos();
     size_t limit = w->srv->cfg.output_buffer_limit;
     while (off < n) {
         if (pending_out(c) >= limit) {
@@ -523,6 +578,8 @@ static size_t consume(struct worker *w, struct conn *c, const uint8_t *p, size_t
         c->req_ms = w->now_ms; /* what is left is a request that begins now */
     if (handled)
         STAT_ADD(w, requests, handled);
+    if (w->srv->cfg.durable)
+        hold_note(w, c, pos0);
     if (pending_out(c) > 0 || c->state != C_OPEN)
         mark_dirty(w, c);
     return off;
@@ -629,6 +686,26 @@ static void arm_tick(struct worker *w)
     io_uring_sqe_set_data64(sqe, ud_make(w, UD_TICK));
 }
 
+static void arm_durable(struct worker *w)
+{
+    struct io_uring_sqe *sqe = get_sqe(w);
+    io_uring_prep_read(sqe, w->dfd, &w->dval, sizeof(w->dval), 0);
+    io_uring_sqe_set_data64(sqe, ud_make(w, UD_DURABLE));
+}
+
+/* The synced position moved (or the log failed): look at the held conns. */
+static void on_durable(struct worker *w, const struct io_uring_cqe *cqe)
+{
+    for (struct conn *c = w->held, *next; c; c = next) {
+        next = c->held_next;
+        c->held = false;
+        mark_dirty(w, c);
+    }
+    w->held = NULL;
+    if (cqe->res >= 0 || cqe->res == -EINTR || cqe->res == -EAGAIN)
+        arm_durable(w);
+}
+
 static void arm_wake(struct worker *w)
 {
     struct io_uring_sqe *sqe = get_sqe(w);
@@ -669,7 +746,8 @@ static void conn_flush(struct worker *w, struct conn *c)
             conn_release(w, c);
         return;
     }
-    if (!c->send_inflight && c->out.len > 0) {
+    bool hold = c->hold_pos && c->out.len > 0 && durable_holds(w, c);
+    if (!hold && !c->send_inflight && c->out.len > 0) {
         struct atp_buf t = c->snd;
         c->snd = c->out;
         c->out = t;
@@ -951,6 +1029,9 @@ static void handle_cqe(struct worker *w, const struct io_uring_cqe *cqe)
     case UD_TICK:
         on_tick(w);
         break;
+    case UD_DURABLE:
+        on_durable(w, cqe);
+        break;
     case UD_WAKE:
         if (__atomic_load_n(&w->srv->drain, __ATOMIC_ACQUIRE))
             start_drain(w);
@@ -1059,6 +1140,8 @@ static void *worker_main(void *arg)
     if (w->hlfd >= 0)
         arm_accept(w, true);
     arm_wake(w);
+    if (w->dfd >= 0)
+        arm_durable(w);
     arm_tick(w);
     while (!worker_done(w)) {
         flush_dirty(w);
@@ -1334,6 +1417,7 @@ int atp_server_new(const struct atp_server_config *cfg, const struct atp_cmd_ctx
         srv->workers[i].lfd = -1;
         srv->workers[i].hlfd = -1;
         srv->workers[i].efd = -1;
+        srv->workers[i].dfd = -1;
     }
 
     if (cfg->recv_mode == ATP_RECV_PLAIN) {
@@ -1374,6 +1458,15 @@ int atp_server_new(const struct atp_server_config *cfg, const struct atp_cmd_ctx
         if (w->efd < 0) {
             rc = -errno;
             break;
+        }
+        if (cfg->durable) {
+            w->dfd = eventfd(0, EFD_CLOEXEC);
+            if (w->dfd < 0) {
+                rc = -errno;
+                break;
+            }
+            if ((rc = atp_durable_notify_add(cfg->durable, w->dfd)) != 0)
+                break;
         }
     }
     if (rc == 0 && cfg->http)
@@ -1482,6 +1575,10 @@ void atp_server_free(struct atp_server *srv)
         atp_http_ctx_free(&w->hctx);
         if (w->efd >= 0)
             close(w->efd);
+        if (w->dfd >= 0) {
+            atp_durable_notify_remove(srv->cfg.durable, w->dfd); /* before the number is reused */
+            close(w->dfd);
+        }
     }
     free(srv->workers);
     sem_destroy(&srv->ready);

@@ -20,6 +20,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "atp/durable.h"
 #include "cmd.h"
 #include "http.h"
 
@@ -40,6 +41,9 @@ struct atp_server_config {
     const struct atp_http_ctx *http_ctx; /* template: limits, version, readiness (may be NULL);
                                             each worker gets a copy with its own cmd context, and
                                             /readyz also answers 503 while draining */
+    /* Durability (atp/durable.h): a connection's responses wait until the log
+     * positions its requests created are acknowledged. NULL: answer at once. */
+    struct atp_durable *durable;
 };
 
 struct atp_server;

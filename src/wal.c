@@ -330,9 +330,14 @@ static void notify_all(struct atp_durable *d)
     atomic_fetch_add(&d->sync_seq, 1);
     if (atomic_load(&d->sync_waiters))
         futex_wake(&d->sync_seq, INT_MAX);
-    uint32_t n = atomic_load_explicit(&d->nnotify, memory_order_acquire);
-    for (uint32_t i = 0; i < n; i++)
-        (void)eventfd_write(d->notify[i], 1);
+    /* Under mu: a removed descriptor is never written after its removal
+     * returns (it may be closed and its number reused). */
+    if (atomic_load_explicit(&d->nnotify, memory_order_relaxed)) {
+        pthread_mutex_lock(&d->mu);
+        for (uint32_t i = 0; i < atomic_load_explicit(&d->nnotify, memory_order_relaxed); i++)
+            (void)eventfd_write(d->notify[i], 1);
+        pthread_mutex_unlock(&d->mu);
+    }
 }
 
 void durable_fail(struct atp_durable *d, int err, const char *fmt, ...)
@@ -360,6 +365,7 @@ void durable_fail(struct atp_durable *d, int err, const char *fmt, ...)
  */
 static __thread struct {
     uint64_t pos;
+    bool barrier;             /* see atp_durable_tls_barrier */
     struct atp_durable *ev_d; /* event_start() was called on this durable */
     uint64_t held_pos;        /* 0: nothing held */
     int held_type;
@@ -371,6 +377,18 @@ static __thread struct {
 uint64_t atp_durable_tls_pos(void)
 {
     return tls.pos;
+}
+
+void atp_durable_tls_barrier(void)
+{
+    tls.barrier = true;
+}
+
+bool atp_durable_tls_take_barrier(void)
+{
+    bool b = tls.barrier;
+    tls.barrier = false;
+    return b;
 }
 
 static uint64_t pos_take(struct atp_durable *d)
@@ -588,10 +606,22 @@ int atp_durable_notify_add(struct atp_durable *d, int fd)
         return ATP_EFULL;
     }
     d->notify[n] = fd;
-    /* R4: release publishes the fd; pairs with the acquire in notify_all. */
-    atomic_store_explicit(&d->nnotify, n + 1, memory_order_release);
+    atomic_store(&d->nnotify, n + 1); /* read under mu by notify_all */
     pthread_mutex_unlock(&d->mu);
     return 0;
+}
+
+void atp_durable_notify_remove(struct atp_durable *d, int fd)
+{
+    pthread_mutex_lock(&d->mu);
+    uint32_t n = atomic_load(&d->nnotify);
+    for (uint32_t i = 0; i < n; i++)
+        if (d->notify[i] == fd) {
+            d->notify[i] = d->notify[n - 1];
+            atomic_store(&d->nnotify, n - 1);
+            break;
+        }
+    pthread_mutex_unlock(&d->mu);
 }
 
 int atp_durable_failed(const struct atp_durable *d)

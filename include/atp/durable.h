@@ -155,6 +155,16 @@ int atp_durable_note_offset(struct atp_durable *d, const char *topic, int32_t pa
 
 /* Highest position begun on the calling thread (by any durable; 0: none). */
 uint64_t atp_durable_tls_pos(void);
+/*
+ * Answers read from state that another thread may still be logging (an
+ * idempotent replay of a reservation, a repeated commit) made no position of
+ * their own: the command layer calls tls_barrier() after such an answer,
+ * and the server, seeing tls_take_barrier() true after a batch, holds the
+ * batch until atp_durable_pos_begun() (everything begun so far) is acked.
+ */
+void atp_durable_tls_barrier(void);
+bool atp_durable_tls_take_barrier(void); /* read and clear */
+
 /* Highest position begun by anyone so far. */
 uint64_t atp_durable_pos_begun(const struct atp_durable *d);
 /* Every position <= this one is on disk and fdatasync'ed. */
@@ -178,6 +188,8 @@ int atp_durable_wait(struct atp_durable *d, uint64_t pos, uint64_t timeout_ms);
  * can wait for it (for example an io_uring read on it). 0 or ATP_EFULL.
  */
 int atp_durable_notify_add(struct atp_durable *d, int eventfd);
+/* Stop signalling it (before closing it). */
+void atp_durable_notify_remove(struct atp_durable *d, int eventfd);
 
 /* 0, or ATP_EREADONLY once a write or fsync failed (final). */
 int atp_durable_failed(const struct atp_durable *d);
