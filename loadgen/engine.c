@@ -207,8 +207,12 @@ static int issue(struct worker *w, struct conn *c, const struct slot *src, int o
     s->measured = measured(w, t0);
     if (s->measured) {
         w->stats.sent[op]++;
-        if (now > t0 + LG_LATE_NS)
-            w->stats.late_sends++;
+        if (!w->run->cfg->closed_loop) {
+            uint64_t delay = now > t0 ? now - t0 : 0;
+            lg_hist_record(&w->stats.send_delay, delay);
+            if (delay > LG_LATE_NS)
+                w->stats.late_sends++;
+        }
     }
     w->inflight++;
     return run->drv->encode(run, c->dstate, &r, &c->wq);

@@ -141,8 +141,12 @@ static int produce_adjust(struct kworker *w, uint64_t n, uint64_t t0, uint64_t n
     if (rc == 0 && in_window(w->run, t0)) {
         w->stats.sent[LG_OP_PRODUCE]++;
         w->outstanding_measured++;
-        if (now > t0 + LG_LATE_NS)
-            w->stats.late_sends++;
+        if (!w->run->cfg->closed_loop) {
+            uint64_t delay = now > t0 ? now - t0 : 0;
+            lg_hist_record(&w->stats.send_delay, delay);
+            if (delay > LG_LATE_NS)
+                w->stats.late_sends++;
+        }
     }
     return rc;
 }

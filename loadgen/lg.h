@@ -164,8 +164,9 @@ struct lg_stats {
     uint64_t keys_read;         /* MGET/GET keys answered */
     uint64_t followups_dropped; /* commit/release that found no room */
     uint64_t conn_errors;
-    uint64_t late_sends; /* open loop: sent after their intended time */
-    int64_t *granted;    /* verify: net units granted per item, or NULL */
+    uint64_t late_sends;       /* open loop: sent > LG_LATE_NS after their intended time */
+    struct lg_hist send_delay; /* open loop: actual send - intended send time */
+    int64_t *granted;          /* verify: net units granted per item, or NULL */
     size_t ngranted;
 };
 

@@ -108,6 +108,14 @@ void lg_report_table(const struct lg_run *run, FILE *f)
                 us(lg_hist_percentile(h, 99)), us(h->max),
                 (unsigned long long)s->err[LG_OP_FRESHNESS]);
     }
+    if (!cfg->closed_loop && s->send_delay.total) {
+        const struct lg_hist *h = &s->send_delay;
+        fprintf(f,
+                "\nsend delay (actual - intended send time, part of the latencies above): "
+                "p50 %.1f us, p99 %.1f us, p99.9 %.1f us, max %.1f us\n",
+                us(lg_hist_percentile(h, 50)), us(lg_hist_percentile(h, 99)),
+                us(lg_hist_percentile(h, 99.9)), us(h->max));
+    }
     uint64_t unans = total(s->unanswered);
     if (unans)
         fprintf(f, "\nunanswered at the end of the drain: %llu\n", (unsigned long long)unans);
@@ -233,6 +241,8 @@ int lg_report_json(const struct lg_run *run, const char *path)
     json_object_object_add(lat, "all", latency_obj(&all));
     json_object_object_add(root, "ops", ops);
     json_object_object_add(root, "latency_us", lat);
+    if (!run->cfg->closed_loop)
+        json_object_object_add(root, "send_delay_us", latency_obj(&s->send_delay));
 
     json_object *errs = json_object_new_object();
     json_object *by_status = json_object_new_object();

@@ -79,6 +79,7 @@ void lg_stats_init(struct lg_stats *s)
     memset(s, 0, sizeof(*s));
     for (int i = 0; i < LG_OP_NMEASURED; i++)
         lg_hist_init(&s->hist[i]);
+    lg_hist_init(&s->send_delay);
 }
 
 /* Index of a status name in the table, adding it; the last row takes the overflow. */
@@ -122,6 +123,7 @@ void lg_stats_merge(struct lg_stats *dst, const struct lg_stats *src)
     dst->followups_dropped += src->followups_dropped;
     dst->conn_errors += src->conn_errors;
     dst->late_sends += src->late_sends;
+    lg_hist_merge(&dst->send_delay, &src->send_delay);
     if (src->granted) {
         if (!dst->granted) {
             dst->granted = calloc(src->ngranted, sizeof(int64_t));
