@@ -78,6 +78,7 @@ struct lg_config {
     char kafka_brokers[256];
     char kafka_topic[128]; /* overrides the workload's */
     double drain_s;        /* wait for outstanding responses at the end */
+    double spin_us;        /* open loop: poll instead of sleeping this close to a send */
     bool quiet;
     char label[128];
     struct lg_workload wl;
@@ -196,6 +197,7 @@ struct lg_run {
     uint64_t cpu_mark_wall;
     double wall_measured_s; /* between the two CPU marks */
     bool abort_run;         /* set before the start barrier */
+    uint64_t spin_ns;       /* open loop: poll this long before a send */
     /* verify (flash-sale) */
     int64_t *stock_before; /* ATP per item at setup */
     int64_t *held_before;  /* reserved + allocated per item at setup */

@@ -46,6 +46,7 @@ enum {
     OPT_KAFKA_TOPIC,
     OPT_DRAIN,
     OPT_LABEL,
+    OPT_SPIN,
     OPT_VERSION,
 };
 
@@ -75,6 +76,7 @@ static const struct option long_opts[] = {
     {"kafka-topic", required_argument, NULL, OPT_KAFKA_TOPIC},
     {"drain-time", required_argument, NULL, OPT_DRAIN},
     {"label", required_argument, NULL, OPT_LABEL},
+    {"spin-us", required_argument, NULL, OPT_SPIN},
     {"quiet", no_argument, NULL, 'q'},
     {"help", no_argument, NULL, 'h'},
     {"version", no_argument, NULL, OPT_VERSION},
@@ -106,6 +108,8 @@ static void usage(FILE *f)
             "      --warmup-time SECS    run this long before measuring (default 0)\n"
             "      --seed N              random seed (default 1)\n"
             "      --drain-time SECS     wait for outstanding responses at the end (default 2)\n"
+            "      --spin-us N           open loop: stop sleeping N us before each send and\n"
+            "                            poll instead (precise send times, more client CPU)\n"
             "Workload:\n"
             "      --workload FILE       key=value file, or a name in %s\n"
             "                            (checkout, orchestrator, marketplace-poll,\n"
@@ -294,6 +298,10 @@ static int parse_args(int argc, char **argv, struct lg_config *cfg, bool *rate_g
             if (parse_double_arg(optarg, 0, 600, &cfg->drain_s))
                 return bad("--drain-time", optarg);
             break;
+        case OPT_SPIN:
+            if (parse_double_arg(optarg, 0, 10000, &cfg->spin_us))
+                return bad("--spin-us", optarg);
+            break;
         case OPT_LABEL:
             snprintf(cfg->label, sizeof(cfg->label), "%s", optarg);
             break;
@@ -415,6 +423,7 @@ static void run_init(struct lg_run *run, const struct lg_config *cfg, double rat
     run->wl = &cfg->wl;
     run->rate = rate;
     run->server_cpu_s = -1;
+    run->spin_ns = (uint64_t)(cfg->spin_us * 1000.0);
     switch (cfg->protocol) {
     case LG_PROTO_HTTP:
         run->drv = &lg_driver_http;

@@ -188,6 +188,7 @@ static json_object *config_obj(const struct lg_run *run)
     json_object_object_add(c, "workload_file", json_object_new_string(cfg->workload_path));
     json_object_object_add(c, "label", json_object_new_string(cfg->label));
     json_object_object_add(c, "drain_time_s", json_object_new_double(cfg->drain_s));
+    json_object_object_add(c, "spin_us", json_object_new_double(cfg->spin_us));
     if (cfg->protocol == LG_PROTO_KAFKA) {
         json_object_object_add(c, "kafka_brokers", json_object_new_string(cfg->kafka_brokers));
     }
