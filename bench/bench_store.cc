@@ -1,0 +1,381 @@
+/*
+ * bench_store.cc - Google Benchmark microbenchmarks of the ATP store
+ * (include/atp/store.h), over the same static library as the server.
+ *
+ * One store of 1,048,576 items (262,144 skus at 4 locations each) is built
+ * once; every item's on_hand is known (10 + index % 97), so each benchmark
+ * checks its answers (sums of ATP, expected return codes, counters back to
+ * zero) and aborts with a message if one is wrong: a faster build must still
+ * be right. Keys are drawn at random (xorshift) over all items, so lookups
+ * miss the caches as a server's would.
+ *
+ *   BM_Populate          build the store; reports memory per item, both as
+ *                        RSS growth (/proc/self/statm) and as the address space
+ *                        the store reserves (atp_store_stats bytes_reserved)
+ *   BM_GetItem           ATP of one item for a channel
+ *   BM_GetItemBatch16    the same through atp_store_get_many, 16 keys a call
+ *   BM_GetNetwork        network ATP of a sku over its 4 locations
+ *   BM_ReserveRelease    reserve 1 unit of a random item, then release it
+ *   BM_Adjust            on_hand += 1 then -= 1 on a random item
+ *   BM_BaselineProbe     not the store: a bare XXH3 open-addressing probe over
+ *                        the same 1M keys, the yardstick of issue 2 (measured in
+ *                        the same run, so the ratio means something on a shared
+ *                        machine)
+ *
+ * Each runs with 1 and 2 threads; items/s counts lookups, pairs or adjusts.
+ * Knows the public store API only.
+ */
+#include <benchmark/benchmark.h>
+
+#include <atomic>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <mutex>
+#include <unistd.h>
+
+#include <vector>
+
+#include <xxhash.h>
+
+#include "atp/store.h"
+
+namespace
+{
+
+constexpr uint32_t kLocs = 4;
+constexpr uint32_t kSkus = 1u << 18;
+constexpr uint32_t kItems = kSkus * kLocs; /* 1,048,576 */
+constexpr int kSkuLen = 11;                /* "SKU-0000000" */
+
+const char *const kLocNames[kLocs] = {"DC1", "DC2", "DC3", "DC4"};
+const atp_channel_config kChannels[] = {
+    {"web", 0, 0, -1, nullptr, 0},
+    {"app", 2, 0, -1, nullptr, 0},
+};
+
+atp_store *g_store;
+char *g_skus; /* kSkus * kSkuLen bytes, not NUL-terminated */
+std::once_flag g_once;
+double g_rss_per_item, g_reserved_per_item, g_populate_seconds;
+
+[[noreturn]] void die(const char *what, long long a, long long b)
+{
+    std::fprintf(stderr, "bench_store: WRONG RESULT: %s (%lld vs %lld)\n", what, a, b);
+    std::abort();
+}
+
+inline int64_t base_on_hand(uint32_t item)
+{
+    return 10 + item % 97;
+}
+
+inline atp_slice sku_of(uint32_t item)
+{
+    return atp_slice{g_skus + (size_t)(item / kLocs) * kSkuLen, kSkuLen};
+}
+
+inline atp_slice loc_of(uint32_t item)
+{
+    return atp_slice{kLocNames[item % kLocs], 3};
+}
+
+inline uint64_t xorshift(uint64_t &s)
+{
+    s ^= s << 13;
+    s ^= s >> 7;
+    s ^= s << 17;
+    return s;
+}
+
+long rss_bytes()
+{
+    long pages = 0, rss = 0;
+    FILE *f = std::fopen("/proc/self/statm", "r");
+    if (!f)
+        return 0;
+    if (std::fscanf(f, "%ld %ld", &pages, &rss) != 2)
+        rss = 0;
+    std::fclose(f);
+    return rss * sysconf(_SC_PAGESIZE);
+}
+
+void build_store()
+{
+    atp_store_config cfg;
+    atp_store_config_defaults(&cfg);
+    cfg.max_items = kItems;
+    cfg.max_reservations = 1u << 20;
+    /*
+     * Finished reservations stay for the window, so the pool must hold what a
+     * window's worth of pairs leaves behind (100 ms at 5M pairs/s = 500k of
+     * 1M); the reaper clears a key table once per window, a cost proportional
+     * to the pool, so a window much shorter than pool/rate would dominate.
+     */
+    cfg.idempotency_window_ms = 100;
+    cfg.channels = kChannels;
+    cfg.nchannels = 2;
+    g_skus = static_cast<char *>(std::malloc((size_t)kSkus * kSkuLen + 16));
+    for (uint32_t k = 0; k < kSkus; k++) {
+        char tmp[16];
+        std::snprintf(tmp, sizeof(tmp), "SKU-%07u", k);
+        std::memcpy(g_skus + (size_t)k * kSkuLen, tmp, kSkuLen);
+    }
+    long rss0 = rss_bytes();
+    int rc = atp_store_new(&cfg, &g_store);
+    if (rc != 0)
+        die("atp_store_new", rc, 0);
+    uint64_t t0 = atp_now_us();
+    for (uint32_t i = 0; i < kItems; i++) {
+        rc = atp_store_set(g_store, sku_of(i), loc_of(i), base_on_hand(i), 1);
+        if (rc != 0)
+            die("populate set", rc, i);
+    }
+    g_populate_seconds = (double)(atp_now_us() - t0) / 1e6;
+    long rss1 = rss_bytes();
+    struct atp_store_stats st;
+    atp_store_stats(g_store, &st);
+    if (st.items != kItems)
+        die("items after populate", (long long)st.items, kItems);
+    g_rss_per_item = (double)(rss1 - rss0) / kItems;
+    /* the reservation pool is reserved up front too; count only the item side */
+    g_reserved_per_item = (double)st.bytes_reserved / kItems;
+}
+
+/* The yardstick: XXH3 of "sku|loc" and a linear probe of 64-bit hashes, 2M slots. */
+std::vector<uint64_t> g_probe;
+constexpr uint64_t kProbeMask = (1u << 21) - 1;
+
+inline uint64_t key_hash(uint32_t item)
+{
+    char k[kSkuLen + 3];
+    std::memcpy(k, sku_of(item).p, kSkuLen);
+    std::memcpy(k + kSkuLen, kLocNames[item % kLocs], 3);
+    return XXH3_64bits(k, sizeof(k)) | 1; /* 0 marks an empty slot */
+}
+
+void build_probe()
+{
+    g_probe.assign(kProbeMask + 1, 0);
+    for (uint32_t i = 0; i < kItems; i++) {
+        uint64_t h = key_hash(i);
+        uint64_t j = h & kProbeMask;
+        while (g_probe[j] != 0)
+            j = (j + 1) & kProbeMask;
+        g_probe[j] = h;
+    }
+}
+
+void ensure_store()
+{
+    std::call_once(g_once, [] {
+        build_store();
+        build_probe();
+    });
+}
+
+/* --- benchmarks ------------------------------------------------------------- */
+
+void BM_Populate(benchmark::State &state)
+{
+    for (auto _ : state)
+        ensure_store();
+    state.counters["items"] = kItems;
+    state.counters["populate_s"] = g_populate_seconds;
+    state.counters["rss_B_per_item"] = g_rss_per_item;
+    state.counters["reserved_B_per_item"] = g_reserved_per_item;
+}
+BENCHMARK(BM_Populate)->Iterations(1)->Unit(benchmark::kMillisecond);
+
+void BM_GetItem(benchmark::State &state)
+{
+    ensure_store();
+    uint64_t seed = 0x9e3779b97f4a7c15ull + (uint64_t)state.thread_index() * 7919;
+    int64_t sum = 0, want = 0;
+    for (auto _ : state) {
+        uint32_t i = (uint32_t)(xorshift(seed) % kItems);
+        atp_breakdown b;
+        int rc = atp_store_get(g_store, sku_of(i), loc_of(i), 0, &b);
+        if (rc != 0)
+            die("get rc", rc, 0);
+        sum += b.atp;
+        want += base_on_hand(i);
+    }
+    if (sum != want)
+        die("sum of item ATP", sum, want);
+    state.SetItemsProcessed(state.iterations());
+}
+BENCHMARK(BM_GetItem)->Threads(1)->Threads(2)->UseRealTime();
+
+void BM_GetItemBatch16(benchmark::State &state)
+{
+    ensure_store();
+    uint64_t seed = 0x1234567ull + (uint64_t)state.thread_index() * 104729;
+    atp_get_req reqs[16];
+    atp_breakdown out[16];
+    int rcs[16];
+    int64_t sum = 0, want = 0;
+    for (auto _ : state) {
+        for (int k = 0; k < 16; k++) {
+            uint32_t i = (uint32_t)(xorshift(seed) % kItems);
+            reqs[k] = atp_get_req{sku_of(i), loc_of(i), 0};
+            want += base_on_hand(i);
+        }
+        atp_store_get_many(g_store, reqs, 16, out, rcs);
+        for (int k = 0; k < 16; k++) {
+            if (rcs[k] != 0)
+                die("get_many rc", rcs[k], k);
+            sum += out[k].atp;
+        }
+    }
+    if (sum != want)
+        die("sum of batched ATP", sum, want);
+    state.SetItemsProcessed(state.iterations() * 16);
+}
+BENCHMARK(BM_GetItemBatch16)->Threads(1)->Threads(2)->UseRealTime();
+
+void BM_GetNetwork(benchmark::State &state)
+{
+    ensure_store();
+    uint64_t seed = 0xabcdef12345ull + (uint64_t)state.thread_index() * 15485863;
+    int64_t sum = 0, want = 0;
+    for (auto _ : state) {
+        uint32_t k = (uint32_t)(xorshift(seed) % kSkus);
+        atp_breakdown b;
+        int rc = atp_store_get_network(g_store, sku_of(k * kLocs), 0, &b);
+        if (rc != 0)
+            die("get_network rc", rc, 0);
+        sum += b.atp;
+        for (uint32_t l = 0; l < kLocs; l++)
+            want += base_on_hand(k * kLocs + l);
+    }
+    if (sum != want)
+        die("sum of network ATP", sum, want);
+    state.SetItemsProcessed(state.iterations());
+}
+BENCHMARK(BM_GetNetwork)->Threads(1)->Threads(2)->UseRealTime();
+
+/*
+ * Idempotency keys: a prefix unique to this thread's run (the framework calls
+ * each benchmark several times, and a key still inside the idempotency window
+ * would replay) and a base-62 odometer, so making a key costs no formatting.
+ */
+const char kDigits[] = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+std::atomic<uint32_t> g_key_space{0};
+
+struct KeyGen {
+    char buf[16];
+    KeyGen()
+    {
+        uint32_t u = g_key_space.fetch_add(1);
+        std::memcpy(buf, "b0000-000000000", 16);
+        for (int p = 4; p > 0; p--, u /= 62)
+            buf[p] = kDigits[u % 62];
+    }
+    void next()
+    {
+        for (int p = 14; p > 5; p--) {
+            const char *d = std::strchr(kDigits, buf[p]);
+            if (d[1]) {
+                buf[p] = d[1];
+                return;
+            }
+            buf[p] = '0';
+        }
+    }
+    atp_slice slice() const
+    {
+        return atp_slice{buf, 15};
+    }
+};
+
+void BM_ReserveRelease(benchmark::State &state)
+{
+    ensure_store();
+    KeyGen keys;
+    uint64_t seed = 0x5151ull + (uint64_t)state.thread_index() * 31337 + atp_now_us();
+    uint64_t now = atp_now_us();
+    uint64_t n = 0;
+    atp_line_req line;
+    atp_reserve_req req;
+    req.channel = 0;
+    req.ttl_ms = 60000;
+    req.lines = &line;
+    req.nlines = 1;
+    for (auto _ : state) {
+        uint32_t i = (uint32_t)(xorshift(seed) % kItems);
+        line = atp_line_req{sku_of(i), loc_of(i), 1};
+        keys.next();
+        req.key = keys.slice();
+        atp_reservation r;
+        bool replayed = true;
+        int rc = atp_store_reserve(g_store, &req, now, &r, &replayed, nullptr);
+        if (rc != 0 || replayed)
+            die("reserve rc / replayed", rc, replayed);
+        rc = atp_store_release(g_store, r.id, now, nullptr);
+        if (rc != 0)
+            die("release rc", rc, 0);
+        if ((++n & 1023) == 0) {
+            /* the reaper's share of the work: reclaim finished records */
+            now = atp_now_us();
+            atp_store_expire(g_store, now);
+        }
+    }
+    /* every hold was given back: a sample of items reads its base again */
+    for (uint32_t i = 0; i < kItems; i += 4099) {
+        atp_breakdown b;
+        if (atp_store_get(g_store, sku_of(i), loc_of(i), 0, &b) != 0)
+            die("get after reserve/release", i, 0);
+        if (b.reserved < 0 || (state.threads() == 1 && b.reserved != 0))
+            die("reserved after reserve/release", b.reserved, 0);
+    }
+    state.SetItemsProcessed(state.iterations());
+    state.counters["pairs_per_s"] =
+        benchmark::Counter((double)state.iterations(), benchmark::Counter::kIsRate);
+}
+BENCHMARK(BM_ReserveRelease)->Threads(1)->Threads(2)->UseRealTime();
+
+void BM_Adjust(benchmark::State &state)
+{
+    ensure_store();
+    /* each thread owns the items i with i % threads == thread, so the on_hand it
+       gets back is exactly predictable */
+    uint32_t t = (uint32_t)state.thread_index(), nt = (uint32_t)state.threads();
+    uint64_t seed = 0x777ull + t * 65537;
+    for (auto _ : state) {
+        uint32_t i = (uint32_t)(xorshift(seed) % (kItems / nt)) * nt + t;
+        int64_t oh = 0;
+        int rc = atp_store_adjust(g_store, sku_of(i), loc_of(i), 1, &oh);
+        if (rc != 0 || oh != base_on_hand(i) + 1)
+            die("adjust +1", rc ? rc : oh, base_on_hand(i) + 1);
+        rc = atp_store_adjust(g_store, sku_of(i), loc_of(i), -1, &oh);
+        if (rc != 0 || oh != base_on_hand(i))
+            die("adjust -1", rc ? rc : oh, base_on_hand(i));
+    }
+    state.SetItemsProcessed(state.iterations() * 2);
+}
+BENCHMARK(BM_Adjust)->Threads(1)->Threads(2)->UseRealTime();
+
+void BM_BaselineProbe(benchmark::State &state)
+{
+    ensure_store();
+    uint64_t seed = 0x9e3779b97f4a7c15ull + (uint64_t)state.thread_index() * 7919;
+    uint64_t found = 0;
+    for (auto _ : state) {
+        uint32_t i = (uint32_t)(xorshift(seed) % kItems);
+        uint64_t h = key_hash(i);
+        uint64_t j = h & kProbeMask;
+        while (g_probe[j] != h && g_probe[j] != 0)
+            j = (j + 1) & kProbeMask;
+        found += g_probe[j] == h;
+    }
+    if (found != (uint64_t)state.iterations())
+        die("baseline probe misses", (long long)found, (long long)state.iterations());
+    state.SetItemsProcessed(state.iterations());
+}
+BENCHMARK(BM_BaselineProbe)->Threads(1)->Threads(2)->UseRealTime();
+
+} // namespace
+
+BENCHMARK_MAIN();
