@@ -129,6 +129,7 @@ struct atp_ingest {
     void *log_arg;
     atp_ingest_applied_fn on_applied;
     void *on_applied_arg;
+    void (*on_apply)(void *arg); /* just before an event is applied */
 
     struct part *parts;      /* ATP_INGEST_MAX_PARTITIONS entries */
     _Atomic uint32_t nparts; /* P1/P2 */
@@ -712,6 +713,8 @@ static void handle_message(struct atp_ingest *ing, rd_kafka_message_t *m)
     }
     XXH128_hash_t h = XXH3_128bits(ev.event_id, ev.event_id_len);
     uint64_t t = now_ms();
+    if (ing->on_apply)
+        ing->on_apply(ing->on_applied_arg); /* before the store sees the event */
     if (dd_seen(&ing->dd, h, t)) {
         bump(&ing->c.duplicates);
         settle(ing, p, m, ATP_INGEST_DUPLICATE, &ev);
@@ -1176,6 +1179,7 @@ static int ingest_init(struct atp_ingest *ing, const struct atp_ingest_config *c
         ing->resync_cap <<= 1;
     ing->on_applied = cfg->on_applied;
     ing->on_applied_arg = cfg->on_applied_arg;
+    ing->on_apply = cfg->on_apply;
 
     ing->parts = calloc(ATP_INGEST_MAX_PARTITIONS, sizeof(*ing->parts));
     if (!ing->parts)

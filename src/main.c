@@ -29,6 +29,7 @@
 
 #include "atp/durable.h"
 #include "atp/error.h"
+#include "atp/ingest.h"
 #include "atp/store.h"
 #include "cmd.h"
 #include "config.h"
@@ -432,13 +433,101 @@ static int durable_recover(struct atp_durable *d, struct atp_store *store,
     return 0;
 }
 
-/* /readyz: false once the log failed (recovery is over before listening). */
-static bool durable_ready(void *arg, char *reason, size_t len)
+/* --- Kafka ingestion ------------------------------------------------------------- */
+
+struct ingest_glue {
+    struct atp_ingest *ing;
+    struct atp_durable *dur; /* NULL: offsets are not kept across restarts */
+};
+
+static void ingest_log(void *arg, int level, const char *msg)
 {
-    if (atp_durable_ready(arg))
-        return true;
-    snprintf(reason, len, "durable storage failed: %s", atp_durable_errmsg(arg));
-    return false;
+    (void)arg;
+    atp_log_msg((enum atp_log_level)level, msg);
+}
+
+/*
+ * An event's fate is settled: its next offset goes into the log together with
+ * the store record the event made (armed by ingest_apply just before the
+ * event was applied), so after a crash both or neither come back.
+ */
+static void ingest_applied(void *arg, const struct atp_ingest_applied *a)
+{
+    struct ingest_glue *g = arg;
+    bool stale = false;
+    struct atp_ingest_status st;
+    atp_ingest_status(g->ing, &st);
+    if (st.stale) {
+        struct atp_ingest_offset offs[64];
+        size_t n = atp_ingest_offsets(g->ing, offs, 64);
+        for (size_t i = 0; i < n && i < 64; i++)
+            if (offs[i].partition == a->partition && strcmp(offs[i].topic, a->topic) == 0)
+                stale = offs[i].stale;
+    }
+    atp_durable_note_offset(g->dur, a->topic, a->partition, a->offset + 1, stale);
+}
+
+static void ingest_apply(void *arg)
+{
+    struct ingest_glue *g = arg;
+    atp_durable_event_start(g->dur);
+}
+
+/* Start consuming (kafka-brokers set); the durable's offsets first. */
+static int ingest_open(const struct atp_config *cfg, struct atp_store *store, struct ingest_glue *g)
+{
+    const char *topics[2] = {cfg->kafka_topic ? cfg->kafka_topic : ATP_INGEST_DEFAULT_TOPIC, NULL};
+    struct atp_ingest_kv *kv = calloc(cfg->nkafka_props + 1, sizeof(*kv));
+    if (!kv)
+        return -ENOMEM;
+    for (uint32_t i = 0; i < cfg->nkafka_props; i++)
+        kv[i] = (struct atp_ingest_kv){cfg->kafka_props[i].key, cfg->kafka_props[i].value};
+    struct atp_ingest_config ic;
+    atp_ingest_config_defaults(&ic);
+    ic.brokers = cfg->kafka_brokers;
+    ic.topics = topics;
+    ic.group_id = cfg->kafka_group;
+    ic.kafka = kv;
+    ic.log = ingest_log;
+    if (g->dur) {
+        ic.on_applied = ingest_applied;
+        ic.on_apply = ingest_apply;
+        ic.on_applied_arg = g;
+    }
+    int rc = atp_ingest_new(&ic, store, &g->ing);
+    free(kv);
+    if (rc != 0) {
+        atp_log(ATP_LOG_ERROR, "cannot create the Kafka consumer", LOG_ERR(rc));
+        return rc;
+    }
+    if (g->dur) {
+        struct atp_durable_offset offs[256];
+        size_t n = atp_durable_offsets(g->dur, offs, 256);
+        for (size_t i = 0; i < n && i < 256; i++)
+            if ((rc = atp_ingest_set_offset(g->ing, offs[i].topic, offs[i].partition,
+                                            offs[i].next_offset, offs[i].stale)) != 0)
+                atp_log(ATP_LOG_WARN, "cannot restore a Kafka offset",
+                        LOG_STR("topic", offs[i].topic), LOG_INT("partition", offs[i].partition),
+                        LOG_ERR(rc));
+    }
+    if ((rc = atp_ingest_start(g->ing)) != 0) {
+        atp_log(ATP_LOG_ERROR, "cannot start the Kafka consumer", LOG_ERR(rc));
+        return rc;
+    }
+    atp_log(ATP_LOG_INFO, "consuming", LOG_STR("brokers", atp_ingest_bootstrap(g->ing)),
+            LOG_STR("topic", topics[0]));
+    return 0;
+}
+
+/* /readyz: the log has not failed and the consumer caught up. */
+static bool ready_all(void *arg, char *reason, size_t len)
+{
+    struct ingest_glue *g = arg;
+    if (g->dur && !atp_durable_ready(g->dur)) {
+        snprintf(reason, len, "durable storage failed: %s", atp_durable_errmsg(g->dur));
+        return false;
+    }
+    return g->ing ? atp_http_ready_ingest(g->ing, reason, len) : true;
 }
 
 static int serve(const struct atp_config *cfg)
@@ -450,6 +539,7 @@ static int serve(const struct atp_config *cfg)
     int status = 1, rc;
     struct atp_durable *dur = NULL;
     struct atp_recovery_report rep = {0};
+    struct ingest_glue glue = {0};
 
     atp_config_to_store(cfg, &scfg);
     if (cfg->dir) {
@@ -472,6 +562,9 @@ static int serve(const struct atp_config *cfg)
     /* The demo catalogue once: a recovered store already has it. */
     if (cfg->demo && rep.items == 0 && rep.records == 0 && load_demo(store) != 0)
         goto out;
+    glue.dur = dur;
+    if (cfg->kafka_brokers && ingest_open(cfg, store, &glue) != 0)
+        goto out;
 
     struct atp_cmd_ctx ctx;
     memset(&ctx, 0, sizeof(ctx));
@@ -484,6 +577,11 @@ static int serve(const struct atp_config *cfg)
     if (dur && ctx.nsources < ATP_CMD_MAX_SOURCES) {
         ctx.sources[ctx.nsources].collect = atp_durable_collect;
         ctx.sources[ctx.nsources].arg = dur;
+        ctx.nsources++;
+    }
+    if (glue.ing && ctx.nsources < ATP_CMD_MAX_SOURCES) {
+        ctx.sources[ctx.nsources].collect = atp_ingest_collect;
+        ctx.sources[ctx.nsources].arg = glue.ing;
         ctx.nsources++;
     }
 
@@ -512,9 +610,9 @@ static int serve(const struct atp_config *cfg)
     sc.http_request_timeout_ms = cfg->http_request_timeout_ms;
     sc.http_ctx = &http;
     sc.durable = dur;
-    if (dur && !http.ready) {
-        http.ready = durable_ready;
-        http.ready_arg = dur;
+    if ((dur || glue.ing) && !http.ready) {
+        http.ready = ready_all;
+        http.ready_arg = &glue;
     }
     raise_fd_limit(cfg->max_connections, cfg->workers);
     if ((rc = atp_server_new(&sc, &ctx, &srv)) != 0) {
@@ -571,6 +669,7 @@ static int serve(const struct atp_config *cfg)
             LOG_UINT("connections", st.connections_accepted));
 out:
     atp_server_free(srv);
+    atp_ingest_free(glue.ing); /* stops applying before the final snapshot */
     atp_store_stop_expirer(store);
     if (dur) {
         /* Quiescent now: the final snapshot, then the log before it goes. */

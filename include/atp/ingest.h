@@ -133,6 +133,13 @@ struct atp_ingest_config {
     void *log_arg;
     atp_ingest_applied_fn on_applied; /* may be NULL */
     void *on_applied_arg;
+    /*
+     * Called on the consumer thread just before an event is applied to the
+     * store (with on_applied_arg), so that the durability work can write the
+     * store record the event makes together with its offset (on_applied).
+     * May be NULL.
+     */
+    void (*on_apply)(void *arg);
 };
 
 /* Zero the config: every field then means its default. */
