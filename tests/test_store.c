@@ -284,6 +284,7 @@ static void test_channels(void **state)
         assert_int_equal(id, i);
         assert_true(slice_eq(atp_store_channel_name(s, i), fixture_channels[i].name));
     }
+    assert_int_equal(atp_store_channel_name(s, NCH).len, 0); /* out of range: empty */
     uint32_t id;
     fill(&id, sizeof(id));
     RC(ATP_ENOCHANNEL, atp_store_channel_find(s, S("nope"), &id));
