@@ -72,7 +72,8 @@ struct atp_slice atp_slice_cstr(const char *s);
 struct atp_channel_config {
     const char *name;             /* 1..ATP_CHANNEL_MAX bytes, sku charset */
     int64_t safety_units;         /* >= 0 */
-    uint32_t safety_pct;          /* 0..100: percent of on_hand, rounded up */
+    uint32_t safety_pct;          /* 0..100: percent of on_hand, rounded up; with
+                                     safety_units too, the larger of the two applies */
     int64_t cap;                  /* < 0: no cap; else ATP never shows more */
     const char *const *locations; /* NULL: may sell from every location */
     uint32_t nlocations;          /* locations in priority order, first best */
@@ -80,7 +81,7 @@ struct atp_channel_config {
 
 struct atp_store_config {
     uint32_t max_items;             /* (sku, location) pairs; default 1M */
-    uint32_t max_skus;              /* default max_items */
+    uint32_t max_skus;              /* 0 (the default): same as max_items */
     uint32_t max_reservations;      /* records held at once; default 256k */
     uint32_t max_overrides;         /* safety overrides; default 64k */
     uint32_t nshards;               /* power of two; default 64 */
@@ -176,9 +177,9 @@ struct atp_breakdown {
 /*
  * ATP of one item (sku at loc) for a channel. An unknown item is
  * ATP_ENOTFOUND; a location the channel may not sell from reads as zero
- * available (the breakdown still shows the stock). The breakdown's counters
- * are read one by one, so under concurrent change they are each current but
- * not a single snapshot; `atp` itself is computed from one atomic word.
+ * available (the breakdown still shows the stock and the channel's safety). The breakdown's
+ * counters are read one by one, so under concurrent change they are each current but not a single
+ * snapshot; `atp` itself is computed from one atomic word.
  */
 int atp_store_get(struct atp_store *store, struct atp_slice sku, struct atp_slice loc,
                   uint32_t channel, struct atp_breakdown *ret);
@@ -222,6 +223,7 @@ int atp_store_set(struct atp_store *store, struct atp_slice sku, struct atp_slic
                   int64_t on_hand_abs, uint64_t seq);
 
 /* Orders taken outside atpd: allocated += qty / allocated -= qty (qty > 0).
+ * Both create the item, like every event.
  * Deallocating more than is allocated is ATP_ERANGE and changes nothing. */
 int atp_store_allocate(struct atp_store *store, struct atp_slice sku, struct atp_slice loc,
                        int64_t qty);
@@ -231,7 +233,9 @@ int atp_store_deallocate(struct atp_store *store, struct atp_slice sku, struct a
 /*
  * Safety-stock override for a channel, per sku (loc.len == 0) or per item.
  * units >= 0 sets it, units < 0 removes it. An item override wins over a sku
- * override, which wins over the channel's configured safety stock.
+ * override, which wins over the channel's configured safety stock. An
+ * item-level override creates the item (like every event); a sku-level one
+ * needs the sku to exist (ATP_ENOTFOUND otherwise).
  */
 int atp_store_set_safety(struct atp_store *store, struct atp_slice sku, struct atp_slice loc,
                          uint32_t channel, int64_t units);
@@ -254,7 +258,8 @@ struct atp_line_req {
 };
 
 struct atp_reserve_req {
-    struct atp_slice key; /* idempotency key, 1..ATP_KEY_MAX printable */
+    struct atp_slice key; /* idempotency key: 1..ATP_KEY_MAX bytes of 0x21..0x7e
+                             (printable ASCII, no space) */
     uint32_t channel;
     uint64_t ttl_ms; /* 1..max_ttl_ms */
     const struct atp_line_req *lines;
@@ -302,6 +307,13 @@ struct atp_shortfall {
  * Validation errors as in error.h. "Any" lines pick the first location in the
  * channel's priority order that can satisfy the whole line, or for channels
  * without a list the location with most ATP; lines are never split.
+ * "Same content" means the same channel, TTL and lines (sku, location or
+ * "any", qty, in order); anything else under the key is ATP_ECONFLICT. A line
+ * on an item that does not exist is ATP_EINSUFFICIENT with 0 available. On
+ * ATP_EINSUFFICIENT the lines after the first short one report what was
+ * available with the earlier lines still taken (they are all given back
+ * before the call returns). A hold with a very short TTL may come back
+ * already expired if the caller was descheduled past its deadline.
  */
 int atp_store_reserve(struct atp_store *store, const struct atp_reserve_req *req, uint64_t now_us,
                       struct atp_reservation *ret, bool *ret_replayed,
@@ -309,8 +321,8 @@ int atp_store_reserve(struct atp_store *store, const struct atp_reserve_req *req
 
 /*
  * Held -> committed: reserved moves to allocated and the TTL no longer
- * applies. Committing a committed reservation is a no-op success (retries are
- * safe). ATP_EEXPIRED if its TTL has passed (it is expired on the spot),
+ * applies. Committing a committed (or already fulfilled) reservation is a
+ * no-op success (retries are safe). ATP_EEXPIRED if its TTL has passed (it is expired on the spot),
  * ATP_ESTATE if released, ATP_ENOTFOUND for an unknown id. *ret (may be NULL)
  * receives the reservation after the call.
  */
@@ -338,7 +350,7 @@ int atp_store_reservation_find(struct atp_store *store, struct atp_slice key,
  * Shipment of one committed line (0-based) of the reservation with this key:
  * allocated and on_hand both drop by the line's qty. Once every line is
  * fulfilled the reservation is fulfilled. ATP_ESTATE if not committed or the
- * line is already fulfilled.
+ * line is already fulfilled; ATP_EINVAL for a line number out of range.
  */
 int atp_store_fulfill(struct atp_store *store, struct atp_slice key, uint32_t line,
                       struct atp_reservation *ret);
@@ -363,7 +375,7 @@ void atp_store_stop_expirer(struct atp_store *store);
 struct atp_store_stats {
     uint64_t items;
     uint64_t skus;
-    uint64_t locations;
+    uint64_t locations; /* interned, including those named by channels */
     uint64_t overrides;
     uint64_t reservations_live; /* held + committed */
     uint64_t reservations_held;
