@@ -252,7 +252,7 @@ int lg_report_json(const struct lg_run *run, const char *path)
         uint64_t t = 0;
         for (int op = 0; op < LG_OP_NMEASURED; op++) {
             uint64_t n = s->status[i].count[op];
-            if (!n)
+            if (!n || op == LG_OP_FRESHNESS) /* a probe, not a request: see ops.freshness */
                 continue;
             t += n;
             json_object *m;
@@ -262,7 +262,8 @@ int lg_report_json(const struct lg_run *run, const char *path)
             }
             json_object_object_add(m, s->status[i].name, json_object_new_int64((int64_t)n));
         }
-        json_object_object_add(by_status, s->status[i].name, json_object_new_int64((int64_t)t));
+        if (t)
+            json_object_object_add(by_status, s->status[i].name, json_object_new_int64((int64_t)t));
     }
     json_object_object_add(errs, "total", json_object_new_int64((int64_t)total(s->err)));
     json_object_object_add(errs, "by_status", by_status);

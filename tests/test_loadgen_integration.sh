@@ -142,12 +142,28 @@ atpd_mode() {
     ATPD=$1
     LG=$2
     DEVBROKER=${3:-}
+    # A Kafka broker first (when given), so atpd consumes the events that the
+    # ingest workload produces and its freshness probe can see them.
+    KAFKA_ARGS=""
+    BROKERS=""
+    if [ -n "$DEVBROKER" ]; then
+        "$DEVBROKER" -t inventory >"$T/broker.out" 2>"$T/broker.err" &
+        PIDS="$PIDS $!"
+        if wait_file "$T/broker.out"; then
+            BROKERS=$(head -n1 "$T/broker.out")
+            if "$ATPD" --help 2>&1 | grep -q -- "--kafka-brokers"; then
+                KAFKA_ARGS="--kafka-brokers $BROKERS --kafka-topic inventory"
+            fi
+        else
+            bad "atp-devbroker did not start"
+        fi
+    fi
     HTTP_ARGS=""
     if "$ATPD" --help 2>&1 | grep -q -- "--http-port-file"; then
         HTTP_ARGS="--http-port 0 --http-port-file $T/atpd.http.port"
     fi
     # shellcheck disable=SC2086 # HTTP_ARGS is a list of words
-    "$ATPD" --port 0 --port-file "$T/atpd.port" $HTTP_ARGS --demo --workers 1 \
+    "$ATPD" --port 0 --port-file "$T/atpd.port" $HTTP_ARGS $KAFKA_ARGS --demo --workers 1 \
         --max-reservations 2000000 >"$T/atpd.log" 2>&1 &
     PIDS="$PIDS $!"
     if ! wait_file "$T/atpd.port" || { [ -n "$HTTP_ARGS" ] && ! wait_file "$T/atpd.http.port"; }; then
@@ -221,17 +237,18 @@ atpd_mode() {
     "$LG" -p "$PORT" --pipeline 0 >"$T/badflag.out" 2>&1
     [ $? -eq 2 ] && ok "bad flag refused" || bad "bad flag accepted"
 
-    # Kafka producer (ingest workload) against the standalone mock broker.
-    if [ -n "$DEVBROKER" ]; then
-        "$DEVBROKER" -t inventory >"$T/broker.out" 2>"$T/broker.err" &
-        PIDS="$PIDS $!"
-        if wait_file "$T/broker.out"; then
-            BROKERS=$(head -n1 "$T/broker.out")
-            run ingest "{\"workload\":\"ingest\",\"protocol\":\"kafka\",\"ops\":[\"produce\"]}" \
+    # Kafka: the producer alone, then (when atpd consumes) with the
+    # freshness probe, which must see its events through atpd's lookups.
+    if [ -n "$BROKERS" ]; then
+        run ingest "{\"workload\":\"ingest\",\"protocol\":\"kafka\",\"ops\":[\"produce\"]}" \
+            --protocol kafka --kafka-brokers "$BROKERS" --workload ingest \
+            -W probe_interval_ms=0 --test-time 1 -R 2000
+        if [ -n "$KAFKA_ARGS" ]; then
+            run ingest-freshness "{\"workload\":\"ingest\",\"protocol\":\"kafka\",\"ops\":[\"produce\",\"freshness\"]}" \
                 --protocol kafka --kafka-brokers "$BROKERS" --workload ingest \
-                -W probe_interval_ms=0 --test-time 1 -R 2000
+                -W probe_interval_ms=20 --warmup-time 1 --test-time 2 -R 1000
         else
-            bad "atp-devbroker did not start"
+            echo "# this atpd does not consume Kafka: freshness skipped"
         fi
     fi
 }
