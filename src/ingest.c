@@ -631,7 +631,9 @@ static void settle(struct atp_ingest *ing, struct part *p, const rd_kafka_messag
     /* Monitoring only: auto-commit writes it to Kafka. */
     rd_kafka_offset_store(m->rkt, m->partition, m->offset);
     if (ing->on_applied) {
-        struct atp_ingest_applied a = {p->topic, p->partition, m->offset, outcome, ev};
+        struct atp_ingest_applied a = {
+            p->topic, p->partition, m->offset,
+            outcome,  ev,           atomic_load_explicit(&p->stale, memory_order_relaxed)};
         ing->on_applied(ing->on_applied_arg, &a);
     }
 }

@@ -409,6 +409,24 @@ static void test_embedded_visible(void **state)
     atp_store_free(store);
 }
 
+/* The on_applied hook: every settled message once, in offset order. */
+struct outcomes {
+    int n[5];
+    int64_t last_offset;
+    bool ordered;
+};
+
+static void count_outcome(void *arg, const struct atp_ingest_applied *a)
+{
+    struct outcomes *o = arg;
+    if (a->outcome >= 1 && a->outcome <= 4)
+        o->n[a->outcome]++;
+    if (a->offset != o->last_offset + 1 || a->stale || !a->topic ||
+        (a->outcome != ATP_INGEST_DEAD_LETTERED && !a->ev))
+        o->ordered = false;
+    o->last_offset = a->offset;
+}
+
 /* Duplicates inside the window, stale sets, and the window's bounds. */
 static void test_duplicates_and_stale(void **state)
 {
@@ -421,6 +439,9 @@ static void test_duplicates_and_stale(void **state)
     atp_ingest_config_defaults(&cfg);
     cfg.dedupe_events = 4;
     cfg.dedupe_ms = 1500;
+    struct outcomes oc = {.last_offset = -1, .ordered = true};
+    cfg.on_applied = count_outcome;
+    cfg.on_applied_arg = &oc;
     struct atp_ingest *ing = ingest_new("dup", c.bootstrap, "dup", "g-dup", store, &cfg);
     assert_int_equal(atp_ingest_start(ing), 0);
     rd_kafka_t *p = producer(c.bootstrap, NULL);
@@ -444,6 +465,11 @@ static void test_duplicates_and_stale(void **state)
     assert_int_equal(s.dead_lettered, 0);
     assert_balanced(&s);
     assert_int_equal(on_hand(store, "A", "L"), 111);
+    assert_true(oc.ordered);
+    assert_int_equal(oc.n[ATP_INGEST_APPLIED], 4);
+    assert_int_equal(oc.n[ATP_INGEST_DUPLICATE], 2);
+    assert_int_equal(oc.n[ATP_INGEST_STALE], 2);
+    assert_int_equal(oc.n[ATP_INGEST_DEAD_LETTERED], 0);
 
     /* Within 1.5 s e6 is a duplicate; after that, it has aged out. */
     produce_adjust(p, "dup", "A", "L", 1, "e6");

@@ -84,6 +84,7 @@ struct atp_ingest_applied {
     int64_t offset;             /* of the message; next offset is offset + 1 */
     int outcome;                /* enum atp_ingest_outcome */
     const struct atp_event *ev; /* NULL when the event did not parse */
+    bool stale;                 /* the partition is stale after this message */
 };
 /*
  * Called on the consumer thread once a message's fate is settled and before
