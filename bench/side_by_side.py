@@ -235,14 +235,14 @@ def render_plot(args, csvs):
     with open(script, "w") as f:
         f.write("set terminal pngcairo size 900,560 noenhanced\nset output '%s'\n" % png)
         f.write("set datafile separator ','\nset key top left\nset grid\nset logscale y\n")
-        f.write("set xlabel 'achieved lookups/s (open loop, 50 connections, pipeline 1)'\n")
+        f.write("set xlabel 'offered lookups/s (open loop, 50 connections, pipeline 1)'\n")
         f.write("set ylabel 'latency us (from intended send time)'\n")
         f.write("set title 'Lookups: latency against throughput, server on 1 core'\n")
         plots = []
         for label, path in csvs:
-            plots.append("'%s' using 2:3 skip 1 with linespoints title '%s p50'" % (path, label))
-            plots.append("'%s' using 2:5 skip 1 with linespoints title '%s p99'" % (path, label))
-            plots.append("'%s' using 2:6 skip 1 with linespoints title '%s p99.9'" % (path, label))
+            plots.append("'%s' using 1:3 skip 1 with linespoints title '%s p50'" % (path, label))
+            plots.append("'%s' using 1:5 skip 1 with linespoints title '%s p99'" % (path, label))
+            plots.append("'%s' using 1:6 skip 1 with linespoints title '%s p99.9'" % (path, label))
         f.write("plot " + ", \\\n     ".join(plots) + "\n")
     if not gp:
         return None, script
@@ -301,6 +301,7 @@ def main():
     os.makedirs(args.work, exist_ok=True)
     wanted = set(args.scenarios.split(","))
     started = time.time()
+    load_start = os.getloadavg()
     print("raw results in", args.work)
 
     results = {}   # scenario -> list of (round, atpd run, redis run)
@@ -405,6 +406,10 @@ def main():
              "spread (min-max). Targets are benchmarks, not tests.\n"
              % (args.rounds, args.time, datetime.date.today().isoformat(), platform.node(),
                 os.cpu_count(), platform.release(), args.rounds))
+    load_end = os.getloadavg()
+    L.append("Load average of the machine (1 min) at the start: %.2f, at the end: %.2f (each run adds "
+             "about 2 itself); other work on the machine shows up as discarded runs.\n"
+             % (load_start[0], load_end[0]))
     L.append("| scenario | atpd ops/s (median) | other ops/s (median) | ratio | target | runs kept |")
     L.append("|---|---|---|---|---|---|")
     for name, what, extra, pipe, target in SCENARIOS:

@@ -558,13 +558,13 @@ static int sweep(struct lg_config *cfg)
             "set key top left\n"
             "set grid\n"
             "set logscale y\n"
-            "set xlabel 'achieved throughput (ops/s)'\n"
+            "set xlabel 'offered rate (requests/s; achieved is column 2 of the CSV)'\n"
             "set ylabel 'latency (us, open loop, from intended send time)'\n"
             "set title 'atp-loadgen %s, %u connections, pipeline %u'\n"
-            "plot '%s' using 2:3 skip 1 with linespoints title 'p50', \\\n"
-            "     '' using 2:5 skip 1 with linespoints title 'p99', \\\n"
-            "     '' using 2:6 skip 1 with linespoints title 'p99.9', \\\n"
-            "     '' using 2:7 skip 1 with linespoints title 'max'\n",
+            "plot '%s' using 1:3 skip 1 with linespoints title 'p50', \\\n"
+            "     '' using 1:5 skip 1 with linespoints title 'p99', \\\n"
+            "     '' using 1:6 skip 1 with linespoints title 'p99.9', \\\n"
+            "     '' using 1:7 skip 1 with linespoints title 'max'\n",
             lg_protocol_name(cfg->protocol), cfg->wl.name,
             strrchr(gp_path, '/') ? strrchr(gp_path, '/') + 1 : gp_path, pbase, pbase,
             lg_protocol_name(cfg->protocol), cfg->threads * cfg->conns, cfg->pipeline, base);
