@@ -680,6 +680,14 @@ static void journal_reserve_end(struct atp_store *s, uint64_t pos, uint32_t ri, 
     j_end(s, pos, &(struct atp_journal_rec){.type = ATP_J_RESERVE, .id = res.id, .res = &res});
 }
 
+/* Undo the first `taken` lines of a request whose reservation did not happen. */
+static void give_back_lines(struct atp_store *s, const struct atp_reserve_req *req,
+                            const uint32_t *items, uint32_t taken)
+{
+    for (uint32_t i = 0; i < taken; i++)
+        store_give_back(s, items[i], req->lines[i].qty);
+}
+
 int atp_store_reserve(struct atp_store *s, const struct atp_reserve_req *req, uint64_t now_us,
                       struct atp_reservation *ret, bool *ret_replayed,
                       struct atp_shortfall *ret_short)
@@ -700,8 +708,44 @@ int atp_store_reserve(struct atp_store *s, const struct atp_reserve_req *req, ui
             epoch_leave(rs, e);
             return rc;
         }
+
+        /*
+         * Take every line or none, before the key is claimed: a refused
+         * request then leaves nothing behind in the key tables. Two
+         * concurrent requests with one key may both take stock for a moment;
+         * the one that loses the claim gives it back.
+         */
+        uint32_t items[ATP_MAX_LINES];
+        uint32_t taken = 0;
+        int fail = 0;
+        struct atp_shortfall shorts[ATP_MAX_LINES];
+        for (uint32_t i = 0; i < req->nlines; i++) {
+            int64_t avail;
+            shorts[i].requested = req->lines[i].qty;
+            /* After a short line, report what the rest would find; take nothing. */
+            rc = store_take(s, &req->lines[i], req->channel, !fail, &items[i], &avail);
+            shorts[i].available = avail;
+            if (fail)
+                continue;
+            if (rc == 0)
+                taken = i + 1;
+            else
+                fail = rc;
+        }
+        if (fail) {
+            give_back_lines(s, req, items, taken);
+            epoch_leave(rs, e);
+            if (fail == ATP_EINSUFFICIENT) {
+                atomic_fetch_add_explicit(&rs->rejected, 1, memory_order_relaxed);
+                if (ret_short)
+                    memcpy(ret_short, shorts, sizeof(shorts[0]) * req->nlines);
+            }
+            return fail;
+        }
+
         uint32_t ri;
         if ((rc = rec_alloc(rs, &ri)) != 0) {
+            give_back_lines(s, req, items, taken);
             epoch_leave(rs, e);
             return rc;
         }
@@ -716,9 +760,9 @@ int atp_store_reserve(struct atp_store *s, const struct atp_reserve_req *req, ui
         atomic_store_explicit(&r->key_len, req->key.len, memory_order_relaxed);
         uint32_t any = 0;
         for (uint32_t i = 0; i < req->nlines; i++) {
-            any |= (req->lines[i].loc.len == 0) << i;
+            any |= (uint32_t)(req->lines[i].loc.len == 0) << i;
             atomic_store_explicit(&r->line[i].qty, req->lines[i].qty, memory_order_relaxed);
-            atomic_store_explicit(&r->line[i].item, UINT32_MAX, memory_order_relaxed);
+            atomic_store_explicit(&r->line[i].item, items[i], memory_order_relaxed);
         }
         atomic_store_explicit(&r->any_mask, any, memory_order_relaxed);
         for (uint32_t i = 0; i < ATP_KEY_MAX / 8; i++)
@@ -732,6 +776,7 @@ int atp_store_reserve(struct atp_store *s, const struct atp_reserve_req *req, ui
         rc = kt_claim(rs, cur, h, kw, req->key.len, mine, &slot, &idx, &g);
         if (rc != 0) {
             rec_free(rs, ri);
+            give_back_lines(s, req, items, taken);
             if (rc == 1)
                 rc = answer_existing(s, idx, g, req, ret, ret_replayed);
             epoch_leave(rs, e);
@@ -749,47 +794,11 @@ int atp_store_reserve(struct atp_store *s, const struct atp_reserve_req *req, ui
         if (clash) {
             atomic_store(&cur->slots[slot], KENT_DEAD);
             rec_free(rs, ri);
+            give_back_lines(s, req, items, taken);
             epoch_leave(rs, e);
             continue;
         }
 
-        /* Take every line or none. */
-        uint32_t taken = 0;
-        int fail = 0;
-        struct atp_shortfall shorts[ATP_MAX_LINES];
-        for (uint32_t i = 0; i < req->nlines; i++) {
-            uint32_t item;
-            int64_t avail;
-            shorts[i].requested = req->lines[i].qty;
-            if (fail) {
-                /* Report what the rest would have found, taking nothing. */
-                store_take(s, &req->lines[i], req->channel, false, &item, &avail);
-                shorts[i].available = avail;
-                continue;
-            }
-            rc = store_take(s, &req->lines[i], req->channel, true, &item, &avail);
-            shorts[i].available = avail;
-            if (rc == 0) {
-                atomic_store_explicit(&r->line[i].item, item, memory_order_relaxed);
-                taken = i + 1;
-            } else {
-                fail = rc;
-            }
-        }
-        if (fail) {
-            for (uint32_t i = 0; i < taken; i++)
-                store_give_back(s, atomic_load_explicit(&r->line[i].item, memory_order_relaxed),
-                                req->lines[i].qty);
-            atomic_store(&cur->slots[slot], KENT_DEAD);
-            rec_free(rs, ri);
-            epoch_leave(rs, e);
-            if (fail == ATP_EINSUFFICIENT) {
-                atomic_fetch_add_explicit(&rs->rejected, 1, memory_order_relaxed);
-                if (ret_short)
-                    memcpy(ret_short, shorts, sizeof(shorts[0]) * req->nlines);
-            }
-            return fail;
-        }
         uint64_t exp_ms = (now_us + 999) / 1000 + req->ttl_ms;
         uint64_t pos = 0;
         if (s->cfg.journal)

@@ -290,12 +290,15 @@ static void give_back(struct mres *r)
         md.items[r->lines[i].sku][r->lines[i].loc].reserved -= r->lines[i].qty;
 }
 
-static void expire_one(struct mres *r, uint64_t now)
+/* `by_reaper`: lateness counts only expiries the reaper made; a client that
+ * finds its hold expired on a late call is not the reaper being late. */
+static void expire_one(struct mres *r, uint64_t now, int by_reaper)
 {
     give_back(r);
     set_state(r, ATP_RES_EXPIRED);
     md.expirations++;
-    late_record(now - r->expires);
+    if (by_reaper)
+        late_record(now - r->expires);
 }
 
 /* --- comparisons ---------------------------------------------------------------- */
@@ -1017,7 +1020,7 @@ static void op_transition(int kind)
     else if (target->state != ATP_RES_HELD)
         want = ATP_ESTATE;
     else if (target->expires <= now) {
-        expire_one(target, now); /* expired on the spot */
+        expire_one(target, now, 0); /* expired on the spot */
         want = ATP_EEXPIRED;
     } else {
         want = 0;
@@ -1104,7 +1107,7 @@ static void op_expire(void)
     for (uint32_t i = 0; i < md.nheld;) {
         struct mres *m = &md.res[md.held[i]];
         if (m->expires <= md.now) {
-            expire_one(m, md.now); /* swaps the last held one into i */
+            expire_one(m, md.now, 1); /* swaps the last held one into i */
             want++;
         } else {
             i++;

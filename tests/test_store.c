@@ -1828,6 +1828,36 @@ static void test_reclaim_after_release(void **state)
     atp_store_free(s);
 }
 
+/*
+ * A refused reserve leaves nothing behind: many more refusals than the key
+ * tables have slots, with no reaper running, and a good reserve still works.
+ */
+static void test_refusals_leave_nothing(void **state)
+{
+    (void)state;
+    struct atp_store_config cfg;
+    fixture_config(&cfg);
+    cfg.max_reservations = 4; /* key tables of 16 slots */
+    struct atp_store *s;
+    RC(0, atp_store_new(&cfg, &s));
+    SET(s, "A", "DC1", 10);
+    for (int i = 0; i < 1000; i++) {
+        char key[32];
+        snprintf(key, sizeof(key), "refused-%d", i % 3 ? i : 7);
+        RC(ATP_EINSUFFICIENT, reserve1(s, key, WEB, "A", "DC1", 11, 1000, T0, NULL, NULL, NULL));
+        RC(ATP_EINSUFFICIENT, reserve1(s, key, WEB, "NOPE", "DC1", 1, 1000, T0, NULL, NULL, NULL));
+    }
+    struct atp_reservation r;
+    bool rp = true;
+    RC(0, reserve1(s, "good", WEB, "A", "DC1", 10, 1000, T0, &r, &rp, NULL));
+    assert_false(rp);
+    assert_int_equal(ATP(s, "A", "DC1", WEB), 0);
+    struct atp_store_stats st;
+    atp_store_stats(s, &st);
+    assert_int_equal(st.reserves_rejected, 2000);
+    atp_store_free(s);
+}
+
 /* A refused insert (capacity) must not use up capacity or count as an item. */
 static void test_capacity_failed_insert(void **state)
 {
@@ -1957,6 +1987,7 @@ int main(void)
         cmocka_unit_test(test_capacity),
         cmocka_unit_test(test_reclaim_after_release),
         cmocka_unit_test(test_capacity_failed_insert),
+        cmocka_unit_test(test_refusals_leave_nothing),
         cmocka_unit_test_setup_teardown(test_outparams_untouched, setup, teardown),
     };
     return cmocka_run_group_tests_name("store", tests, NULL, NULL);
