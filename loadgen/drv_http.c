@@ -275,6 +275,7 @@ static ssize_t http_decode(struct lg_run *run, void *state, const uint8_t *in, s
     }
     size_t used = st->fed + n;
     st->fed = 0;
+    ret->conn_close = !http_should_keep_alive(&st->parser);
     unsigned code = st->parser.status_code;
     ret->status = (code >= 200 && code < 300) || code == 304 ? NULL : status_name(code);
     if (!ret->status && st->want_body)

@@ -39,8 +39,11 @@
 #include <time.h>
 #include <unistd.h>
 
-#define UD_RECV  1u
-#define UD_SEND  2u
+#define UD_RECV 1u
+#define UD_SEND 2u
+/* io_uring user_data: connection index (high 32 bits), generation (30 bits), kind (2 bits). */
+#define UD(c, kind)                                                                                \
+    (((uint64_t)(c)->idx << 32) | ((uint64_t)((c)->gen & 0x3fffffffu) << 2) | (kind))
 #define RBUF_MIN (64u * 1024)
 #define FU_CAP   64 /* follow-ups (commit/release) waiting per connection */
 #define BR_BGID  7
@@ -59,6 +62,9 @@ struct slot {
 struct conn {
     int fd;
     uint32_t idx;
+    uint32_t gen;  /* bumped at each reconnect; completions of older ones are stale */
+    bool answered; /* a response arrived since the last (re)connect */
+    bool closing;  /* the server said it will close: drain, then reopen */
     bool dead;
     bool recv_armed;
     bool send_armed;
@@ -96,6 +102,7 @@ struct worker {
     struct io_uring_buf_ring *br;
     uint8_t *bufs;
     uint64_t inflight;
+    bool stopping;          /* past the end of the window: no reconnects */
     uint64_t loops;         /* loop turns (each one io_uring_enter at most) */
     uint64_t cqes;          /* completions processed */
     uint64_t last_done;     /* time of the last response (for -n runs) */
@@ -222,7 +229,7 @@ static int issue(struct worker *w, struct conn *c, const struct slot *src, int o
 static int fill(struct worker *w, struct conn *c, uint64_t now, uint64_t *next_wake)
 {
     const struct lg_config *cfg = w->run->cfg;
-    uint32_t depth = cfg->pipeline;
+    uint32_t depth = c->closing ? 0 : cfg->pipeline;
     while (c->scount < depth) {
         int rc;
         if (c->fcount) {
@@ -274,7 +281,7 @@ static void arm_recv(struct worker *w, struct conn *c)
         io_uring_prep_recv_multishot(sqe, c->fd, NULL, 0, 0);
         sqe->flags |= IOSQE_BUFFER_SELECT;
         sqe->buf_group = BR_BGID;
-        io_uring_sqe_set_data64(sqe, ((uint64_t)c->idx << 2) | UD_RECV);
+        io_uring_sqe_set_data64(sqe, UD(c, UD_RECV));
         c->recv_armed = true;
         return;
     }
@@ -284,7 +291,7 @@ static void arm_recv(struct worker *w, struct conn *c)
     }
     struct io_uring_sqe *sqe = get_sqe(w);
     io_uring_prep_recv(sqe, c->fd, c->rbuf.data + c->rbuf.len, c->rbuf.cap - c->rbuf.len, 0);
-    io_uring_sqe_set_data64(sqe, ((uint64_t)c->idx << 2) | UD_RECV);
+    io_uring_sqe_set_data64(sqe, UD(c, UD_RECV));
     c->recv_armed = true;
 }
 
@@ -303,11 +310,45 @@ static void arm_send(struct worker *w, struct conn *c)
     }
     struct io_uring_sqe *sqe = get_sqe(w);
     io_uring_prep_send(sqe, c->fd, c->ws.data + c->ws_off, c->ws.len - c->ws_off, MSG_NOSIGNAL);
-    io_uring_sqe_set_data64(sqe, ((uint64_t)c->idx << 2) | UD_SEND);
+    io_uring_sqe_set_data64(sqe, UD(c, UD_SEND));
     c->send_armed = true;
 }
 
-/* The connection broke: its outstanding requests become errors. */
+/* A fresh socket and driver state for a connection the server closed. */
+static bool reconnect(struct worker *w, struct conn *c)
+{
+    const struct lg_driver *drv = w->run->drv;
+    int fd;
+    if (lg_connect(w->run->cfg, &fd))
+        return false;
+    if (c->dstate) {
+        if (drv->conn_free)
+            drv->conn_free(c->dstate);
+        memset(c->dstate, 0, drv->state_size);
+    }
+    if (drv->conn_init && drv->conn_init(w->run, c->dstate)) {
+        close(fd);
+        return false;
+    }
+    c->fd = fd;
+    c->gen++;
+    c->rbuf.len = c->rpos = 0;
+    c->wq.len = 0;
+    c->ws.len = c->ws_off = 0;
+    c->recv_armed = c->send_armed = false;
+    c->dead = false;
+    c->answered = false;
+    c->closing = false;
+    w->stats.reconnects++;
+    return true;
+}
+
+/*
+ * The connection broke (or the server closed it): its outstanding requests
+ * become errors (ECONNCLOSED) and, until the run ends, it is opened again.
+ * Completions still in flight for the old socket carry the old generation
+ * and are ignored.
+ */
 static void kill_conn(struct worker *w, struct conn *c)
 {
     if (c->dead && c->scount == 0)
@@ -325,6 +366,13 @@ static void kill_conn(struct worker *w, struct conn *c)
         w->inflight--;
     }
     c->fcount = 0;
+    shutdown(c->fd, SHUT_RDWR); /* ends a multishot recv still armed on it */
+    close(c->fd);
+    c->fd = -1;
+    /* A server that closes connections without answering (a connection
+     * limit, say) gets no reconnect storm: one try per answered session. */
+    if (!w->stopping && (c->answered || c->gen == 0))
+        reconnect(w, c);
 }
 
 static void account_granted(struct worker *w, const struct slot *s, int sign)
@@ -372,6 +420,9 @@ static void on_response(struct worker *w, struct conn *c, const struct lg_resp *
     w->inflight--;
     w->last_done = now;
     w->last_progress = now;
+    c->answered = true;
+    if (resp->conn_close)
+        c->closing = true;
     int op = s->op;
     if (s->measured) {
         lg_hist_record(&w->stats.hist[op], now > s->t0 ? now - s->t0 : 0);
@@ -406,6 +457,7 @@ static void consume(struct worker *w, struct conn *c, uint64_t now)
         resp.status = NULL;
         resp.nok = 0;
         resp.res_id = 0;
+        resp.conn_close = false;
         int op = c->slots[c->shead].op;
         ssize_t n = w->run->drv->decode(w->run, c->dstate, c->rbuf.data + c->rpos,
                                         c->rbuf.len - c->rpos, op, &resp);
@@ -432,9 +484,20 @@ static void consume(struct worker *w, struct conn *c, uint64_t now)
     }
 }
 
-static void on_recv(struct worker *w, struct conn *c, const struct io_uring_cqe *cqe, uint64_t now)
+static void on_recv(struct worker *w, struct conn *c, const struct io_uring_cqe *cqe, bool stale,
+                    uint64_t now)
 {
     int res = cqe->res;
+    if (stale) {
+        /* an old socket's receive: only its buffer matters */
+        if (w->br && (cqe->flags & IORING_CQE_F_BUFFER)) {
+            unsigned bid = cqe->flags >> IORING_CQE_BUFFER_SHIFT;
+            io_uring_buf_ring_add(w->br, w->bufs + (size_t)bid * BR_SIZE, BR_SIZE,
+                                  (unsigned short)bid, io_uring_buf_ring_mask(BR_COUNT), 0);
+            io_uring_buf_ring_advance(w->br, 1);
+        }
+        return;
+    }
     if (!w->br || !(cqe->flags & IORING_CQE_F_MORE))
         c->recv_armed = false; /* the loop re-arms it */
     const uint8_t *data = NULL;
@@ -460,6 +523,10 @@ static void on_recv(struct worker *w, struct conn *c, const struct io_uring_cqe 
     if (!w->br)
         c->rbuf.len += (size_t)res;
     consume(w, c, now);
+    if (c->closing && c->scount == 0 && !c->dead) {
+        w->stats.server_closes++;
+        kill_conn(w, c); /* nothing outstanding: a clean reopen */
+    }
 }
 
 static void on_send(struct worker *w, struct conn *c, int res)
@@ -607,6 +674,7 @@ static int worker_loop(struct worker *w)
         uint64_t now = lg_now_ns();
         if (!stopping && now >= run->t_end) {
             stopping = true;
+            w->stopping = true;
             drain_deadline = now + drain_ns;
         }
         uint64_t next_wake = UINT64_MAX;
@@ -662,10 +730,11 @@ static int worker_loop(struct worker *w)
         io_uring_for_each_cqe(&w->ring, head, cqe)
         {
             uint64_t ud = io_uring_cqe_get_data64(cqe);
-            struct conn *c = &w->conns[ud >> 2];
+            struct conn *c = &w->conns[ud >> 32];
+            bool stale = ((ud >> 2) & 0x3fffffffu) != (c->gen & 0x3fffffffu);
             if ((ud & 3) == UD_RECV)
-                on_recv(w, c, cqe, now);
-            else
+                on_recv(w, c, cqe, stale, now);
+            else if (!stale)
                 on_send(w, c, cqe->res);
             seen++;
         }

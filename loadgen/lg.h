@@ -117,7 +117,8 @@ struct lg_resp {
     uint64_t res_id;    /* RESERVE */
     int64_t atp, on_hand, allocated, reserved, safety; /* GET/INSPECT */
     uint32_t nok;                                      /* MGET: entries with status 0 */
-    char text[128];                                    /* RAW: e.g. a script sha */
+    bool conn_close; /* the server will close the connection after this response */
+    char text[128];  /* RAW: e.g. a script sha */
 };
 
 struct lg_run;
@@ -164,10 +165,12 @@ struct lg_stats {
     uint32_t nstatus;
     uint64_t keys_read;         /* MGET/GET keys answered */
     uint64_t followups_dropped; /* commit/release that found no room */
-    uint64_t conn_errors;
-    uint64_t late_sends;       /* open loop: sent > LG_LATE_NS after their intended time */
-    struct lg_hist send_delay; /* open loop: actual send - intended send time */
-    int64_t *granted;          /* verify: net units granted per item, or NULL */
+    uint64_t conn_errors;       /* connections closed or broken */
+    uint64_t reconnects;        /* of which opened again */
+    uint64_t server_closes;     /* of which announced (HTTP Connection: close) */
+    uint64_t late_sends;        /* open loop: sent > LG_LATE_NS after their intended time */
+    struct lg_hist send_delay;  /* open loop: actual send - intended send time */
+    int64_t *granted;           /* verify: net units granted per item, or NULL */
     size_t ngranted;
 };
 

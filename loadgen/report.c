@@ -131,7 +131,9 @@ void lg_report_table(const struct lg_run *run, FILE *f)
         fprintf(f, "follow-ups dropped (queue full): %llu\n",
                 (unsigned long long)s->followups_dropped);
     if (s->conn_errors)
-        fprintf(f, "connections lost: %llu\n", (unsigned long long)s->conn_errors);
+        fprintf(f, "connections closed: %llu (announced by the server: %llu; reopened: %llu)\n",
+                (unsigned long long)s->conn_errors, (unsigned long long)s->server_closes,
+                (unsigned long long)s->reconnects);
     double wall = run->wall_measured_s > 0 ? run->wall_measured_s : run->duration_s;
     fprintf(f,
             "\nclient cpu: %.2f us/request (user %.2fs + sys %.2fs over %.2fs, %.0f%% of a core)\n",
@@ -220,6 +222,8 @@ int lg_report_json(const struct lg_run *run, const char *path)
                            json_object_new_int64((int64_t)s->followups_dropped));
     json_object_object_add(req, "late_sends", json_object_new_int64((int64_t)s->late_sends));
     json_object_object_add(req, "connections_lost", json_object_new_int64((int64_t)s->conn_errors));
+    json_object_object_add(req, "reconnects", json_object_new_int64((int64_t)s->reconnects));
+    json_object_object_add(req, "server_closes", json_object_new_int64((int64_t)s->server_closes));
     json_object_object_add(root, "requests", req);
 
     json_object *ops = json_object_new_object();

@@ -122,6 +122,8 @@ void lg_stats_merge(struct lg_stats *dst, const struct lg_stats *src)
     dst->keys_read += src->keys_read;
     dst->followups_dropped += src->followups_dropped;
     dst->conn_errors += src->conn_errors;
+    dst->reconnects += src->reconnects;
+    dst->server_closes += src->server_closes;
     dst->late_sends += src->late_sends;
     lg_hist_merge(&dst->send_delay, &src->send_delay);
     if (src->granted) {
