@@ -3,6 +3,7 @@
 #
 #   test_loadgen_integration.sh atpd  ATPD_BIN LOADGEN_BIN [DEVBROKER_BIN]
 #   test_loadgen_integration.sh redis LOADGEN_BIN
+#   test_loadgen_integration.sh nginx LOADGEN_BIN
 #
 # atpd mode: starts atpd on an ephemeral port (--port 0 --port-file) with the
 # demo catalogue, runs every workload for about a second (and the ingest
@@ -11,6 +12,8 @@
 # and that bad input is refused with the documented exit status.
 # redis mode: the same for the resp driver against a redis-server started on
 # a free port; exit 77 (skipped) when redis-server is not installed.
+# nginx mode: the HTTP driver against nginx closing keep-alive connections
+# (reopened, nothing lost); exit 77 when nginx is not installed.
 #
 # Every server the test starts is stopped by its pid. Nothing here asserts a
 # timing: the runs are short and the machine may be busy.
@@ -298,9 +301,67 @@ redis_mode() {
         -P resp --workload flash-sale --test-time 1 -R 8000
 }
 
+# nginx mode: the HTTP driver against nginx `return 200`, which closes every
+# keep-alive connection after 50 requests: connections must be reopened and,
+# at pipeline 1, no request lost.
+nginx_mode() {
+    LG=$1
+    if ! command -v nginx >/dev/null 2>&1; then
+        echo "nginx is not installed: skipped"
+        exit 77
+    fi
+    mkdir -p "$T/nginx"
+    for attempt in 1 2 3; do
+        PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+        {
+            echo "daemon off; master_process off; worker_processes 1;"
+            echo "pid $T/nginx/nginx.pid; error_log $T/nginx/error.log;"
+            echo "events { worker_connections 256; }"
+            echo "http { access_log off; keepalive_requests 50;"
+            echo "  client_body_temp_path $T/nginx; proxy_temp_path $T/nginx; fastcgi_temp_path $T/nginx;"
+            echo "  uwsgi_temp_path $T/nginx; scgi_temp_path $T/nginx;"
+            echo "  server { listen 127.0.0.1:$PORT; location / { return 200 '{\"available\":1}'; } } }"
+        } >"$T/nginx/nginx.conf"
+        nginx -c "$T/nginx/nginx.conf" -p "$T/nginx" >"$T/nginx.log" 2>&1 &
+        NPID=$!
+        i=0
+        while [ $i -lt 50 ] &&
+            ! python3 -c "import socket; socket.create_connection(('127.0.0.1', $PORT), 0.2)" 2>/dev/null; do
+            sleep 0.1
+            i=$((i + 1))
+        done
+        if kill -0 "$NPID" 2>/dev/null && [ $i -lt 50 ]; then
+            PIDS="$PIDS $NPID"
+            break
+        fi
+        kill "$NPID" 2>/dev/null
+        wait "$NPID" 2>/dev/null
+        PORT=""
+    done
+    if [ -z "$PORT" ]; then
+        echo "nginx did not start:"
+        cat "$T/nginx.log" "$T/nginx/error.log" 2>/dev/null
+        exit 1
+    fi
+    run nginx-reconnect '{"workload":"checkout","protocol":"http","mode":"closed-loop","ops":["get"]}' \
+        -P http --workload checkout -W setup=none -W reserve_proportion=0 --closed-loop -c 4 --test-time 1
+    if python3 -c '
+import json, sys
+r = json.load(open(sys.argv[1]))["requests"]
+print(r)
+sys.exit(0 if r["connections_lost"] > 0 and r["reconnects"] == r["connections_lost"]
+         and r["server_closes"] == r["connections_lost"] and r["errors"] == 0 else 1)
+' "$T/nginx-reconnect.json"; then
+        ok "closed keep-alive connections reopened, nothing lost"
+    else
+        bad "reconnect accounting"
+    fi
+}
+
 case "$MODE" in
 atpd) atpd_mode "$@" ;;
 redis) redis_mode "$@" ;;
+nginx) nginx_mode "$@" ;;
 *)
     echo "unknown mode $MODE"
     exit 2
