@@ -107,6 +107,8 @@ class Server:
                    "--idempotency-window", "250ms"]
             if self.args.atpd_http:
                 cmd += ["--http-port", "0", "--http-port-file", hportfile]
+            if self.args.atpd_embedded_kafka:
+                cmd += ["--kafka-embedded", "no"]  # no broker sharing core 0
             self.proc = subprocess.Popen(cmd, stdout=log, stderr=log)
             deadline = time.time() + 20
             want = [portfile] + ([hportfile] if self.args.atpd_http else [])
@@ -267,9 +269,12 @@ def write_doc(args, text):
         f.write(doc)
 
 
+def atpd_help(args):
+    return subprocess.run([args.atpd, "--help"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT).stdout
+
+
 def atpd_has_http(args):
-    r = subprocess.run([args.atpd, "--help"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    return b"--http-port" in r.stdout
+    return b"--http-port" in atpd_help(args)
 
 
 def main():
@@ -296,6 +301,7 @@ def main():
     if os.cpu_count() < 2:
         sys.exit("needs 2 cores: the server on core 0, the load generator on core 1")
     args.atpd_http = atpd_has_http(args)
+    args.atpd_embedded_kafka = b"--kafka-embedded" in atpd_help(args)
     args.nginx_ok = args.atpd_http and shutil.which("nginx") is not None
     args.work = args.work or tempfile.mkdtemp(prefix="atp-side-by-side.")
     os.makedirs(args.work, exist_ok=True)
