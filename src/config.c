@@ -126,6 +126,9 @@ static const struct directive directives[] = {
       0, 0, 0),
     D("kafka-brokers", "HOST:PORT,...", "Kafka bootstrap servers (default: none)",
       K_STRING, kafka_brokers, 0, 0, 0),
+    D("kafka-embedded", "yes|no", "with no kafka-brokers, run an embedded broker in-process "
+      "(librdkafka's mock cluster on 127.0.0.1) and consume from it (default yes)",
+      K_BOOL, kafka_embedded, 0, 0, 0),
     D("kafka-topic", "NAME", "inventory event topic", K_STRING, kafka_topic, 0, 0, 0),
     D("kafka-group", "NAME", "Kafka consumer group", K_STRING, kafka_group, 0, 0, 0),
 };
@@ -186,6 +189,7 @@ void atp_config_init(struct atp_config *cfg)
     cfg->output_buffer_limit = 4u << 20;
     cfg->shutdown_timeout_ms = 5000;
     cfg->http = true;
+    cfg->kafka_embedded = true;
     snprintf(cfg->http_bind, sizeof(cfg->http_bind), "127.0.0.1");
     cfg->http_port = 7480;
     cfg->http_request_timeout_ms = 10000;

@@ -106,6 +106,7 @@ struct atp_config {
     bool durability_repair;        /* cut a damaged log at its first damaged record */
     /* Kafka ingestion: stored for the ingest module, not interpreted here */
     char *kafka_brokers; /* NULL: none configured */
+    bool kafka_embedded; /* no brokers: run the embedded mock cluster */
     char *kafka_topic;
     char *kafka_group;
     struct atp_config_kv *kafka_props;

@@ -473,7 +473,17 @@ static void ingest_apply(void *arg)
     atp_durable_event_start(g->dur);
 }
 
-/* Start consuming (kafka-brokers set); the durable's offsets first. */
+/*
+ * Reservations on items whose Kafka partition fell into a gap are refused
+ * until a resync (protocol/EVENTS.md): lock-free while nothing is stale.
+ */
+static int ingest_admit(void *arg, struct atp_slice sku, struct atp_slice loc)
+{
+    return atp_ingest_check_item(arg, sku, loc);
+}
+
+/* Start consuming (kafka-brokers set, or the embedded broker); the durable's
+ * offsets first. */
 static int ingest_open(const struct atp_config *cfg, struct atp_store *store, struct ingest_glue *g)
 {
     const char *topics[2] = {cfg->kafka_topic ? cfg->kafka_topic : ATP_INGEST_DEFAULT_TOPIC, NULL};
@@ -563,8 +573,10 @@ static int serve(const struct atp_config *cfg)
     if (cfg->demo && rep.items == 0 && rep.records == 0 && load_demo(store) != 0)
         goto out;
     glue.dur = dur;
-    if (cfg->kafka_brokers && ingest_open(cfg, store, &glue) != 0)
+    if ((cfg->kafka_brokers || cfg->kafka_embedded) && ingest_open(cfg, store, &glue) != 0)
         goto out;
+    if (glue.ing)
+        atp_store_set_admit(store, ingest_admit, glue.ing);
 
     struct atp_cmd_ctx ctx;
     memset(&ctx, 0, sizeof(ctx));

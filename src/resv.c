@@ -680,6 +680,12 @@ static void journal_reserve_end(struct atp_store *s, uint64_t pos, uint32_t ri, 
     j_end(s, pos, &(struct atp_journal_rec){.type = ATP_J_RESERVE, .id = res.id, .res = &res});
 }
 
+void atp_store_set_admit(struct atp_store *s, atp_admit_fn fn, void *arg)
+{
+    s->admit = fn;
+    s->admit_arg = arg;
+}
+
 /* Undo the first `taken` lines of a request whose reservation did not happen. */
 static void give_back_lines(struct atp_store *s, const struct atp_reserve_req *req,
                             const uint32_t *items, uint32_t taken)
@@ -732,6 +738,8 @@ int atp_store_reserve(struct atp_store *s, const struct atp_reserve_req *req, ui
             else
                 fail = rc;
         }
+        for (uint32_t i = 0; !fail && s->admit && i < req->nlines; i++)
+            fail = s->admit(s->admit_arg, store_item_sku(s, items[i]), store_item_loc(s, items[i]));
         if (fail) {
             give_back_lines(s, req, items, taken);
             epoch_leave(rs, e);

@@ -149,6 +149,8 @@ struct atp_store {
     uint32_t nchannels;
 
     struct resv_state *resv;
+    atp_admit_fn admit; /* set before serving */
+    void *admit_arg;
 };
 
 /* Journal hooks (include/atp/store.h): no cost without a journal. */

@@ -1858,6 +1858,43 @@ static void test_refusals_leave_nothing(void **state)
     atp_store_free(s);
 }
 
+static int admit_calls;
+static int refuse_blocked(void *arg, struct atp_slice sku, struct atp_slice loc)
+{
+    (void)loc;
+    admit_calls++;
+    const char *blocked = arg;
+    return sku.len == strlen(blocked) && memcmp(sku.p, blocked, sku.len) == 0 ? ATP_EUNAVAILABLE
+                                                                              : 0;
+}
+
+/* The admission hook refuses a whole reservation and gives everything back. */
+static void test_admission_hook(void **state)
+{
+    struct atp_store *s = *state;
+    SET(s, "A", "DC1", 10);
+    SET(s, "B", "DC1", 10);
+    atp_store_set_admit(s, refuse_blocked, "B");
+    struct atp_line_req lines[] = {{S("A"), S("DC1"), 3}, {S("B"), S(""), 2}};
+    struct atp_reserve_req req = {S("gated"), WEB, 1000, lines, 2};
+    struct atp_reservation r;
+    fill(&r, sizeof(r));
+    bool rp = false;
+    admit_calls = 0;
+    RC(ATP_EUNAVAILABLE, atp_store_reserve(s, &req, T0, &r, &rp, NULL));
+    UNTOUCHED(r);
+    assert_true(admit_calls >= 1);
+    assert_int_equal(ATP(s, "A", "DC1", WEB), 10);
+    assert_int_equal(ATP(s, "B", "DC1", WEB), 10);
+    struct atp_reservation found;
+    RC(ATP_ENOTFOUND, atp_store_reservation_find(s, S("gated"), &found));
+    /* the same key goes through once the hook lets it */
+    atp_store_set_admit(s, NULL, NULL);
+    RC(0, atp_store_reserve(s, &req, T0, &r, &rp, NULL));
+    assert_false(rp);
+    assert_int_equal(ATP(s, "A", "DC1", WEB), 7);
+}
+
 /* A refused insert (capacity) must not use up capacity or count as an item. */
 static void test_capacity_failed_insert(void **state)
 {
@@ -1988,6 +2025,7 @@ int main(void)
         cmocka_unit_test(test_reclaim_after_release),
         cmocka_unit_test(test_capacity_failed_insert),
         cmocka_unit_test(test_refusals_leave_nothing),
+        cmocka_unit_test_setup_teardown(test_admission_hook, setup, teardown),
         cmocka_unit_test_setup_teardown(test_outparams_untouched, setup, teardown),
     };
     return cmocka_run_group_tests_name("store", tests, NULL, NULL);

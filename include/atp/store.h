@@ -320,6 +320,17 @@ int atp_store_reserve(struct atp_store *store, const struct atp_reserve_req *req
                       struct atp_shortfall *ret_short);
 
 /*
+ * Admission: every item a reservation would hold must pass `fn` (called with
+ * the chosen item's sku and location after the stock is taken); a non-zero
+ * answer refuses the whole reservation with that code and gives everything
+ * back. The Kafka ingest uses it to refuse items whose event stream has a
+ * gap (ATP_EUNAVAILABLE). Set it before the store serves anyone; `fn` must be
+ * lock-free and fast. NULL removes it.
+ */
+typedef int (*atp_admit_fn)(void *arg, struct atp_slice sku, struct atp_slice loc);
+void atp_store_set_admit(struct atp_store *store, atp_admit_fn fn, void *arg);
+
+/*
  * Held -> committed: reserved moves to allocated and the TTL no longer
  * applies. Committing a committed (or already fulfilled) reservation is a
  * no-op success (retries are safe). ATP_EEXPIRED if its TTL has passed (it is expired on the spot),
