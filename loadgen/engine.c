@@ -604,7 +604,7 @@ static int worker_setup(struct worker *w)
         0,
     };
     static const unsigned plain_sets[] = {0, 0, 0};
-    const unsigned *flag_sets = getenv("LG_RING_DEFER") ? defer_sets : plain_sets;
+    const unsigned *flag_sets = getenv("LG_RING_PLAIN") ? plain_sets : defer_sets;
     int rc = -EINVAL;
     for (size_t i = 0; i < 3; i++) {
         rc = io_uring_queue_init(entries, &w->ring, flag_sets[i]);
