@@ -293,7 +293,6 @@ int recover_files(int dirfd, struct atp_store *store, uint64_t upto, bool live, 
         }
         rep->segments++;
         size_t off = v.hl;
-        bool cut = false;
         while (off < v.size) {
             long n = wal_check(v.p + off, v.size - off);
             struct wal_rec w;
@@ -353,7 +352,6 @@ int recover_files(int dirfd, struct atp_store *store, uint64_t upto, bool live, 
                 } else {
                     rep->torn_bytes += v.size - off;
                 }
-                cut = true;
                 break;
             }
             if (w.pos >= upto) {
@@ -379,7 +377,6 @@ int recover_files(int dirfd, struct atp_store *store, uint64_t upto, bool live, 
             last_pos = w.pos;
             off += (size_t)n;
         }
-        (void)cut;
         end->last_seg = v.start;
         end->last_prev = v.prev;
         end->seg_len = off;

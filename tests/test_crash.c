@@ -50,7 +50,7 @@
 #define NSKU        12
 #define NLOC        2
 #define NCLIENTS    4
-#define MAX_KEYS    600000
+#define KEYS_PER_IT 8000 /* reservation keys one atpd life can make, at most */
 #define INITIAL     3000 /* admin stock per item before the events */
 #define TOPIC       "crash.events"
 #define EVENTS_RATE 1000 /* per second */
@@ -113,14 +113,16 @@ struct rec {
 };
 
 static struct rec *recs;
+static int max_keys;
+static char max_res[24]; /* atpd's max-reservations: every key may still be held */
 static int initial = INITIAL;
 static atomic_int nrecs;
 
 static struct rec *rec_new(void)
 {
     int i = atomic_fetch_add(&nrecs, 1);
-    if (i >= MAX_KEYS)
-        die("too many keys");
+    if (i >= max_keys)
+        die("too many keys (%d)", max_keys);
     return &recs[i];
 }
 
@@ -184,7 +186,7 @@ static uint16_t start_atpd(void)
                     "--max-items",
                     "1024",
                     "--max-reservations",
-                    "600000",
+                    max_res,
                     "--kafka-brokers",
                     with_events ? bootstrap : "",
                     "--kafka-topic",
@@ -523,7 +525,11 @@ int main(int argc, char **argv)
     signal(SIGPIPE, SIG_IGN);
     if (!with_events)
         initial = 100000; /* no events bring stock: start with plenty */
-    recs = calloc(MAX_KEYS, sizeof(*recs));
+    max_keys = KEYS_PER_IT * (iterations + 1);
+    snprintf(max_res, sizeof(max_res), "%d", max_keys);
+    recs = calloc((size_t)max_keys, sizeof(*recs));
+    if (!recs)
+        die("no memory for %d keys", max_keys);
     const char *tmp = getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp";
     if (asprintf(&workdir, "%s/atp-crash-XXXXXX", tmp) < 0 || !mkdtemp(workdir))
         die("mkdtemp");

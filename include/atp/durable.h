@@ -203,10 +203,11 @@ const volatile int *atp_durable_refuse_flag(const struct atp_durable *d);
 /* --- snapshots and shutdown --------------------------------------------- */
 
 /*
- * Take a snapshot now (as the periodic one does: the log is rotated, a
- * second store is rebuilt from the previous snapshot and the closed log in
- * the background thread, written, and the log before it deleted) and wait
- * for it. 0, or the error (the log stays whole on failure).
+ * Take a snapshot now, on the calling thread, as the periodic one does on
+ * the snapshot thread: the log is rotated after everything begun so far, a
+ * second store is rebuilt from the previous snapshot and the closed log,
+ * written, and the log before it deleted. 0, or the error (the log stays
+ * whole on failure).
  */
 int atp_durable_snapshot(struct atp_durable *d);
 
