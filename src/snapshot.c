@@ -176,8 +176,10 @@ int dir_scan(int dirfd, struct dir_list *out, bool remove_tmp)
         dir_list_free(&l);
         return rc;
     }
-    qsort(l.segs, l.nsegs, sizeof(uint64_t), cmp_u64);
-    qsort(l.snaps, l.nsnaps, sizeof(uint64_t), cmp_u64);
+    if (l.nsegs > 1)
+        qsort(l.segs, l.nsegs, sizeof(uint64_t), cmp_u64);
+    if (l.nsnaps > 1)
+        qsort(l.snaps, l.nsnaps, sizeof(uint64_t), cmp_u64);
     *out = l;
     return 0;
 }

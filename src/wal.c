@@ -430,7 +430,7 @@ static void slot_publish(struct atp_durable *d, uint64_t pos, const uint8_t *rec
         }
         if (len)
             memcpy(s->ext, rec, len);
-    } else {
+    } else if (len) {
         memcpy(s->data, rec, len);
     }
     s->len = len;

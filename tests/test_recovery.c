@@ -342,8 +342,9 @@ static void expect_refusal(const char *dir, const char *what)
     struct env e;
     assert_int_equal(env_open_rc(&e, dir, 1024, 0), ATP_EINVAL);
     const char *m = atp_durable_errmsg(e.d);
+    assert_non_null(m);
     if (!strstr(m, what) || !strstr(m, "refusing to start"))
-        fprintf(stderr, "message: %s\n", m);
+        fprintf(stderr, "message: %s\n", m ? m : "");
     assert_non_null(strstr(m, what));
     assert_non_null(strstr(m, "refusing to start"));
     assert_false(atp_durable_ready(e.d));
