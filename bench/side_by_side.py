@@ -108,7 +108,7 @@ class Server:
             if self.args.atpd_http:
                 cmd += ["--http-port", "0", "--http-port-file", hportfile]
             if self.args.atpd_embedded_kafka:
-                cmd += ["--kafka-embedded", "no"]  # no broker sharing core 0
+                cmd += ["-o", "kafka-embedded no"]  # no broker sharing core 0
             self.proc = subprocess.Popen(cmd, stdout=log, stderr=log)
             deadline = time.time() + 20
             want = [portfile] + ([hportfile] if self.args.atpd_http else [])
