@@ -548,6 +548,45 @@ static const struct rule rules[] = {
      "Bytes sent to clients."},
     {"server_backpressure_pauses", false, "atp_backpressure_pauses_total", "", T_COUNTER, NULL, 1,
      0, "Times reading from a client paused because its responses were not being read."},
+    /* durability: write-ahead log and snapshots (src/wal.c, src/recover.c) */
+    {"durable_ready", false, "atp_durable_ready", "", T_GAUGE, NULL, 1, 0,
+     "1 when the write-ahead log is open and has not failed."},
+    {"durable_failed", false, "atp_durable_failed", "", T_GAUGE, NULL, 1, 0,
+     "1 after durable storage failed (reservations are refused: read-only)."},
+    {"durable_fsync_policy", false, "atp_durable_fsync_policy", "", T_GAUGE, NULL, 1, 0,
+     "appendfsync in force (enum atp_fsync_policy of durable.h)."},
+    {"durable_pos_begun", false, "atp_wal_position", "", T_GAUGE, "stage=\"begun\"", 1, 0,
+     "Write-ahead log positions: handed out, written, and written and synced."},
+    {"durable_pos_written", false, "atp_wal_position", "", T_GAUGE, "stage=\"written\"", 1, 0,
+     "Write-ahead log positions: handed out, written, and written and synced."},
+    {"durable_pos_synced", false, "atp_wal_position", "", T_GAUGE, "stage=\"synced\"", 1, 0,
+     "Write-ahead log positions: handed out, written, and written and synced."},
+    {"durable_records", false, "atp_wal_records_total", "", T_COUNTER, NULL, 1, 0,
+     "Records written to the write-ahead log."},
+    {"durable_bytes", false, "atp_wal_written_bytes_total", "", T_COUNTER, NULL, 1, 0,
+     "Bytes written to the write-ahead log."},
+    {"durable_batches", false, "atp_wal_writes_total", "", T_COUNTER, NULL, 1, 0,
+     "Writes of the write-ahead log (each carries a batch of records)."},
+    {"durable_fsyncs", false, "atp_wal_fsyncs_total", "", T_COUNTER, NULL, 1, 0,
+     "fdatasync calls on the write-ahead log."},
+    {"durable_fsync_max_us", false, "atp_wal_fsync_max_seconds", "", T_GAUGE, NULL, 1e6, 0,
+     "Longest fdatasync of the write-ahead log since start."},
+    {"durable_fsync_sum_us", false, "atp_wal_fsync_seconds_total", "", T_COUNTER, NULL, 1e6, 0,
+     "Time spent in fdatasync of the write-ahead log."},
+    {"durable_ring_waits", false, "atp_wal_ring_waits_total", "", T_COUNTER, NULL, 1, 0,
+     "Times a change waited for a free slot in the log's ring."},
+    {"durable_log_bytes", false, "atp_wal_size_bytes", "", T_GAUGE, NULL, 1, 0,
+     "Bytes in the write-ahead log since the last snapshot."},
+    {"durable_snapshots", false, "atp_snapshots_total", "", T_COUNTER, NULL, 1, 0,
+     "Snapshots taken."},
+    {"durable_snapshot_failures", false, "atp_snapshot_failures_total", "", T_COUNTER, NULL, 1, 0,
+     "Snapshots that failed."},
+    {"durable_snapshot_pos", false, "atp_snapshot_position", "", T_GAUGE, NULL, 1, 0,
+     "Log position the latest snapshot covers."},
+    {"durable_snapshot_bytes", false, "atp_snapshot_size_bytes", "", T_GAUGE, NULL, 1, 0,
+     "Size of the latest snapshot."},
+    {"durable_snapshot_us", false, "atp_snapshot_duration_seconds", "", T_GAUGE, NULL, 1e6, 0,
+     "How long the latest snapshot took."},
     /* the Kafka ingest (src/ingest.c) */
     {"ingest_consumed", false, "atp_kafka_messages_total", "", T_COUNTER, NULL, 1, 0,
      "Kafka messages whose fate was decided."},
@@ -700,9 +739,15 @@ static void collect_emit(void *arg, const char *name, int64_t value)
             s->fam[k++] = ok ? ch : '_';
         }
         s->fam[k] = '\0';
+        /* Base units: a _us or _ms suffix becomes _seconds. */
+        double div = 1;
+        if (k > 7 && (strcmp(s->fam + k - 3, "_us") == 0 || strcmp(s->fam + k - 3, "_ms") == 0)) {
+            div = s->fam[k - 2] == 'u' ? 1e6 : 1e3;
+            snprintf(s->fam + k - 3, sizeof(s->fam) - (k - 3), "_seconds");
+        }
         snprintf(s->name, sizeof(s->name), "%s", s->fam);
         snprintf(s->labels, sizeof(s->labels), "%s", labels);
-        s->value = (double)value;
+        s->value = (double)value / div;
         s->rule = -1;
     }
     unsigned rank = 0;

@@ -54,6 +54,10 @@ static void fake_sources(void *arg, atp_stat_emit_fn emit, void *emit_arg)
     emit(emit_arg, "ingest_freshness_us_sum", 25000);
     emit(emit_arg, "ingest_last_event_ms{topic=\"atp.events\",partition=\"0\"}", 1750000000123);
     emit(emit_arg, "weird-name.x", 7);
+    emit(emit_arg, "durable_pos_synced", 41);
+    emit(emit_arg, "durable_fsync_sum_us", 1500000);
+    emit(emit_arg, "durable_snapshot_us", 250000);
+    emit(emit_arg, "thing_latency_us", 2500);
 }
 
 struct fx {
@@ -339,6 +343,12 @@ static void test_sources_mapped(void **state)
                             "partition=\"0\"}") == 1750000000.123);
     /* an unknown name is still there, in the metric charset */
     assert_true(value_of(t, "atp_weird_name_x") == 7);
+    /* durability: positions labelled by stage, microseconds to seconds */
+    assert_true(value_of(t, "atp_wal_position{stage=\"synced\"}") == 41);
+    assert_true(value_of(t, "atp_wal_fsync_seconds_total") == 1.5);
+    assert_true(value_of(t, "atp_snapshot_duration_seconds") == 0.25);
+    /* an unknown name with a unit suffix is exposed in base units */
+    assert_true(value_of(t, "atp_thing_latency_seconds") == 0.0025);
     assert_non_null(strstr(t, "atp_build_info{version=\"9.9.9\"} 1"));
     assert_non_null(strstr(t, "atp_process_cpu_seconds_total "));
     assert_non_null(strstr(t, "atp_process_resident_memory_bytes "));
