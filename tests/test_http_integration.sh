@@ -66,7 +66,7 @@ wait_file() {
 
 "$ATPD" --port 0 --port-file "$T/bin.port" --http-port 0 --http-port-file "$T/http.port" \
     --workers 2 --demo --http-request-timeout 1s --http-max-body 64kb --http-max-header 4kb \
-    --shutdown-timeout 5s >"$T/atpd.log" 2>&1 &
+    --shutdown-timeout 5s --dir "$T/data" --kafka-embedded >"$T/atpd.log" 2>&1 &
 PID=$!
 if ! wait_file "$T/http.port"; then
     echo "atpd did not start:"
@@ -75,7 +75,19 @@ if ! wait_file "$T/http.port"; then
 fi
 HP=$(cat "$T/http.port")
 BASE="http://127.0.0.1:$HP"
-echo "# atpd pid $PID, http port $HP"
+echo "# atpd pid $PID, http port $HP (write-ahead log in $T/data, embedded Kafka broker)"
+
+# Ready once the consumer has its partitions and caught up (a few seconds).
+i=0
+while [ "$(curl -s -o "$T/ready.body" -w '%{http_code}' "$BASE/readyz")" != 200 ] && [ $i -lt 150 ]; do
+    sleep 0.1
+    i=$((i + 1))
+done
+if [ $i -lt 150 ]; then
+    ok "readyz 200 once Kafka is assigned and caught up (after $((i / 10)).$((i % 10)) s)"
+else
+    bad "never ready: $(cat "$T/ready.body")"
+fi
 
 # req NAME EXPECT_STATUS CURL_ARGS...: body in $T/NAME.body, headers in
 # $T/NAME.hdr; checks the status.
@@ -207,6 +219,12 @@ req readyz 200 "$BASE/readyz" && jcheck readyz "j['status'] == 'ready'"
 req metrics 200 "$BASE/metrics" &&
     grep -q '^atp_requests_total{protocol="http",operation="reserve"} [1-9]' "$T/metrics.body" &&
     ok "metrics count the reserves made"
+for fam in atp_kafka_consumer_lag atp_kafka_events_total atp_kafka_event_freshness_seconds \
+    atp_wal_fsyncs_total atp_connections_open atp_reservation_expiry_lateness_seconds \
+    atp_process_open_fds atp_build_info; do
+    grep -q "^# TYPE $fam " "$T/metrics.body" || bad "metrics: no family $fam"
+done
+ok "metrics: Kafka, write-ahead log, connections, expiry, process and build families present"
 if command -v promtool >/dev/null 2>&1; then
     if promtool check metrics <"$T/metrics.body" >"$T/promtool.out" 2>&1; then
         ok "promtool check metrics"
