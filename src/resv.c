@@ -93,7 +93,10 @@ struct resv {
 struct ktable {
     _Atomic uint64_t *slots;
     uint32_t mask;
-    _Atomic uint32_t used;
+    _Atomic uint32_t used;     /* claims so far */
+    _Atomic uint32_t *claimed; /* slot of each claim, so clearing and carrying
+                                  cost what was used, not the table's size */
+    uint32_t claimed_cap;      /* past it, the reaper scans the whole table */
 };
 
 struct retired {
@@ -255,7 +258,11 @@ static int kt_claim(struct resv_state *rs, struct ktable *t, uint64_t h, const u
         if (v == 0) {
             /* W11: seq_cst claim; with A11 a Dekker pair across tables. */
             if (atomic_compare_exchange_strong(&t->slots[i], &v, mine)) {
-                atomic_fetch_add_explicit(&t->used, 1, memory_order_relaxed);
+                uint32_t nth = atomic_fetch_add_explicit(&t->used, 1, memory_order_relaxed);
+                /* Read by the reaper only after this epoch's operations have
+                 * left (epoch_leave's release, the reaper's seq_cst load). */
+                if (nth < t->claimed_cap)
+                    atomic_store_explicit(&t->claimed[nth], i, memory_order_relaxed);
                 *ret_slot = i;
                 return 0;
             }
@@ -540,11 +547,23 @@ static void kt_rotate(struct atp_store *s, uint64_t now_us)
         return;
     struct ktable *next = &rs->kt[(e + 1) % 3];
     struct ktable *old = &rs->kt[(e + 2) % 3];
-    for (uint32_t i = 0; i <= next->mask; i++)
-        atomic_store_explicit(&next->slots[i], 0, memory_order_relaxed);
+    uint32_t nused = atomic_load_explicit(&next->used, memory_order_relaxed);
+    if (nused > next->claimed_cap) {
+        for (uint32_t i = 0; i <= next->mask; i++)
+            atomic_store_explicit(&next->slots[i], 0, memory_order_relaxed);
+    } else {
+        for (uint32_t k = 0; k < nused; k++)
+            atomic_store_explicit(
+                &next->slots[atomic_load_explicit(&next->claimed[k], memory_order_relaxed)], 0,
+                memory_order_relaxed);
+    }
     atomic_store_explicit(&next->used, 0, memory_order_relaxed);
     /* Carry the live keys of the table that drops out of sight. */
-    for (uint32_t i = 0; i <= old->mask; i++) {
+    uint32_t oused = atomic_load_explicit(&old->used, memory_order_relaxed);
+    int full = oused > old->claimed_cap;
+    uint32_t nslots = full ? old->mask + 1 : oused;
+    for (uint32_t k = 0; k < nslots; k++) {
+        uint32_t i = full ? k : atomic_load_explicit(&old->claimed[k], memory_order_relaxed);
         uint64_t v = atomic_load_explicit(&old->slots[i], memory_order_relaxed);
         if (v == 0 || v == KENT_DEAD)
             continue;
@@ -554,8 +573,8 @@ static void kt_rotate(struct atp_store *s, uint64_t now_us)
             continue;
         uint64_t kw[ATP_KEY_MAX / 8];
         uint32_t klen = atomic_load_explicit(&rs->recs[idx].key_len, memory_order_relaxed);
-        for (uint32_t k = 0; k < ATP_KEY_MAX / 8; k++)
-            kw[k] = atomic_load_explicit(&rs->recs[idx].key[k], memory_order_relaxed);
+        for (uint32_t w = 0; w < ATP_KEY_MAX / 8; w++)
+            kw[w] = atomic_load_explicit(&rs->recs[idx].key[w], memory_order_relaxed);
         uint64_t h = XXH3_64bits(kw, klen);
         uint32_t slot, fidx, fgen;
         kt_claim(rs, next, h, kw, klen, v, &slot, &fidx, &fgen);
@@ -1363,7 +1382,9 @@ int resv_init(struct atp_store *s)
     for (int i = 0; i < 3; i++) {
         rs->kt[i].mask = (uint32_t)(n - 1);
         rs->kt[i].slots = store_map(n * sizeof(uint64_t));
-        if (!rs->kt[i].slots)
+        rs->kt[i].claimed_cap = (uint32_t)(n / 2);
+        rs->kt[i].claimed = store_map((size_t)rs->kt[i].claimed_cap * sizeof(uint32_t));
+        if (!rs->kt[i].slots || !rs->kt[i].claimed)
             return -ENOMEM;
     }
     return 0;
@@ -1375,8 +1396,10 @@ void resv_fini(struct atp_store *s)
     if (!rs)
         return;
     atp_store_stop_expirer(s);
-    for (int i = 0; i < 3; i++)
+    for (int i = 0; i < 3; i++) {
         store_unmap(rs->kt[i].slots, ((size_t)rs->kt[i].mask + 1) * sizeof(uint64_t));
+        store_unmap(rs->kt[i].claimed, (size_t)rs->kt[i].claimed_cap * sizeof(uint32_t));
+    }
     store_unmap(rs->recs, rs->recs_bytes);
     store_unmap(rs->wheel, sizeof(uint32_t) * WHEEL_SLOTS);
     store_unmap(rs->fifo, sizeof(struct retired) * rs->cap);
@@ -1403,5 +1426,6 @@ void resv_stats(struct atp_store *s, struct atp_store_stats *st)
         st->lateness_buckets[i] = atomic_load_explicit(&rs->late_buckets[i], memory_order_relaxed);
     st->bytes_reserved += rs->recs_bytes + sizeof(uint32_t) * WHEEL_SLOTS +
                           sizeof(struct retired) * rs->cap +
-                          3 * ((size_t)rs->kt[0].mask + 1) * sizeof(uint64_t);
+                          3 * ((size_t)rs->kt[0].mask + 1) * sizeof(uint64_t) +
+                          3 * (size_t)rs->kt[0].claimed_cap * sizeof(uint32_t);
 }
