@@ -84,8 +84,9 @@ struct part {
     _Atomic int64_t kafka_lag;   /* librdkafka's consumer_lag; -1 unknown */
     _Atomic bool assigned;
     _Atomic bool stale;
-    _Atomic uint64_t stale_epoch; /* unique per gap; keys the resync set */
-    bool fresh;                   /* consumer thread: started without an atpd offset */
+    _Atomic uint64_t stale_epoch;  /* unique per gap; keys the resync set */
+    _Atomic int64_t last_event_ms; /* timestamp of the last applied event; 0 none */
+    bool fresh;                    /* consumer thread: started without an atpd offset */
 };
 
 struct dd_entry {
@@ -791,6 +792,7 @@ static void handle_message(struct atp_ingest *ing, rd_kafka_message_t *m)
         uint64_t now = atp_now_us();
         uint64_t at = (uint64_t)ts * 1000u;
         record_freshness(ing, now > at ? now - at : 0);
+        atomic_store_explicit(&p->last_event_ms, ts, memory_order_relaxed);
     }
     settle(ing, p, m, ATP_INGEST_APPLIED, &ev);
 }
@@ -1540,6 +1542,13 @@ void atp_ingest_collect(void *arg, atp_ingest_emit_fn emit, void *emit_arg)
         snprintf(name, sizeof(name), "ingest_stale{topic=\"%s\",partition=\"%" PRId32 "\"}",
                  p->topic, p->partition);
         emit(emit_arg, name, atomic_load_explicit(&p->stale, memory_order_relaxed));
+        int64_t last = atomic_load_explicit(&p->last_event_ms, memory_order_relaxed);
+        if (last > 0) {
+            snprintf(name, sizeof(name),
+                     "ingest_last_event_ms{topic=\"%s\",partition=\"%" PRId32 "\"}", p->topic,
+                     p->partition);
+            emit(emit_arg, name, last);
+        }
     }
 
     uint64_t cum = 0;
