@@ -6,7 +6,7 @@ pkgs=(
   build-essential meson ninja-build pkg-config clang libclang-rt-14-dev
   liburing-dev libxxhash-dev librdkafka-dev libjson-c-dev libjemalloc-dev
   libcmocka-dev libbenchmark-dev libhttp-parser-dev libsystemd-dev
-  kcat redis-server curl python3 clang-format
+  kcat redis-server nginx-light prometheus curl python3 python3-yaml clang-format
 )
 missing=()
 for p in "${pkgs[@]}"; do
