@@ -85,7 +85,10 @@ static void usage(FILE *out)
             ATP_CONFIG_DEFAULT_PORT);
     for (size_t i = 0; atp_config_directive(i); i++) {
         const struct atp_config_directive_info *d = atp_config_directive(i);
-        fprintf(out, "  --%s %s\n      %s\n", d->name, d->arg, d->help);
+        if (d->is_bool)
+            fprintf(out, "  --%s[=%s]\n      %s\n", d->name, d->arg, d->help);
+        else
+            fprintf(out, "  --%s %s\n      %s\n", d->name, d->arg, d->help);
     }
     fprintf(out, "  kafka.<property> VALUE\n      passed to the Kafka client as is\n");
 }
@@ -510,7 +513,9 @@ static int ingest_open(const struct atp_config *cfg, struct atp_store *store, st
         atp_log(ATP_LOG_ERROR, "cannot create the Kafka consumer", LOG_ERR(rc));
         return rc;
     }
-    if (g->dur) {
+    /* The embedded broker starts empty at every start: offsets recovered from
+     * an earlier run would point into a log that no longer exists. */
+    if (g->dur && cfg->kafka_brokers) {
         struct atp_durable_offset offs[256];
         size_t n = atp_durable_offsets(g->dur, offs, 256);
         for (size_t i = 0; i < n && i < 256; i++)
