@@ -878,21 +878,33 @@ static inline int ctl_matches(uint64_t c, uint32_t g)
            ctl_state(c) != ST_FREE;
 }
 
-int atp_store_commit(struct atp_store *s, uint64_t id, uint64_t now_us, struct atp_reservation *ret)
+enum held_op { HELD_COMMIT, HELD_RELEASE, HELD_EXTEND };
+
+/*
+ * Every change of a held reservation made by a client: resolve the id, expire
+ * it on the spot if its time has passed, then one CAS of ctl with its journal
+ * record (position taken after reading the state the CAS expects). Returns 0
+ * when this call made the change, 1 when a commit finds the reservation
+ * already committed or fulfilled (a retry), or an error code.
+ */
+static int held_transition(struct atp_store *s, uint64_t id, uint64_t now_us, enum held_op op,
+                           uint64_t ttl_ms, uint32_t *ret_idx, uint32_t *ret_gen)
 {
     struct resv_state *rs = s->resv;
     uint32_t idx, g;
     int rc = id_resolve(rs, id, &idx, &g);
     if (rc)
         return rc;
+    *ret_idx = idx;
+    *ret_gen = g;
     struct resv *r = &rs->recs[idx];
     uint64_t c = atomic_load_explicit(&r->ctl, memory_order_acquire);
     for (;;) {
         if (!ctl_matches(c, g))
             return ATP_ENOTFOUND;
         unsigned st = ctl_state(c);
-        if (st == ATP_RES_COMMITTED || st == ATP_RES_FULFILLED)
-            return finish_copy(s, idx, g, ret); /* a retried commit */
+        if (op == HELD_COMMIT && (st == ATP_RES_COMMITTED || st == ATP_RES_FULFILLED))
+            return 1;
         if (st == ATP_RES_EXPIRED)
             return ATP_EEXPIRED;
         if (st != ATP_RES_HELD)
@@ -902,16 +914,43 @@ int atp_store_commit(struct atp_store *s, uint64_t id, uint64_t now_us, struct a
             c = atomic_load_explicit(&r->ctl, memory_order_acquire);
             continue;
         }
-        uint64_t nc = ctl_make(g, 0, ATP_RES_COMMITTED);
+        struct atp_journal_rec jr = {.id = id, .now_us = now_us};
+        uint64_t nc;
+        switch (op) {
+        case HELD_COMMIT:
+            nc = ctl_make(g, 0, ATP_RES_COMMITTED);
+            jr.type = ATP_J_COMMIT;
+            break;
+        case HELD_RELEASE:
+            nc = (c & ~UINT64_C(15)) | ATP_RES_RELEASED;
+            jr.type = ATP_J_RELEASE;
+            break;
+        default:
+            nc = ctl_make(g, (now_us + 999) / 1000 + ttl_ms, ATP_RES_HELD);
+            jr.type = ATP_J_EXTEND;
+            jr.ttl_ms = ttl_ms;
+            break;
+        }
         uint64_t pos = j_begin(s);
         if (atomic_compare_exchange_strong_explicit(&r->ctl, &c, nc, memory_order_acq_rel,
                                                     memory_order_acquire)) {
-            j_end(s, pos,
-                  &(struct atp_journal_rec){.type = ATP_J_COMMIT, .id = id, .now_us = now_us});
-            break;
+            j_end(s, pos, &jr);
+            return 0;
         }
         j_end(s, pos, NULL);
     }
+}
+
+int atp_store_commit(struct atp_store *s, uint64_t id, uint64_t now_us, struct atp_reservation *ret)
+{
+    struct resv_state *rs = s->resv;
+    uint32_t idx, g;
+    int rc = held_transition(s, id, now_us, HELD_COMMIT, 0, &idx, &g);
+    if (rc == 1)
+        return finish_copy(s, idx, g, ret); /* a retried commit */
+    if (rc)
+        return rc;
+    struct resv *r = &rs->recs[idx];
     uint32_t n = atomic_load_explicit(&r->nlines, memory_order_relaxed);
     for (uint32_t i = 0; i < n; i++)
         store_commit_qty(s, atomic_load_explicit(&r->line[i].item, memory_order_relaxed),
@@ -927,35 +966,10 @@ int atp_store_release(struct atp_store *s, uint64_t id, uint64_t now_us,
 {
     struct resv_state *rs = s->resv;
     uint32_t idx, g;
-    int rc = id_resolve(rs, id, &idx, &g);
+    int rc = held_transition(s, id, now_us, HELD_RELEASE, 0, &idx, &g);
     if (rc)
         return rc;
-    struct resv *r = &rs->recs[idx];
-    uint64_t c = atomic_load_explicit(&r->ctl, memory_order_acquire);
-    for (;;) {
-        if (!ctl_matches(c, g))
-            return ATP_ENOTFOUND;
-        unsigned st = ctl_state(c);
-        if (st == ATP_RES_EXPIRED)
-            return ATP_EEXPIRED;
-        if (st != ATP_RES_HELD)
-            return ATP_ESTATE;
-        if (ctl_exp(c) * 1000 <= now_us) {
-            rec_try_expire(s, idx, c, now_us, false);
-            c = atomic_load_explicit(&r->ctl, memory_order_acquire);
-            continue;
-        }
-        uint64_t nc = (c & ~UINT64_C(15)) | ATP_RES_RELEASED;
-        uint64_t pos = j_begin(s);
-        if (atomic_compare_exchange_strong_explicit(&r->ctl, &c, nc, memory_order_acq_rel,
-                                                    memory_order_acquire)) {
-            j_end(s, pos,
-                  &(struct atp_journal_rec){.type = ATP_J_RELEASE, .id = id, .now_us = now_us});
-            break;
-        }
-        j_end(s, pos, NULL);
-    }
-    rec_give_back(s, r);
+    rec_give_back(s, &rs->recs[idx]);
     atomic_fetch_sub_explicit(&rs->held, 1, memory_order_relaxed);
     atomic_fetch_add_explicit(&rs->releases, 1, memory_order_relaxed);
     rc = finish_copy(s, idx, g, ret);
@@ -966,41 +980,14 @@ int atp_store_release(struct atp_store *s, uint64_t id, uint64_t now_us,
 int atp_store_extend(struct atp_store *s, uint64_t id, uint64_t ttl_ms, uint64_t now_us,
                      struct atp_reservation *ret)
 {
-    struct resv_state *rs = s->resv;
     if (ttl_ms == 0 || ttl_ms > s->cfg.max_ttl_ms)
         return ATP_ETTL;
     uint32_t idx, g;
-    int rc = id_resolve(rs, id, &idx, &g);
+    int rc = held_transition(s, id, now_us, HELD_EXTEND, ttl_ms, &idx, &g);
     if (rc)
         return rc;
-    struct resv *r = &rs->recs[idx];
-    uint64_t c = atomic_load_explicit(&r->ctl, memory_order_acquire);
-    for (;;) {
-        if (!ctl_matches(c, g))
-            return ATP_ENOTFOUND;
-        unsigned st = ctl_state(c);
-        if (st == ATP_RES_EXPIRED)
-            return ATP_EEXPIRED;
-        if (st != ATP_RES_HELD)
-            return ATP_ESTATE;
-        if (ctl_exp(c) * 1000 <= now_us) {
-            rec_try_expire(s, idx, c, now_us, false);
-            c = atomic_load_explicit(&r->ctl, memory_order_acquire);
-            continue;
-        }
-        uint64_t nc = ctl_make(g, (now_us + 999) / 1000 + ttl_ms, ATP_RES_HELD);
-        uint64_t pos = j_begin(s);
-        if (atomic_compare_exchange_strong_explicit(&r->ctl, &c, nc, memory_order_acq_rel,
-                                                    memory_order_acquire)) {
-            j_end(s, pos,
-                  &(struct atp_journal_rec){
-                      .type = ATP_J_EXTEND, .id = id, .now_us = now_us, .ttl_ms = ttl_ms});
-            break;
-        }
-        j_end(s, pos, NULL);
-    }
     /* The reaper re-files it (a shorter TTL must not wait for the old slot). */
-    inbox_push(rs, idx);
+    inbox_push(s->resv, idx);
     return finish_copy(s, idx, g, ret);
 }
 
