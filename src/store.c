@@ -552,11 +552,9 @@ void atp_store_get_many(struct atp_store *s, const struct atp_get_req *reqs, uin
                     q->sku.len <= ATP_SKU_MAX && loc_find(s, q->loc, &lid[i]) == 0;
             if (!ok[i])
                 continue;
-            uint64_t sh_hash = XXH3_64bits(q->sku.p, q->sku.len);
-            struct shard *sh = shard_of(s, sh_hash);
-            h[i] = item_hash(sh_hash, lid[i]);
-            __builtin_prefetch(&sh->item_slots[slot_start(h[i], sh->item_n)]);
-            h[i] = sh_hash;
+            h[i] = XXH3_64bits(q->sku.p, q->sku.len); /* the sku hash */
+            struct shard *sh = shard_of(s, h[i]);
+            __builtin_prefetch(&sh->item_slots[slot_start(item_hash(h[i], lid[i]), sh->item_n)]);
         }
         for (uint32_t i = 0; i < m; i++) {
             if (!ok[i])
