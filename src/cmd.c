@@ -477,6 +477,52 @@ static int metrics_op(uint8_t opcode)
     }
 }
 
+/* Answer a frame atp_proto_frame refused (size < 0): 0 or -ENOMEM. */
+static int framing_error(struct atp_buf *out, ssize_t size, const struct atp_frame *f,
+                         uint32_t max_frame)
+{
+    char detail[96];
+    if (size == ATP_EBADMAGIC)
+        return append_error(out, ATP_OP_NONE, 0, ATP_EBADMAGIC, NULL, NULL, 0);
+    if (size == ATP_EVERSION)
+        snprintf(detail, sizeof(detail), "version %u, this server speaks %u", f->version,
+                 ATP_PROTO_VERSION);
+    else
+        snprintf(detail, sizeof(detail), "frame of %llu bytes, the limit is %u",
+                 (unsigned long long)f->body_len + ATP_PROTO_HDR_SIZE, max_frame);
+    return append_error(out, f->opcode, f->id, (int)size, detail, NULL, 0);
+}
+
+/*
+ * Execute one whole frame and append its response. Returns 0, or -ENOMEM
+ * when not even an error response fitted. *ret_code is the request's status
+ * for the metrics.
+ */
+static int run_frame(struct atp_cmd_ctx *ctx, const struct atp_frame *f, struct atp_buf *out,
+                     uint64_t now_us, int *ret_code)
+{
+    int rc, code;
+    size_t start = out->len;
+    if (f->opcode < ATP_OP_RESPONSE && ops[f->opcode].fn) {
+        rc = code = ops[f->opcode].fn(ctx, f, out, now_us);
+        if (rc)
+            rc = append_error(out, f->opcode, f->id, rc, NULL, NULL, 0);
+    } else {
+        char detail[32];
+        snprintf(detail, sizeof(detail), "opcode 0x%02x", f->opcode);
+        code = ATP_EUNKNOWNOP;
+        rc = append_error(out, f->opcode, f->id, ATP_EUNKNOWNOP, detail, NULL, 0);
+    }
+    /* A handler that appended its own error (RESERVE's shortfalls) returned
+     * 0; its status is read back from the frame it wrote. GET never does. */
+    struct atp_frame rf;
+    if (code == 0 && rc == 0 && f->opcode != ATP_OP_GET &&
+        atp_proto_frame(out->data + start, out->len - start, UINT32_MAX, &rf) > 0 && rf.status)
+        code = atp_error_from_wire(rf.status);
+    *ret_code = code;
+    return rc ? -ENOMEM : 0;
+}
+
 ssize_t atp_cmd_handle(struct atp_cmd_ctx *ctx, const uint8_t *in, size_t len, struct atp_buf *out,
                        uint64_t now_us)
 {
@@ -485,43 +531,178 @@ ssize_t atp_cmd_handle(struct atp_cmd_ctx *ctx, const uint8_t *in, size_t len, s
     ssize_t size = atp_proto_frame(in, len, max_frame, &f);
     if (size == 0)
         return 0;
-    if (size < 0) {
-        /* Broken framing: answer, and let the caller close. */
-        char detail[96];
-        int rc;
-        if (size == ATP_EBADMAGIC) {
-            rc = append_error(out, ATP_OP_NONE, 0, ATP_EBADMAGIC, NULL, NULL, 0);
-        } else {
-            if (size == ATP_EVERSION)
-                snprintf(detail, sizeof(detail), "version %u, this server speaks %u", f.version,
-                         ATP_PROTO_VERSION);
-            else
-                snprintf(detail, sizeof(detail), "frame of %llu bytes, the limit is %u",
-                         (unsigned long long)f.body_len + ATP_PROTO_HDR_SIZE, max_frame);
-            rc = append_error(out, f.opcode, f.id, (int)size, detail, NULL, 0);
-        }
-        return rc ? -ENOMEM : size;
-    }
-
-    int rc, code;
+    if (size < 0) /* broken framing: answer, and let the caller close */
+        return framing_error(out, size, &f, max_frame) ? -ENOMEM : size;
     uint64_t t0 = atp_metrics_now_ns();
-    size_t start = out->len;
-    if (f.opcode < ATP_OP_RESPONSE && ops[f.opcode].fn) {
-        rc = code = ops[f.opcode].fn(ctx, &f, out, now_us);
-        if (rc)
-            rc = append_error(out, f.opcode, f.id, rc, NULL, NULL, 0);
-    } else {
-        char detail[32];
-        snprintf(detail, sizeof(detail), "opcode 0x%02x", f.opcode);
-        code = ATP_EUNKNOWNOP;
-        rc = append_error(out, f.opcode, f.id, ATP_EUNKNOWNOP, detail, NULL, 0);
-    }
-    /* Metrics: a handler that appended its own error (RESERVE's shortfalls)
-     * returned 0; its status is read back from the frame it wrote. */
-    struct atp_frame rf;
-    if (code == 0 && rc == 0 &&
-        atp_proto_frame(out->data + start, out->len - start, UINT32_MAX, &rf) > 0 && rf.status)
-        code = atp_error_from_wire(rf.status);
+    int code;
+    int rc = run_frame(ctx, &f, out, now_us, &code);
     atp_metrics_request(ATP_MPROTO_BIN, metrics_op(f.opcode), code, atp_metrics_now_ns() - t0);
     return rc ? -ENOMEM : size;
+}
+
+/* --- pipelined frames: consecutive GETs read together -------------------- */
+
+/*
+ * Up to GET_BATCH consecutive GET frames are decoded first, their item
+ * lookups go to the store in one atp_store_get_many call (which overlaps
+ * the cache misses of independent keys: 2-3 dependent misses per key, so
+ * the batch costs little more than its slowest key), then the responses
+ * are appended in frame order. A batch ends at any other opcode, so a
+ * write in the same buffer is seen by the GETs after it and not by those
+ * before, as if the frames ran one by one.
+ */
+#define GET_BATCH 64
+
+enum { G_ITEM, G_NETWORK, G_ERROR };
+
+struct get_frame {
+    uint64_t id;
+    uint8_t kind;         /* how it is answered, below */
+    bool breakdown;       /* the request asked for the counters */
+    int rc;               /* G_ERROR: the answer; after batch_run: every frame's status */
+    uint32_t idx;         /* G_ITEM: index into reqs; G_NETWORK: the channel id */
+    struct atp_slice sku; /* G_NETWORK */
+};
+
+struct get_batch {
+    uint32_t n, nreq;
+    struct get_frame f[GET_BATCH];
+    struct atp_get_req reqs[GET_BATCH];
+    struct atp_breakdown res[GET_BATCH];
+    int rcs[GET_BATCH];
+};
+
+/* Decode a GET frame into the batch (decode and channel errors are kept as
+ * its answer, exactly as op_get would return them). */
+static void batch_add(struct atp_cmd_ctx *ctx, struct get_batch *b, const struct atp_frame *f)
+{
+    struct get_frame *g = &b->f[b->n++];
+    struct atp_proto_get_req req;
+    g->id = f->id;
+    g->rc = atp_proto_dec_get_req(f, &req);
+    if (g->rc) {
+        g->kind = G_ERROR;
+        return;
+    }
+    g->breakdown = req.breakdown;
+    uint32_t channel;
+    g->rc = atp_store_channel_find(ctx->store, req.key.channel, &channel);
+    if (g->rc) {
+        g->kind = G_ERROR;
+    } else if (req.key.loc.len == 0) {
+        g->kind = G_NETWORK;
+        g->idx = channel;
+        g->sku = req.key.sku;
+    } else {
+        g->kind = G_ITEM;
+        g->idx = b->nreq++;
+        b->reqs[g->idx] = (struct atp_get_req){req.key.sku, req.key.loc, channel};
+    }
+}
+
+/*
+ * Read and answer the batch; every frame's metrics carry `t_begin` to the
+ * end of the batch (each response exists only then). Returns 0, or
+ * -ENOMEM with *ret_done frames answered before the failure.
+ */
+static int batch_run(struct atp_cmd_ctx *ctx, struct get_batch *b, struct atp_buf *out,
+                     uint64_t t_begin, uint64_t *ret_t_end, uint32_t *ret_done)
+{
+    if (b->nreq)
+        atp_store_get_many(ctx->store, b->reqs, b->nreq, b->res, b->rcs);
+    int err = 0;
+    uint32_t i;
+    for (i = 0; i < b->n && !err; i++) {
+        struct get_frame *g = &b->f[i];
+        struct atp_proto_get_resp resp = {.breakdown = g->breakdown};
+        if (g->kind == G_ITEM) {
+            g->rc = b->rcs[g->idx];
+            resp.b = b->res[g->idx];
+        } else if (g->kind == G_NETWORK) {
+            g->rc = atp_store_get_network(ctx->store, g->sku, g->idx, &resp.b);
+        }
+        ssize_t n = -1;
+        if (g->rc == 0) {
+            size_t cap = out->cap - out->len;
+            uint8_t *p = out->data ? out->data + out->len : NULL;
+            n = atp_proto_enc_get_resp(p, cap, g->id, &resp);
+            if (n >= 0 && (size_t)n > cap) {
+                p = atp_buf_reserve(out, (size_t)n);
+                n = p ? atp_proto_enc_get_resp(p, (size_t)n, g->id, &resp) : -ENOMEM;
+            }
+            if (n >= 0)
+                out->len += (size_t)n;
+            else
+                g->rc = (int)n; /* answered as an error, like op_get's failed emit */
+        }
+        if (g->rc && append_error(out, ATP_OP_GET, g->id, g->rc, NULL, NULL, 0))
+            err = -ENOMEM;
+    }
+    uint64_t t_end = atp_metrics_now_ns();
+    for (uint32_t k = 0; k < i; k++)
+        atp_metrics_request(ATP_MPROTO_BIN, ATP_MOP_GET, b->f[k].rc, t_end - t_begin);
+    *ret_t_end = t_end;
+    *ret_done = i;
+    b->n = b->nreq = 0;
+    return err;
+}
+
+size_t atp_cmd_handle_many(struct atp_cmd_ctx *ctx, const uint8_t *in, size_t len,
+                           struct atp_buf *out, uint64_t now_us, size_t out_stop,
+                           uint32_t *ret_frames, int *ret_err)
+{
+    uint32_t max_frame = ctx->max_frame ? ctx->max_frame : ATP_PROTO_MAX_FRAME;
+    struct get_batch b;
+    b.n = b.nreq = 0;
+    size_t off = 0, batch_off = 0;
+    uint32_t frames = 0;
+    int err = 0;
+    /* One clock read per frame (or per GET batch): each frame's duration
+     * runs from the end of the previous one. */
+    uint64_t t = atp_metrics_now_ns();
+    for (;;) {
+        struct atp_frame f;
+        ssize_t size = 0;
+        /* The output limit is looked at before each frame outside a batch:
+         * a batch may overshoot it by its GET responses (<= GET_BATCH). */
+        if (b.n == 0 && out->len >= out_stop)
+            break;
+        if (off < len && b.n < GET_BATCH)
+            size = atp_proto_frame(in + off, len - off, max_frame, &f);
+        if (size > 0 && f.opcode == ATP_OP_GET) {
+            if (b.n == 0)
+                batch_off = off;
+            batch_add(ctx, &b, &f);
+            off += (size_t)size;
+            continue;
+        }
+        if (b.n) {
+            uint32_t done;
+            err = batch_run(ctx, &b, out, t, &t, &done);
+            frames += done;
+            if (err) {
+                off = batch_off; /* the caller closes: what was consumed no longer matters */
+                break;
+            }
+            continue; /* look at the limit, then this frame again */
+        }
+        if (size == 0)
+            break;
+        frames++;
+        if (size < 0) {
+            err = framing_error(out, size, &f, max_frame) ? -ENOMEM : (int)size;
+            break;
+        }
+        int code;
+        err = run_frame(ctx, &f, out, now_us, &code);
+        uint64_t t1 = atp_metrics_now_ns();
+        atp_metrics_request(ATP_MPROTO_BIN, metrics_op(f.opcode), code, t1 - t);
+        t = t1;
+        if (err)
+            break;
+        off += (size_t)size;
+    }
+    *ret_frames = frames;
+    *ret_err = err;
+    return off;
 }

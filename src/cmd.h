@@ -64,6 +64,26 @@ ssize_t atp_cmd_handle(struct atp_cmd_ctx *ctx, const uint8_t *in, size_t len, s
                        uint64_t now_us);
 
 /*
+ * Handle every whole frame at the start of `in`, in order, with the same
+ * responses, metrics and store effects as that many atp_cmd_handle calls,
+ * but faster for pipelined lookups: consecutive GET frames are read from the
+ * store together (atp_store_get_many), their responses still appended one
+ * per frame in frame order. Before each frame outside such a run, stops if
+ * out->len >= out_stop (the caller's backpressure; a run of GETs may go past
+ * it by at most 64 GET responses).
+ *
+ * Returns the bytes consumed: whole frames answered; it stops at a partial
+ * frame or at out_stop. *ret_frames counts the frames handled (a broken one
+ * included). *ret_err is 0, or what atp_cmd_handle would have returned for
+ * the frame that ended the call (broken framing with its error appended, or
+ * -ENOMEM); the caller then flushes `out` and closes, and the return value
+ * means nothing more.
+ */
+size_t atp_cmd_handle_many(struct atp_cmd_ctx *ctx, const uint8_t *in, size_t len,
+                           struct atp_buf *out, uint64_t now_us, size_t out_stop,
+                           uint32_t *ret_frames, int *ret_err);
+
+/*
  * Append an error response frame that answers no particular request (for
  * example "too many connections" or "idle timeout" before closing), or that
  * answers `request_id`. `detail` may be NULL. 0 or -ENOMEM.

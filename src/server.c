@@ -2,8 +2,10 @@
  * server.c - io_uring workers, connections, backpressure, limits, drain.
  *
  * Knows sockets, io_uring and the connection state machine. Frames are
- * opaque here: received bytes go to atp_cmd_handle(), which consumes whole
- * frames and appends one response each; this file only moves bytes.
+ * opaque here: received bytes go to atp_cmd_handle_many() (binary protocol:
+ * every whole frame of a receive in one call, so pipelined lookups are read
+ * from the store together) or atp_http_handle(), which consume whole frames
+ * and append one response each; this file only moves bytes.
  *
  * Threads. Each worker owns one io_uring ring (created on its own thread, so
  * the ring can be SINGLE_ISSUER + DEFER_TASKRUN: completions run only when
@@ -540,8 +542,19 @@ static bool durable_holds(struct worker *w, struct conn *c)
     return true;
 }
 
+/* Backpressure: c's output reached the limit; stop reading it. */
+static void pause_conn(struct worker *w, struct conn *c)
+{
+    if (!c->paused) {
+        c->paused = true;
+        STAT_ADD(w, pauses, 1);
+    }
+}
+
 /*
- * Hand whole frames to the cmd layer. Returns the bytes consumed; stops at a
+ * Hand whole frames to the cmd layer (binary protocol: all the frames of the
+ * buffer in one call, so pipelined GETs are read from the store together;
+ * HTTP: one request at a time). Returns the bytes consumed; stops at a
  * partial frame, at the output limit (pausing the conn) or at broken framing
  * (closing it; everything is then "consumed").
  */
@@ -551,16 +564,26 @@ static size_t consume(struct worker *w, struct conn *c, const uint8_t *p, size_t
     uint64_t handled = 0;
     uint64_t pos0 = atp_durable_tls_pos();
     size_t limit = w->srv->cfg.output_buffer_limit;
-    while (off < n) {
+    if (!c->http && n > 0) {
+        size_t unsent = c->snd.len - c->snd_off;
+        uint32_t frames = 0;
+        int err = 0;
+        off = atp_cmd_handle_many(&w->ctx, p, n, &c->out, w->now_us,
+                                  unsent < limit ? limit - unsent : 0, &frames, &err);
+        handled = frames;
+        if (err) {
+            conn_begin_close(w, c, R_PROTOCOL);
+            off = n;
+        } else if (off < n && pending_out(c) >= limit) {
+            pause_conn(w, c);
+        }
+    }
+    while (c->http && off < n) {
         if (pending_out(c) >= limit) {
-            if (!c->paused) {
-                c->paused = true;
-                STAT_ADD(w, pauses, 1);
-            }
+            pause_conn(w, c);
             break;
         }
-        ssize_t r = c->http ? atp_http_handle(&w->hctx, p + off, n - off, &c->out, w->now_us)
-                            : atp_cmd_handle(&w->ctx, p + off, n - off, &c->out, w->now_us);
+        ssize_t r = atp_http_handle(&w->hctx, p + off, n - off, &c->out, w->now_us);
         if (r > 0) {
             off += (size_t)r;
             handled++;
@@ -568,8 +591,8 @@ static size_t consume(struct worker *w, struct conn *c, const uint8_t *p, size_t
         }
         if (r < 0) {
             handled++;
-            /* HTTP: -ECONNRESET is "Connection: close" answered, not an error. */
-            conn_begin_close(w, c, c->http && r == -ECONNRESET ? R_PEER : R_PROTOCOL);
+            /* -ECONNRESET is "Connection: close" answered, not an error. */
+            conn_begin_close(w, c, r == -ECONNRESET ? R_PEER : R_PROTOCOL);
             off = n;
         }
         break;

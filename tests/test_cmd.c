@@ -17,6 +17,7 @@
 
 #include "atp/proto.h"
 #include "cmd.h"
+#include "metrics.h"
 
 #define T0 1750000000000000ULL /* now_us used by every request */
 
@@ -39,10 +40,9 @@ static void source_collect(void *arg, atp_stat_emit_fn emit, void *emit_arg)
 
 static int64_t source_value = 4242;
 
-static int setup(void **state)
+/* The store every test starts from: three channels, four shards. */
+static void new_store(struct atp_store **ret)
 {
-    struct fx *x = calloc(1, sizeof(*x));
-    assert_non_null(x);
     static const struct atp_channel_config channels[] = {
         {.name = "web", .safety_units = 0, .cap = -1},
         {.name = "app", .safety_units = 5, .cap = 50},
@@ -57,7 +57,14 @@ static int setup(void **state)
     cfg.nshards = 4;
     cfg.channels = channels;
     cfg.nchannels = 3;
-    assert_int_equal(atp_store_new(&cfg, &x->store), 0);
+    assert_int_equal(atp_store_new(&cfg, ret), 0);
+}
+
+static int setup(void **state)
+{
+    struct fx *x = calloc(1, sizeof(*x));
+    assert_non_null(x);
+    new_store(&x->store);
     x->ctx.store = x->store;
     x->ctx.build = "atpd test";
     x->ctx.refuse_writes = &x->refuse;
@@ -705,13 +712,239 @@ static void test_cmd_error(void **state)
     atp_buf_free(&tiny);
 }
 
+/* --- pipelined frames (atp_cmd_handle_many) ------------------------------- */
+
+/* Append one encoded frame to buf; returns its length. */
+#define PUT(call)                                                                                  \
+    do {                                                                                           \
+        ssize_t n_ = (call);                                                                       \
+        assert_true(n_ > 0 && (size_t)n_ <= sizeof(pl->buf) - pl->len);                            \
+        pl->len += (size_t)n_;                                                                     \
+        pl->nframes++;                                                                             \
+    } while (0)
+
+struct pipeline {
+    uint8_t buf[64 * 1024];
+    size_t len;
+    uint32_t nframes, ngets;
+};
+
+static void pl_get(struct pipeline *pl, uint64_t id, const char *sku, const char *channel,
+                   const char *loc, bool breakdown)
+{
+    struct atp_proto_get_req r = {
+        {atp_slice_cstr(sku), atp_slice_cstr(channel), atp_slice_cstr(loc)}, breakdown};
+    PUT(atp_proto_enc_get_req(pl->buf + pl->len, sizeof(pl->buf) - pl->len, id, &r));
+    pl->ngets++;
+}
+
+/*
+ * GETs of every kind (item, network, breakdown or not, unknown sku, unknown
+ * channel, bad names, a malformed body) in runs longer than one store batch,
+ * between writes they must see (or not), pings, an unknown opcode, a
+ * reservation and a stats frame.
+ */
+static void pl_build(struct pipeline *pl)
+{
+    static const char *const skus[] = {"SKU-1", "SKU-2", "SKU-3", "NOPE"};
+    static const char *const locs[] = {"DC-1", "DC-2", ""};
+    static const char *const chans[] = {"web", "app", "b2b"};
+    uint64_t id = 1;
+    memset(pl, 0, sizeof(*pl));
+    for (int i = 0; i < 150; i++) /* a run over two batches */
+        pl_get(pl, id++, skus[i % 4], chans[i % 3], locs[i % 3], i % 2);
+    struct atp_proto_adjust_req adj = {ATP_SLICE("SKU-2"), ATP_SLICE("DC-1"), 7};
+    PUT(atp_proto_enc_adjust_req(pl->buf + pl->len, sizeof(pl->buf) - pl->len, id++, &adj));
+    pl_get(pl, id++, "SKU-2", "web", "DC-1", true); /* sees the +7 */
+    pl_get(pl, id++, "SKU-2", "web", "", false);
+    pl_get(pl, id++, "SKU-1", "tv", "DC-1", false);  /* ENOCHANNEL */
+    pl_get(pl, id++, "SKU 1", "web", "DC-1", false); /* EINVAL_SKU */
+    pl_get(pl, id++, "SKU-1", "web", "DC#1", false); /* EINVAL_LOC */
+    pl_get(pl, id++, "SKU 1", "web", "", false);     /* network, EINVAL_SKU */
+    pl_get(pl, id++, "NOPE", "b2b", "", true);       /* network, ENOTFOUND */
+    size_t bad = pl->len;
+    pl_get(pl, id++, "SKU-1", "web", "DC-1", false);
+    pl->buf[bad + 20] = 200; /* a string past the end: EMALFORMED */
+    PUT(atp_proto_enc_ping_req(pl->buf + pl->len, sizeof(pl->buf) - pl->len, id++, ATP_SLICE("x")));
+    pl_get(pl, id++, "SKU-3", "app", "DC-2", true);
+    PUT(atp_proto_enc_hdr(pl->buf + pl->len, sizeof(pl->buf) - pl->len, 0x55, 0, 0, id++, 0));
+    pl_get(pl, id++, "SKU-3", "app", "DC-2", true);
+    struct atp_line_req lines[] = {LINE("SKU-3", "DC-2", 4)};
+    PUT(atp_proto_enc_reserve_req(pl->buf + pl->len, sizeof(pl->buf) - pl->len, id++,
+                                  ATP_SLICE("order-1"), ATP_SLICE("web"), 60000, lines, 1));
+    pl_get(pl, id++, "SKU-3", "web", "DC-2", true); /* sees the hold */
+    struct atp_line_req big[] = {LINE("SKU-1", "DC-1", 1000000)};
+    PUT(atp_proto_enc_reserve_req(pl->buf + pl->len, sizeof(pl->buf) - pl->len, id++,
+                                  ATP_SLICE("order-2"), ATP_SLICE("web"), 60000, big, 1));
+    for (int i = 0; i < 40; i++)
+        pl_get(pl, id++, skus[i % 3], "web", locs[i % 2], false);
+    PUT(atp_proto_enc_stats_req(pl->buf + pl->len, sizeof(pl->buf) - pl->len, id++));
+    pl_get(pl, id++, "SKU-1", "web", "DC-2", false);
+}
+
+static void pl_stock(struct atp_store *s)
+{
+    int64_t v;
+    assert_int_equal(atp_store_adjust(s, ATP_SLICE("SKU-1"), ATP_SLICE("DC-1"), 100, &v), 0);
+    assert_int_equal(atp_store_adjust(s, ATP_SLICE("SKU-1"), ATP_SLICE("DC-2"), 30, &v), 0);
+    assert_int_equal(atp_store_adjust(s, ATP_SLICE("SKU-2"), ATP_SLICE("DC-2"), 9, &v), 0);
+    assert_int_equal(atp_store_adjust(s, ATP_SLICE("SKU-3"), ATP_SLICE("DC-2"), 60, &v), 0);
+}
+
+/* Frame by frame through atp_cmd_handle: the reference answers. */
+static size_t pl_one_by_one(struct atp_cmd_ctx *ctx, const uint8_t *in, size_t len,
+                            struct atp_buf *out, ssize_t *ret_last)
+{
+    size_t off = 0;
+    *ret_last = 0;
+    while (off < len) {
+        ssize_t r = atp_cmd_handle(ctx, in + off, len - off, out, T0);
+        *ret_last = r;
+        if (r <= 0)
+            break;
+        off += (size_t)r;
+    }
+    return off;
+}
+
+/* The same requests on a second, identical store through handle_many, fed
+ * in pieces of `chunk` bytes (what is not consumed is offered again with the
+ * next piece, as the server keeps a partial frame) and with the output
+ * stopped every `stop` bytes. */
+static void pl_many(struct fx *x, const struct pipeline *pl, size_t chunk, size_t stop,
+                    struct atp_buf *out, uint32_t *ret_frames)
+{
+    struct atp_store *store;
+    new_store(&store);
+    pl_stock(store);
+    struct atp_cmd_ctx ctx = x->ctx;
+    ctx.store = store;
+    size_t off = 0, avail = 0;
+    uint32_t frames = 0;
+    while (off < pl->len) {
+        avail = avail + chunk > pl->len - off ? pl->len - off : avail + chunk;
+        uint32_t nf = 99;
+        int err = 1;
+        size_t used =
+            atp_cmd_handle_many(&ctx, pl->buf + off, avail, out, T0, out->len + stop, &nf, &err);
+        assert_int_equal(err, 0);
+        assert_true(used <= avail);
+        frames += nf;
+        off += used;
+        avail -= used;
+    }
+    *ret_frames = frames;
+    atp_store_free(store);
+}
+
+static void test_pipelined(void **state)
+{
+    struct fx *x = *state;
+    static struct pipeline pl;
+    pl_build(&pl);
+    pl_stock(x->store);
+
+    struct atp_buf ref = {0};
+    uint64_t gets0 = atp_metrics_requests(ATP_MPROTO_BIN, ATP_MOP_GET);
+    ssize_t last;
+    assert_int_equal(pl_one_by_one(&x->ctx, pl.buf, pl.len, &ref, &last), pl.len);
+    uint64_t gets1 = atp_metrics_requests(ATP_MPROTO_BIN, ATP_MOP_GET);
+    assert_int_equal(gets1 - gets0, pl.ngets);
+
+    /* Whole, in pieces of every awkward size, with and without backpressure. */
+    static const size_t chunks[] = {SIZE_MAX / 2, 1, 7, 40, 1000};
+    static const size_t stops[] = {SIZE_MAX / 2, 1, 500};
+    for (size_t c = 0; c < sizeof(chunks) / sizeof(chunks[0]); c++) {
+        for (size_t s = 0; s < sizeof(stops) / sizeof(stops[0]); s++) {
+            struct atp_buf out = {0};
+            uint32_t frames = 0;
+            uint64_t g0 = atp_metrics_requests(ATP_MPROTO_BIN, ATP_MOP_GET);
+            pl_many(x, &pl, chunks[c], stops[s], &out, &frames);
+            assert_int_equal(frames, pl.nframes);
+            /* one GET metric per GET frame, batched or not */
+            assert_int_equal(atp_metrics_requests(ATP_MPROTO_BIN, ATP_MOP_GET) - g0, pl.ngets);
+            assert_int_equal(out.len, ref.len);
+            assert_memory_equal(out.data, ref.data, ref.len);
+            atp_buf_free(&out);
+        }
+    }
+
+    /* A limit already reached consumes nothing. */
+    struct atp_buf out = {0};
+    uint32_t frames = 9;
+    int err = 9;
+    assert_int_equal(atp_cmd_handle_many(&x->ctx, pl.buf, pl.len, &out, T0, 0, &frames, &err), 0);
+    assert_int_equal(frames, 0);
+    assert_int_equal(err, 0);
+    assert_int_equal(out.len, 0);
+    atp_buf_free(&out);
+    atp_buf_free(&ref);
+}
+
+/* Broken framing after a run of GETs: their answers, then the error frame,
+ * as frame by frame; an output that cannot grow ends the call with -ENOMEM. */
+static void test_pipelined_errors(void **state)
+{
+    struct fx *x = *state;
+    static struct pipeline pl;
+    memset(&pl, 0, sizeof(pl));
+    struct pipeline *p = &pl;
+    pl_stock(x->store);
+    for (int i = 0; i < 10; i++)
+        pl_get(p, (uint64_t)i + 1, "SKU-1", "web", i % 2 ? "DC-1" : "", true);
+    memcpy(pl.buf + pl.len, "GET / HTTP/1.1\r\n\r\n", 18);
+    pl.len += 18;
+
+    struct atp_buf ref = {0}, out = {0};
+    ssize_t last;
+    size_t used = pl_one_by_one(&x->ctx, pl.buf, pl.len, &ref, &last);
+    assert_int_equal(last, ATP_EBADMAGIC);
+    uint32_t frames = 0;
+    int err = 0;
+    size_t used2 = atp_cmd_handle_many(&x->ctx, pl.buf, pl.len, &out, T0, SIZE_MAX, &frames, &err);
+    assert_int_equal(err, ATP_EBADMAGIC);
+    assert_int_equal(frames, 11);
+    assert_int_equal(used2, used);
+    assert_int_equal(out.len, ref.len);
+    assert_memory_equal(out.data, ref.data, ref.len);
+    atp_buf_free(&out);
+    atp_buf_free(&ref);
+
+    /* Room for a few answers only: -ENOMEM, what fitted is in order. */
+    struct atp_buf small = {.limit = 100};
+    err = 0;
+    atp_cmd_handle_many(&x->ctx, pl.buf, pl.len, &small, T0, SIZE_MAX, &frames, &err);
+    assert_int_equal(err, -ENOMEM);
+    size_t off = 0;
+    uint64_t want = 1;
+    struct atp_frame f;
+    ssize_t n;
+    while ((n = atp_proto_frame(small.data + off, small.len - off, 0, &f)) > 0) {
+        assert_int_equal(f.id, want++);
+        off += (size_t)n;
+    }
+    assert_int_equal(off, small.len);
+    atp_buf_free(&small);
+}
+#undef PUT
+
 int main(void)
 {
 #define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
     const struct CMUnitTest tests[] = {
-        T(test_hello_and_ping), T(test_get),          T(test_mget),      T(test_reserve_lifecycle),
-        T(test_reserve_errors), T(test_set),          T(test_stats),     T(test_refuse_writes),
-        T(test_framing),        T(test_buffer_limit), T(test_cmd_error),
+        T(test_hello_and_ping),
+        T(test_get),
+        T(test_mget),
+        T(test_reserve_lifecycle),
+        T(test_reserve_errors),
+        T(test_set),
+        T(test_stats),
+        T(test_refuse_writes),
+        T(test_framing),
+        T(test_buffer_limit),
+        T(test_cmd_error),
+        T(test_pipelined),
+        T(test_pipelined_errors),
     };
 #undef T
     return cmocka_run_group_tests(tests, NULL, NULL);
