@@ -442,13 +442,27 @@ int lg_workload_check(const struct lg_workload *w, char *err, size_t errlen)
     return 0;
 }
 
+/* By hand rather than snprintf: it runs for every key of every request, and
+ * "%s%0*llu" through vfprintf was a fifth of atp-loadgen's CPU at pipeline
+ * 16. Same output as that format, cut to len - 1 bytes likewise. */
 uint32_t lg_workload_sku(const struct lg_workload *w, uint64_t i, char *buf, size_t len)
 {
-    int n = snprintf(buf, len, "%s%0*" PRIu64, w->sku_prefix, (int)w->sku_digits, w->sku_start + i);
-    if (n < 0)
-        n = 0;
-    if ((size_t)n >= len)
-        n = (int)len - 1;
+    if (len == 0)
+        return 0;
+    char digits[24];
+    uint32_t nd = 0;
+    uint64_t v = w->sku_start + i;
+    do {
+        digits[nd++] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v);
+    uint32_t width = w->sku_digits > nd ? w->sku_digits : nd;
+    size_t n = 0;
+    for (const char *p = w->sku_prefix; *p && n + 1 < len; p++)
+        buf[n++] = *p;
+    for (uint32_t k = width; k > 0 && n + 1 < len; k--)
+        buf[n++] = k > nd ? '0' : digits[k - 1];
+    buf[n] = '\0';
     return (uint32_t)n;
 }
 

@@ -291,6 +291,38 @@ static void test_workload_parses(void **state)
     assert_string_equal(sku, "SKU-000042");
 }
 
+/* sku names are formatted by hand: the same bytes as "%s%0*llu", cut alike. */
+static void test_sku_names(void **state)
+{
+    (void)state;
+    struct lg_workload w;
+    lg_workload_defaults(&w);
+    static const struct {
+        const char *prefix;
+        uint32_t digits;
+        uint64_t start, i;
+    } cases[] = {
+        {"SKU-", 6, 1, 0},      {"SKU-", 6, 1, 999998},
+        {"SKU-", 6, 1, 999999}, {"SKU-", 6, 1, 12345678},
+        {"", 0, 0, 0},          {"P", 0, 7, 3},
+        {"X_", 20, 0, 42},      {"abc", 3, 1000000000000ull, 99999999},
+    };
+    for (size_t c = 0; c < sizeof(cases) / sizeof(cases[0]); c++) {
+        snprintf(w.sku_prefix, sizeof(w.sku_prefix), "%s", cases[c].prefix);
+        w.sku_digits = cases[c].digits;
+        w.sku_start = cases[c].start;
+        for (size_t len = 1; len <= 40; len++) {
+            char want[64], got[64];
+            memset(got, 'z', sizeof(got));
+            int n = snprintf(want, len, "%s%0*llu", w.sku_prefix, (int)w.sku_digits,
+                             (unsigned long long)(w.sku_start + cases[c].i));
+            uint32_t wn = (size_t)n >= len ? (uint32_t)len - 1 : (uint32_t)n;
+            assert_int_equal(lg_workload_sku(&w, cases[c].i, got, len), wn);
+            assert_string_equal(got, want);
+        }
+    }
+}
+
 struct bad_case {
     const char *text;
     unsigned line;
@@ -393,6 +425,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_zipfian_scrambled),
         cmocka_unit_test(test_hotspot),
         cmocka_unit_test(test_workload_parses),
+        cmocka_unit_test(test_sku_names),
         cmocka_unit_test(test_workload_rejects_bad_lines),
         cmocka_unit_test(test_workload_cross_checks),
         cmocka_unit_test(test_shipped_workloads),
