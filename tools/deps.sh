@@ -4,7 +4,7 @@ set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
 pkgs=(
   build-essential meson ninja-build pkg-config clang libclang-rt-14-dev
-  liburing-dev libxxhash-dev librdkafka-dev libjson-c-dev libjemalloc-dev
+  liburing-dev libxxhash-dev librdkafka-dev libjson-c-dev libsimdjson-dev libjemalloc-dev
   libcmocka-dev libbenchmark-dev libhttp-parser-dev libsystemd-dev
   kcat redis-server nginx-light prometheus curl python3 python3-yaml clang-format
 )
