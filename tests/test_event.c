@@ -541,6 +541,85 @@ static void test_guard_page(void **state)
     munmap(m, (size_t)pg * 2);
 }
 
+/*
+ * Two parsers, one verdict (src/event.c): simdjson decides the common case
+ * and json-c everything else, as before simdjson was added. These inputs
+ * take the json-c path or sit at the edge between the two; each must come
+ * out as json-c alone decided it.
+ */
+static void test_fast_path_edges(void **state)
+{
+    struct fx *f = *state;
+    struct atp_event ev;
+#define RC(extra) "{\"event_id\":\"e\",\"type\":\"resync_complete\"" extra "}"
+    /* Forms json-c accepts and strict JSON does not (EVENTS.md): still
+     * harmless inside x- members. */
+    expect_ok(f, RC(",\"x-n\":1."), &ev);
+    expect_ok(f, RC(",\"x-n\":NaN"), &ev);
+    expect_ok(f, RC(",'x-n':1"), &ev);
+    expect_ok(f, RC(",\"x-s\":\"\\ud800\""), &ev);
+    expect_ok(f, RC(",\"x-n\":1e400"), &ev);
+    expect_ok(f, RC(",\"x-n\":-9223372036854775809"), &ev);
+    /* A member given twice: the last value counts, at the first place. */
+    expect_ok(f,
+              ADJ("\"sku\":\"S\",\"loc\":\"L\",\"delta\":\"x\",\"reason\":\"receipt\","
+                  "\"delta\":5"),
+              &ev);
+    assert_int_equal(ev.qty, 5);
+    expect_ok(f, "{\"event_id\":\"e\",\"type\":\"bogus\",\"type\":\"resync_complete\"}", &ev);
+    assert_int_equal(ev.type, ATP_EV_RESYNC_COMPLETE);
+    expect_reject(f, ADJ(ADJ_OK ",\"x-a\":1,\"x-a\":2,\"detla\":1"), ATP_EINVAL,
+                  ATP_DLQ_UNKNOWN_FIELD);
+    /* Depth: the default 8 takes 7 levels (the object and 6 arrays). */
+    expect_ok(f, RC(",\"x-a\":[[[[[[1]]]]]]"), &ev);
+    expect_reject(f, RC(",\"x-a\":[[[[[[[1]]]]]]]"), ATP_EMALFORMED, ATP_DLQ_TOO_DEEP);
+    expect_reject(f, RC(",\"x-a\":[[[[[[{\"b\":1}]]]]]]"), ATP_EMALFORMED, ATP_DLQ_TOO_DEEP);
+
+    /* More members than the fast path lists. */
+    char buf[2048];
+    int n = snprintf(buf, sizeof(buf), "{\"event_id\":\"e\",\"type\":\"resync_complete\"");
+    for (int i = 0; i < 40; i++)
+        n += snprintf(buf + n, sizeof(buf) - (size_t)n, ",\"x-%d\":%d", i, i);
+    snprintf(buf + n, sizeof(buf) - (size_t)n, "}");
+    expect_ok(f, buf, &ev);
+    buf[n] = 0;
+    snprintf(buf + n, sizeof(buf) - (size_t)n, ",\"bogus\":1}");
+    expect_reject(f, buf, ATP_EINVAL, ATP_DLQ_UNKNOWN_FIELD);
+
+    /* Another depth limit counts alike in both parsers. */
+    struct atp_event_parser *p;
+    struct atp_event_limits lim = {.max_depth = 3};
+    assert_int_equal(atp_event_parser_new(&lim, &p), 0);
+    struct atp_event_error err;
+    const char *ok = RC(",\"x-a\":[1]");
+    const char *deep = RC(",\"x-a\":[[1]]");
+    assert_int_equal(atp_event_parse(p, ok, strlen(ok), &ev, &err), 0);
+    assert_int_equal(atp_event_parse(p, deep, strlen(deep), &ev, &err), ATP_EMALFORMED);
+    assert_int_equal(err.reason, ATP_DLQ_TOO_DEEP);
+    atp_event_parser_free(p);
+#undef RC
+}
+
+/* The same parser, many events in a row: nothing of one leaks into the next. */
+static void test_reuse(void **state)
+{
+    struct fx *f = *state;
+    struct atp_event ev;
+    expect_ok(f,
+              "{\"event_id\":\"long-event-id-1\",\"type\":\"safety_stock\",\"sku\":\"SKU-LONG\","
+              "\"loc\":\"DC-LONG\",\"channel\":\"web\",\"units\":null}",
+              &ev);
+    assert_true(ev.remove);
+    expect_reject(f, "{\"event_id\":\"e\",\"type\":\"adjust\"}", ATP_EINVAL, ATP_DLQ_MISSING_FIELD);
+    expect_ok(f, "{\"event_id\":\"e2\",\"type\":\"resync_complete\"}", &ev);
+    assert_str(ev.event_id, ev.event_id_len, "e2");
+    assert_int_equal(ev.sku_len, 0);
+    assert_int_equal(ev.loc_len, 0);
+    assert_int_equal(ev.channel_len, 0);
+    assert_false(ev.remove);
+    assert_int_equal(ev.ts_ms, -1);
+}
+
 /* --- apply ------------------------------------------------------------------- */
 
 static void apply_json(struct fx *f, const char *s, int want)
@@ -687,6 +766,8 @@ int main(void)
         cmocka_unit_test(test_reasons_table),
         cmocka_unit_test_setup_teardown(test_prefixes, setup, teardown),
         cmocka_unit_test_setup_teardown(test_guard_page, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_fast_path_edges, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_reuse, setup, teardown),
         cmocka_unit_test_setup_teardown(test_apply, setup, teardown),
         cmocka_unit_test_setup_teardown(test_apply_fulfill, setup, teardown),
     };
