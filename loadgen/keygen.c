@@ -14,6 +14,7 @@
 
 #include <errno.h>
 #include <math.h>
+#include <stdlib.h>
 
 static uint64_t splitmix64(uint64_t *x)
 {
@@ -114,6 +115,72 @@ static double zH_inv(double theta, double x)
     return exp(helper1(t) * x);
 }
 
+/*
+ * Vose's alias method over ranks 1..n with weights k^-theta: every slot i
+ * holds its own rank with probability cut / 2^32 and rank to + 1
+ * otherwise, so a draw is one uniform slot and one coin. Built in O(n) with
+ * two work lists (small and large weights) in one scratch array.
+ */
+static int alias_build(struct lg_keygen *k)
+{
+    uint32_t n = (uint32_t)k->n;
+    double *w = malloc(sizeof(double) * n);
+    uint32_t *work = malloc(sizeof(uint32_t) * n);
+    k->alias = malloc(sizeof(*k->alias) * n);
+    if (!w || !work || !k->alias) {
+        free(w);
+        free(work);
+        lg_keygen_free(k);
+        return -ENOMEM;
+    }
+    double sum = 0;
+    for (uint32_t i = 0; i < n; i++)
+        sum += w[i] = pow((double)i + 1, -k->theta);
+    /* scaled so the mean weight is 1; small ones fill from the front of
+     * `work`, large ones from the back */
+    uint32_t ns = 0, nl = n;
+    for (uint32_t i = 0; i < n; i++) {
+        w[i] *= (double)n / sum;
+        if (w[i] < 1.0)
+            work[ns++] = i;
+        else
+            work[--nl] = i;
+    }
+    while (ns > 0 && nl < n) {
+        uint32_t s = work[--ns], l = work[nl];
+        k->alias[s].cut = (uint32_t)(w[s] * 4294967296.0);
+        k->alias[s].to = l;
+        w[l] -= 1.0 - w[s];
+        if (w[l] < 1.0) {
+            nl++;
+            work[ns++] = l; /* l became small: it is out of the large list */
+        }
+    }
+    /* What is left has weight 1 up to rounding: always itself. */
+    while (ns > 0) {
+        uint32_t i = work[--ns];
+        k->alias[i].cut = UINT32_MAX, k->alias[i].to = i;
+    }
+    while (nl < n) {
+        uint32_t i = work[nl++];
+        k->alias[i].cut = UINT32_MAX, k->alias[i].to = i;
+    }
+    free(w);
+    free(work);
+    return 0;
+}
+
+void lg_keygen_free(struct lg_keygen *g)
+{
+    free(g->alias);
+    g->alias = NULL;
+}
+
+void lg_keygen_drop_table(struct lg_keygen *g)
+{
+    lg_keygen_free(g);
+}
+
 int lg_keygen_init(struct lg_keygen *g, enum lg_dist dist, uint64_t n, double theta, bool scrambled,
                    double hot_data, double hot_opn)
 {
@@ -130,6 +197,11 @@ int lg_keygen_init(struct lg_keygen *g, enum lg_dist dist, uint64_t n, double th
         k.h_x1 = zH(theta, 1.5) - 1.0;
         k.h_n = zH(theta, (double)n + 0.5);
         k.s = 2.0 - zH_inv(theta, zH(theta, 2.5) - zh(theta, 2.0));
+        if (n <= LG_ZIPF_TABLE_MAX) {
+            int rc = alias_build(&k);
+            if (rc)
+                return rc;
+        }
         break;
     case LG_DIST_HOTSPOT:
         if (!(hot_data > 0 && hot_data <= 1) || !(hot_opn >= 0 && hot_opn <= 1))
@@ -150,6 +222,12 @@ int lg_keygen_init(struct lg_keygen *g, enum lg_dist dist, uint64_t n, double th
 
 uint64_t lg_zipf_rank(const struct lg_keygen *g, struct lg_rng *r)
 {
+    if (g->alias) {
+        uint64_t x = lg_rng_next(r);
+        uint32_t i = (uint32_t)(((x >> 32) * g->n) >> 32); /* slot from the high bits */
+        const struct lg_alias *a = &g->alias[i];
+        return (uint32_t)x < a->cut ? (uint64_t)i + 1 : (uint64_t)a->to + 1;
+    }
     for (;;) {
         double u = g->h_n + lg_rng_double(r) * (g->h_x1 - g->h_n);
         double x = zH_inv(g->theta, u);

@@ -5,9 +5,13 @@
  * 64-bit seed gives a good state) and three key distributions over
  * [0, n): uniform, zipfian and hotspot, as YCSB names them.
  *
- * Zipfian draws ranks with the rejection-inversion method of Hormann and
- * Derflinger (1996): exact for any exponent, O(1) per draw with no table, so
- * 10M keys cost nothing to set up. "Scrambled" maps rank r to
+ * Zipfian draws ranks from an alias table (Walker/Vose: one random number,
+ * one table entry, no logarithm) when the key space has at most
+ * LG_ZIPF_TABLE_MAX keys (8 bytes per key), and otherwise with the
+ * rejection-inversion method of Hormann and Derflinger (1996): exact for any
+ * exponent, O(1) per draw with no table, but a log and an exp per draw (about
+ * 90 ns on the development VM, a tenth of atp-loadgen's CPU per request at
+ * pipeline 16; the table takes about 15). "Scrambled" maps rank r to
  * fnv1a64(r) mod n as YCSB's ScrambledZipfianGenerator does, so the popular
  * keys are spread over the key space instead of being 0, 1, 2...
  *
@@ -43,26 +47,46 @@ enum lg_dist {
     LG_DIST_HOTSPOT = 2,
 };
 
+/* One slot of the zipfian alias table: rank i+1 is drawn when the low 32
+ * random bits are below cut, else rank to+1 (one cache line per draw). */
+struct lg_alias {
+    uint32_t cut;
+    uint32_t to;
+};
+
 struct lg_keygen {
     enum lg_dist dist;
     uint64_t n;     /* keys are 0..n-1 */
     bool scrambled; /* zipfian: spread popular ranks over the space */
     /* zipfian (rejection-inversion state) */
-    double theta; /* exponent, e.g. 0.99 */
-    double h_x1;  /* H(1.5) - 1 */
-    double h_n;   /* H(n + 0.5) */
-    double s;     /* acceptance shortcut */
+    double theta;           /* exponent, e.g. 0.99 */
+    double h_x1;            /* H(1.5) - 1 */
+    double h_n;             /* H(n + 0.5) */
+    double s;               /* acceptance shortcut */
+    struct lg_alias *alias; /* zipfian table, or NULL */
     /* hotspot */
     uint64_t hot_n; /* keys in the hot set (>= 1 when used) */
     double hot_opn; /* share of draws that go to the hot set */
 };
 
+/* Zipfian key spaces up to this size draw from a table (8 bytes per key). */
+#define LG_ZIPF_TABLE_MAX (1u << 22)
+
 /*
  * Set up a generator. theta in (0, 10], != 1 handled as well as 1;
- * hot_data in (0, 1], hot_opn in [0, 1]. Returns 0 or -EINVAL.
+ * hot_data in (0, 1], hot_opn in [0, 1]. Returns 0, -EINVAL or -ENOMEM.
+ * The generator owns memory until lg_keygen_free; it is then read-only and
+ * may be shared by threads (each with its own lg_rng).
  */
 int lg_keygen_init(struct lg_keygen *g, enum lg_dist dist, uint64_t n, double theta, bool scrambled,
                    double hot_data, double hot_opn);
+
+/* Release the table; g may be zeroed or already freed. */
+void lg_keygen_free(struct lg_keygen *g);
+
+/* Zipfian: forget the table and draw by rejection-inversion (the tests
+ * compare the two methods). */
+void lg_keygen_drop_table(struct lg_keygen *g);
 
 /* Next key in [0, n). */
 uint64_t lg_keygen_next(const struct lg_keygen *g, struct lg_rng *r);

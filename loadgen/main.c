@@ -441,6 +441,7 @@ static void run_init(struct lg_run *run, const struct lg_config *cfg, double rat
 
 static void run_free(struct lg_run *run)
 {
+    lg_keygen_free(&run->keygen);
     lg_stats_free(&run->stats);
     free(run->stock_before);
     free(run->held_before);

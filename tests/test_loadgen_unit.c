@@ -184,35 +184,62 @@ static void test_rng_below_uniform(void **state)
         assert_int_equal(lg_rng_next(&a), lg_rng_next(&b));
 }
 
-/* Zipfian 0.99 over 1000 keys: rank frequencies match 1/k^0.99 / H. */
+/* Zipfian 0.99 over 1000 keys: rank frequencies match 1/k^0.99 / H, drawn
+ * from the alias table and by rejection-inversion alike. */
 static void test_zipfian_frequencies(void **state)
 {
     enum { N = 1000, DRAWS = 2000000 };
+    for (int table = 1; table >= 0; table--) {
+        struct lg_keygen g;
+        assert_int_equal(lg_keygen_init(&g, LG_DIST_ZIPFIAN, N, 0.99, false, 0, 0), 0);
+        assert_non_null(g.alias);
+        if (!table)
+            lg_keygen_drop_table(&g);
+        assert_true((g.alias != NULL) == table);
+        struct lg_rng r;
+        lg_rng_seed(&r, 42);
+        unsigned *counts = calloc(N, sizeof(*counts));
+        assert_non_null(counts);
+        for (int i = 0; i < DRAWS; i++) {
+            uint64_t k = lg_keygen_next(&g, &r);
+            assert_true(k < N);
+            counts[k]++;
+        }
+        double z = 0;
+        for (int k = 1; k <= N; k++)
+            z += pow(k, -0.99);
+        /* Top ten ranks: expected 258k down to 26k draws; 3% is > 6 sd. */
+        for (int k = 0; k < 10; k++)
+            assert_rel(counts[k], DRAWS * pow(k + 1, -0.99) / z, 0.03);
+        /* Whole distribution: total variation distance from theory. */
+        double tv = 0;
+        for (int k = 0; k < N; k++)
+            tv += fabs((double)counts[k] / DRAWS - pow(k + 1, -0.99) / z);
+        assert_true(tv / 2 < 0.01);
+        /* A generator that ignored theta (uniform) would give rank 0 ~0.1%. */
+        assert_true(counts[0] > 100 * counts[N - 1]);
+        free(counts);
+        lg_keygen_free(&g);
+        lg_keygen_free(&g); /* twice is fine */
+    }
+    /* A steeper exponent through the table: rank 1 holds 1/zeta-ish of the mass. */
     struct lg_keygen g;
-    assert_int_equal(lg_keygen_init(&g, LG_DIST_ZIPFIAN, N, 0.99, false, 0, 0), 0);
+    assert_int_equal(lg_keygen_init(&g, LG_DIST_ZIPFIAN, 50, 2.0, false, 0, 0), 0);
     struct lg_rng r;
-    lg_rng_seed(&r, 42);
-    unsigned *counts = calloc(N, sizeof(*counts));
-    assert_non_null(counts);
-    for (int i = 0; i < DRAWS; i++) {
-        uint64_t k = lg_keygen_next(&g, &r);
-        assert_true(k < N);
-        counts[k]++;
+    lg_rng_seed(&r, 7);
+    unsigned c1 = 0, c2 = 0;
+    for (int i = 0; i < 1000000; i++) {
+        uint64_t k = lg_zipf_rank(&g, &r);
+        assert_true(k >= 1 && k <= 50);
+        c1 += k == 1;
+        c2 += k == 2;
     }
     double z = 0;
-    for (int k = 1; k <= N; k++)
-        z += pow(k, -0.99);
-    /* Top ten ranks: expected 258k down to 26k draws; 3% is > 6 sd. */
-    for (int k = 0; k < 10; k++)
-        assert_rel(counts[k], DRAWS * pow(k + 1, -0.99) / z, 0.03);
-    /* Whole distribution: total variation distance from theory. */
-    double tv = 0;
-    for (int k = 0; k < N; k++)
-        tv += fabs((double)counts[k] / DRAWS - pow(k + 1, -0.99) / z);
-    assert_true(tv / 2 < 0.01);
-    /* A generator that ignored theta (uniform) would give rank 0 ~0.1%. */
-    assert_true(counts[0] > 100 * counts[N - 1]);
-    free(counts);
+    for (int k = 1; k <= 50; k++)
+        z += pow(k, -2.0);
+    assert_rel(c1, 1e6 / z, 0.01);
+    assert_rel(c2, 1e6 * 0.25 / z, 0.02);
+    lg_keygen_free(&g);
 }
 
 /* Scrambled: same popularity profile, but the popular key is fnv(0) mod n. */
@@ -236,6 +263,7 @@ static void test_zipfian_scrambled(void **state)
     for (int k = 0; k < N; k++)
         assert_true(counts[k] <= counts[top]);
     free(counts);
+    lg_keygen_free(&g);
 }
 
 static void test_hotspot(void **state)
