@@ -1169,7 +1169,11 @@ static void test_retention_gap(void **state)
     }
     atp_ingest_free(ing);
 
-    /* A fresh atpd on a log that no longer starts at 0: stale too. */
+    /* A fresh atpd on a log that no longer starts at 0: stale too. The log
+     * is first filled past retention once more, so that the resync_complete
+     * of round 2 is gone (a fast consumer would otherwise apply it before
+     * readiness is looked at, and be ready again, rightly). */
+    overflow_retention(p, "rg", 3);
     struct atp_store *fresh = new_store();
     ing = ingest_new("fresh", c.bootstrap, "rg", "g-rg2", fresh, NULL);
     assert_int_equal(atp_ingest_start(ing), 0);
