@@ -28,6 +28,10 @@
 
 struct lg_rng {
     uint64_t s[4];
+    /* zipfian table draws take their random number one draw ahead, so the
+     * table slot of the next draw is prefetched while the caller works */
+    uint64_t zipf_next;
+    bool zipf_ready;
 };
 
 void lg_rng_seed(struct lg_rng *r, uint64_t seed);
