@@ -61,6 +61,18 @@ void *store_map(size_t bytes)
     return p;
 }
 
+/*
+ * Touch every page of a mapping now, so that later users take no page fault
+ * (a first touch of a huge page zeroes 2 MiB and may compact memory: measured
+ * at up to tens of ms on the development VM).
+ */
+void store_prefault(void *p, size_t bytes)
+{
+    volatile uint8_t *b = p;
+    for (size_t off = 0; off < bytes; off += 4096)
+        b[off] = 0;
+}
+
 void store_unmap(void *p, size_t bytes)
 {
     if (p)
@@ -140,6 +152,38 @@ static inline struct shard *shard_of(struct atp_store *s, uint64_t sku_hash)
     return &s->shards[s->shard_bits ? sku_hash >> (64 - s->shard_bits) : 0];
 }
 
+static inline uint64_t ld8(const char *p)
+{
+    uint64_t v;
+    memcpy(&v, p, 8);
+    return v;
+}
+
+static inline uint32_t ld4(const char *p)
+{
+    uint32_t v;
+    memcpy(&v, p, 4);
+    return v;
+}
+
+/*
+ * Equality of two keys of n >= 1 bytes, inline: a lookup compares one short
+ * key, and a call into libc's memcmp cost about as much as the compare. Word
+ * loads overlap at the tail instead of reading past either key.
+ */
+static inline int key_eq(const char *a, const char *b, uint32_t n)
+{
+    if (n >= 8) {
+        uint64_t d = 0;
+        for (uint32_t i = 0; i + 8 < n; i += 8)
+            d |= ld8(a + i) ^ ld8(b + i);
+        return (d | (ld8(a + n - 8) ^ ld8(b + n - 8))) == 0;
+    }
+    if (n >= 4)
+        return ((ld4(a) ^ ld4(b)) | (ld4(a + n - 4) ^ ld4(b + n - 4))) == 0;
+    return a[0] == b[0] && a[n / 2] == b[n / 2] && a[n - 1] == b[n - 1];
+}
+
 /* --- locations ---------------------------------------------------------- */
 
 /* Lock-free lookup: slots are published with release after the name. */
@@ -156,7 +200,7 @@ static int loc_find(const struct atp_store *s, struct atp_slice loc, uint16_t *r
             continue;
         uint16_t id = (uint16_t)((v & 0xffff) - 1);
         const struct location *l = &s->locs[id];
-        if (l->len == loc.len && memcmp(l->name, loc.p, loc.len) == 0) {
+        if (l->len == loc.len && key_eq(l->name, loc.p, loc.len)) {
             *ret_id = id;
             return 0;
         }
@@ -227,6 +271,12 @@ struct atp_slice atp_store_channel_name(const struct atp_store *s, uint32_t id)
     if (id >= s->nchannels)
         return (struct atp_slice){"", 0};
     return (struct atp_slice){s->channels[id].name, s->channels[id].name_len};
+}
+
+static inline int channel_allows(const struct atp_store *s, uint32_t channel, uint16_t loc_id)
+{
+    const uint8_t *bm = s->channels[channel].allowed;
+    return !bm || (bm[loc_id >> 3] >> (loc_id & 7)) & 1;
 }
 
 int store_channel_allows(const struct atp_store *s, uint32_t channel, uint16_t loc_id)
@@ -314,6 +364,28 @@ int store_find_sku(struct atp_store *s, struct atp_slice sku, uint64_t h, uint32
     }
 }
 
+/*
+ * Prefetch the lines of item `it` that a lookup of a `sku_len`-byte key reads:
+ * its header and its key bytes, which sit on the next line for most items
+ * (a 56-byte header at any 8-byte offset). Issued together, their misses
+ * overlap instead of the key's waiting for the header's compare.
+ */
+static inline void item_prefetch(const struct item *it, uint32_t sku_len)
+{
+    const char *p = (const char *)it;
+    const char *last = it->sku + sku_len - 1;
+    __builtin_prefetch(p);
+    if (last - p >= 2 * CACHELINE)
+        __builtin_prefetch(p + CACHELINE);
+    __builtin_prefetch(last);
+}
+
+/* Is `it` the item (sku, loc)? */
+static inline int item_is(const struct item *it, struct atp_slice sku, uint16_t loc)
+{
+    return it->loc_id == loc && it->sku_len == sku.len && key_eq(it->sku, sku.p, sku.len);
+}
+
 static int item_lookup(struct atp_store *s, struct atp_slice sku, uint64_t sh_hash, uint16_t loc,
                        uint32_t *ret_idx)
 {
@@ -328,7 +400,8 @@ static int item_lookup(struct atp_store *s, struct atp_slice sku, uint64_t sh_ha
         if ((uint32_t)(v >> 32) != tag)
             continue;
         const struct item *it = item_at(s, (uint32_t)v - 1);
-        if (it->loc_id == loc && it->sku_len == sku.len && memcmp(it->sku, sku.p, sku.len) == 0) {
+        item_prefetch(it, sku.len);
+        if (item_is(it, sku, loc)) {
             *ret_idx = (uint32_t)v - 1;
             return 0;
         }
@@ -460,18 +533,28 @@ static inline int64_t pct_of(int64_t on_hand, uint32_t pct)
     return (on_hand * (int64_t)pct + 99) / 100;
 }
 
-/* Safety stock of item `it` for `channel` given on_hand. Lock-free. */
-static int64_t item_safety(const struct atp_store *s, const struct item *it, uint32_t channel,
-                           int64_t on_hand)
+/* The override that applies to `it` for `channel` (flags `fl`), or -1. */
+static __attribute__((noinline)) int64_t
+item_override(const struct atp_store *s, const struct item *it, uint32_t channel, uint32_t fl)
 {
-    /* A5: pairs with the release stores of flags in atp_store_set_safety. */
-    if (atomic_load_explicit(&it->flags, memory_order_acquire) & ITEM_HAS_OVERRIDE) {
+    if (fl & ITEM_HAS_OVERRIDE) {
         int64_t v = ovr_get(s, ovr_key(OVR_ITEM, channel, item_ref(s, it)));
         if (v >= 0)
             return v;
     }
-    if (atomic_load_explicit(&it->flags, memory_order_acquire) & ITEM_SKU_OVERRIDE) {
-        int64_t v = ovr_get(s, ovr_key(OVR_SKU, channel, it->sku_idx));
+    if (fl & ITEM_SKU_OVERRIDE)
+        return ovr_get(s, ovr_key(OVR_SKU, channel, it->sku_idx));
+    return -1;
+}
+
+/* Safety stock of item `it` for `channel` given on_hand. Lock-free. */
+static inline int64_t item_safety(const struct atp_store *s, const struct item *it,
+                                  uint32_t channel, int64_t on_hand)
+{
+    /* A5: pairs with the release stores of flags in atp_store_set_safety. */
+    uint32_t fl = atomic_load_explicit(&it->flags, memory_order_acquire);
+    if (fl) {
+        int64_t v = item_override(s, it, channel, fl);
         if (v >= 0)
             return v;
     }
@@ -501,21 +584,32 @@ int64_t store_item_avail(struct atp_store *s, const struct item *it, uint32_t ch
     uint64_t w = atomic_load_explicit(&it->word, memory_order_acquire);
     int64_t on_hand = atomic_load_explicit(&it->on_hand, memory_order_acquire);
     *ret_word = w;
-    if (!store_channel_allows(s, channel, it->loc_id))
+    if (!channel_allows(s, channel, it->loc_id))
         return 0;
     int64_t safety = item_safety(s, it, channel, on_hand);
     return clamp_atp(&s->channels[channel], word_free(w) - safety);
 }
 
-static void item_breakdown(struct atp_store *s, const struct item *it, uint32_t channel,
-                           struct atp_breakdown *b)
+/*
+ * The breakdown of one item: ATP from the word and the on_hand read after it
+ * (as store_item_avail), and that same on_hand and safety stock reported, so
+ * the figures of one answer agree with each other; allocated and reserved
+ * are read after them, each current.
+ */
+static inline void item_breakdown(struct atp_store *s, const struct item *it, uint32_t channel,
+                                  struct atp_breakdown *b)
 {
-    uint64_t w;
-    b->atp = store_item_avail(s, it, channel, &w);
-    b->on_hand = atomic_load_explicit(&it->on_hand, memory_order_relaxed);
+    /* A6: pairs with writers' release CAS of the word (R6). */
+    uint64_t w = atomic_load_explicit(&it->word, memory_order_acquire);
+    int64_t on_hand = atomic_load_explicit(&it->on_hand, memory_order_acquire);
+    int64_t safety = item_safety(s, it, channel, on_hand);
+    b->on_hand = on_hand;
     b->allocated = atomic_load_explicit(&it->allocated, memory_order_relaxed);
     b->reserved = atomic_load_explicit(&it->reserved, memory_order_relaxed);
-    b->safety = item_safety(s, it, channel, b->on_hand);
+    b->safety = safety;
+    b->atp = channel_allows(s, channel, it->loc_id)
+                 ? clamp_atp(&s->channels[channel], word_free(w) - safety)
+                 : 0;
 }
 
 int atp_store_get(struct atp_store *s, struct atp_slice sku, struct atp_slice loc, uint32_t channel,
@@ -532,53 +626,179 @@ int atp_store_get(struct atp_store *s, struct atp_slice sku, struct atp_slice lo
 }
 
 /*
- * Batched lookups in groups: hash every key and prefetch its index slot,
- * then prefetch the items those slots name, then answer. Independent misses
- * overlap instead of queueing one behind another.
+ * Batched lookups as a software pipeline of four stages, GET_AHEAD keys
+ * apart: (0) prefetch the caller's key bytes of key i; (1) hash key
+ * i - GET_AHEAD and prefetch its index slot; (2) read the slot of key
+ * i - 2 * GET_AHEAD and prefetch every line of the item it names (header and
+ * key bytes); (3) compare and answer key i - 3 * GET_AHEAD. A key's misses
+ * are waited for while other keys compute, so they overlap instead of
+ * queueing. GET_AHEAD was tuned on the development VM (4, 6, 8, 12, 16, 24
+ * tried; 12 was fastest for batches of 16 and 64: a batch of 16 then runs
+ * as four phases, prefetch all, hash all, slot all, answer all). Anything
+ * unusual (a miss, an invalid key, a tag that matched another item) is
+ * answered by atp_store_get, so both calls agree error for error.
  */
-#define GET_GROUP 16
+#define GET_AHEAD 12
+#define GET_RING  64 /* a power of two > 3 * GET_AHEAD */
+
+struct get_flight {
+    const struct shard *sh;
+    uint32_t pos; /* first index slot of the key */
+    uint32_t tag;
+    uint32_t ref; /* candidate item ref + 1 (0: none) */
+    uint16_t lid;
+    uint8_t ok; /* the key got through stage 1 */
+};
+
+/* Locations resolved in this call, by length and last byte: keys of one
+ * batch mostly name a few locations, which then cost a compare, not a hash. */
+#define GET_MEMO 4
+struct get_loc_memo {
+    struct atp_slice loc;
+    uint16_t lid;
+};
+
+static inline void get_stage_hash(struct atp_store *s, const struct atp_get_req *q,
+                                  struct get_flight *g, struct get_loc_memo *memos)
+{
+    g->ok = 0;
+    if (q->sku.len - 1u >= ATP_SKU_MAX || q->loc.len - 1u >= ATP_LOC_MAX)
+        return;
+    struct get_loc_memo *memo =
+        &memos[(q->loc.len + (uint8_t)q->loc.p[q->loc.len - 1]) & (GET_MEMO - 1)];
+    if (q->loc.len != memo->loc.len || !key_eq(q->loc.p, memo->loc.p, q->loc.len)) {
+        if (loc_find(s, q->loc, &memo->lid) != 0) {
+            memo->loc.len = 0;
+            return;
+        }
+        memo->loc = q->loc;
+    }
+    uint64_t h = XXH3_64bits(q->sku.p, q->sku.len);
+    const struct shard *sh = shard_of(s, h);
+    uint64_t ih = item_hash(h, memo->lid);
+    g->sh = sh;
+    g->pos = slot_start(ih, sh->item_n);
+    g->tag = (uint32_t)(ih >> 32);
+    g->lid = memo->lid;
+    g->ok = 1;
+    __builtin_prefetch(&sh->item_slots[g->pos]);
+}
+
+static inline void get_stage_slot(struct atp_store *s, const struct atp_get_req *q,
+                                  struct get_flight *g)
+{
+    g->ref = 0;
+    if (!g->ok)
+        return;
+    const struct shard *sh = g->sh;
+    /* The index is at most 0.7 full: an empty slot ends the probe. */
+    for (uint32_t i = g->pos;; i = slot_next(i, sh->item_n)) {
+        /* A3': pairs with R3' in item_insert_locked. */
+        uint64_t v = atomic_load_explicit(&sh->item_slots[i], memory_order_acquire);
+        if (v == 0)
+            return;
+        if ((uint32_t)(v >> 32) == g->tag) {
+            g->ref = (uint32_t)v;
+            item_prefetch(item_at(s, (uint32_t)v - 1), q->sku.len);
+            return;
+        }
+    }
+}
+
+static inline int get_stage_answer(struct atp_store *s, const struct atp_get_req *q,
+                                   const struct get_flight *g, struct atp_breakdown *ret)
+{
+    if (q->channel >= s->nchannels)
+        return ATP_ENOCHANNEL;
+    if (g->ref) {
+        const struct item *it = item_at(s, g->ref - 1);
+        if (item_is(it, q->sku, g->lid)) {
+            item_breakdown(s, it, q->channel, ret);
+            return 0;
+        }
+    }
+    return atp_store_get(s, q->sku, q->loc, q->channel, ret);
+}
 
 void atp_store_get_many(struct atp_store *s, const struct atp_get_req *reqs, uint32_t n,
                         struct atp_breakdown *ret, int *ret_rc)
 {
-    for (uint32_t base = 0; base < n; base += GET_GROUP) {
-        uint32_t m = n - base < GET_GROUP ? n - base : GET_GROUP;
-        uint64_t h[GET_GROUP];
-        uint16_t lid[GET_GROUP];
-        uint8_t ok[GET_GROUP];
-        for (uint32_t i = 0; i < m; i++) {
-            const struct atp_get_req *q = &reqs[base + i];
-            ok[i] = q->loc.len && q->loc.len <= ATP_LOC_MAX && q->sku.len &&
-                    q->sku.len <= ATP_SKU_MAX && loc_find(s, q->loc, &lid[i]) == 0;
-            if (!ok[i])
-                continue;
-            h[i] = XXH3_64bits(q->sku.p, q->sku.len); /* the sku hash */
-            struct shard *sh = shard_of(s, h[i]);
-            __builtin_prefetch(&sh->item_slots[slot_start(item_hash(h[i], lid[i]), sh->item_n)]);
+    struct get_flight fl[GET_RING];
+    struct get_loc_memo memo[GET_MEMO] = {{{NULL, 0}, 0}};
+    for (uint64_t i = 0; i < (uint64_t)n + 3 * GET_AHEAD; i++) {
+        if (i < n && reqs[i].sku.len)
+            __builtin_prefetch(reqs[i].sku.p); /* the caller's key bytes */
+        if (i >= GET_AHEAD && i - GET_AHEAD < n) {
+            uint64_t k = i - GET_AHEAD;
+            get_stage_hash(s, &reqs[k], &fl[k % GET_RING], memo);
         }
-        for (uint32_t i = 0; i < m; i++) {
-            if (!ok[i])
-                continue;
-            struct shard *sh = shard_of(s, h[i]);
-            uint64_t v = atomic_load_explicit(
-                &sh->item_slots[slot_start(item_hash(h[i], lid[i]), sh->item_n)],
-                memory_order_relaxed);
-            if (v)
-                __builtin_prefetch(item_at(s, (uint32_t)v - 1));
+        if (i >= 2 * GET_AHEAD && i - 2 * GET_AHEAD < n) {
+            uint64_t k = i - 2 * GET_AHEAD;
+            get_stage_slot(s, &reqs[k], &fl[k % GET_RING]);
         }
-        for (uint32_t i = 0; i < m; i++) {
-            const struct atp_get_req *q = &reqs[base + i];
-            uint32_t idx;
-            int rc;
-            if (q->channel >= s->nchannels)
-                rc = ATP_ENOCHANNEL;
-            else if (ok[i] && item_lookup(s, q->sku, h[i], lid[i], &idx) == 0)
-                rc = 0, item_breakdown(s, item_at(s, idx), q->channel, &ret[base + i]);
-            else
-                rc = atp_store_get(s, q->sku, q->loc, q->channel, &ret[base + i]);
-            ret_rc[base + i] = rc;
+        if (i >= 3 * GET_AHEAD) {
+            uint64_t k = i - 3 * GET_AHEAD;
+            ret_rc[k] = get_stage_answer(s, &reqs[k], &fl[k % GET_RING], &ret[k]);
         }
     }
+}
+
+static inline void bd_add(struct atp_breakdown *sum, const struct atp_breakdown *b)
+{
+    sum->on_hand += b->on_hand, sum->allocated += b->allocated;
+    sum->reserved += b->reserved, sum->safety += b->safety, sum->atp += b->atp;
+}
+
+/*
+ * Network ATP probes up to NET_PROBE locations at once: every (sku, location)
+ * slot is prefetched, then every item, then the items are summed, so a sku's
+ * items cost about two memory latencies instead of one per item. Used for a
+ * channel's location list, and for channels that sell everywhere while the
+ * store knows at most NET_PROBE locations; beyond that the sku's item list
+ * is walked (one dependent miss per item, but no probe per location).
+ */
+#define NET_PROBE 16
+
+/* Sum the items of (sku, locs[0..n)) into *sum; returns how many exist. */
+static uint32_t net_probe(struct atp_store *s, struct atp_slice sku, uint64_t h,
+                          const uint16_t *locs, uint32_t n, uint32_t channel,
+                          struct atp_breakdown *sum)
+{
+    const struct shard *sh = shard_of(s, h);
+    uint32_t pos[NET_PROBE], tag[NET_PROBE], ref[NET_PROBE];
+    uint32_t found = 0;
+    for (uint32_t i = 0; i < n; i++) {
+        uint64_t ih = item_hash(h, locs[i]);
+        pos[i] = slot_start(ih, sh->item_n);
+        tag[i] = (uint32_t)(ih >> 32);
+        __builtin_prefetch(&sh->item_slots[pos[i]]);
+    }
+    for (uint32_t i = 0; i < n; i++) {
+        ref[i] = 0;
+        for (uint32_t j = pos[i];; j = slot_next(j, sh->item_n)) {
+            /* A3': pairs with R3' in item_insert_locked. */
+            uint64_t v = atomic_load_explicit(&sh->item_slots[j], memory_order_acquire);
+            if (v == 0)
+                break;
+            if ((uint32_t)(v >> 32) == tag[i]) {
+                ref[i] = (uint32_t)v;
+                item_prefetch(item_at(s, (uint32_t)v - 1), sku.len);
+                break;
+            }
+        }
+    }
+    for (uint32_t i = 0; i < n; i++) {
+        uint32_t idx;
+        if (ref[i] && item_is(item_at(s, ref[i] - 1), sku, locs[i]))
+            idx = ref[i] - 1;
+        else if (!ref[i] || item_lookup(s, sku, h, locs[i], &idx) != 0)
+            continue; /* no item, or a tag shared with another item's */
+        struct atp_breakdown b;
+        item_breakdown(s, item_at(s, idx), channel, &b);
+        bd_add(sum, &b);
+        found++;
+    }
+    return found;
 }
 
 int atp_store_get_network(struct atp_store *s, struct atp_slice sku, uint32_t channel,
@@ -586,33 +806,52 @@ int atp_store_get_network(struct atp_store *s, struct atp_slice sku, uint32_t ch
 {
     if (channel >= s->nchannels)
         return ATP_ENOCHANNEL;
-    int rc = atp_validate_sku(sku);
-    if (rc)
-        return rc;
+    if (sku.len - 1u >= ATP_SKU_MAX)
+        return ATP_EINVAL_SKU;
     uint64_t h = XXH3_64bits(sku.p, sku.len);
-    uint32_t si;
-    if ((rc = store_find_sku(s, sku, h, &si)) != 0)
-        return rc;
     struct atp_breakdown sum = {0};
     const struct channel *c = &s->channels[channel];
-    struct atp_breakdown b;
-    if (c->nlocs) {
-        for (uint32_t i = 0; i < c->nlocs; i++) {
-            uint32_t idx;
-            if (item_lookup(s, sku, h, c->locs[i], &idx) != 0)
-                continue;
-            item_breakdown(s, item_at(s, idx), channel, &b);
-            sum.on_hand += b.on_hand, sum.allocated += b.allocated;
-            sum.reserved += b.reserved, sum.safety += b.safety, sum.atp += b.atp;
+    /* Locations interned so far; R1's relaxed count, ids below it are valid. */
+    uint32_t nl = atomic_load_explicit(&s->nlocs, memory_order_relaxed);
+    uint32_t si;
+    int rc;
+    if (c->nlocs || nl <= NET_PROBE) {
+        uint16_t all[NET_PROBE];
+        const uint16_t *locs = c->nlocs ? c->locs : all;
+        if (!c->nlocs) {
+            for (uint32_t i = 0; i < nl; i++)
+                all[i] = (uint16_t)i;
+        } else {
+            nl = c->nlocs;
         }
-    } else {
-        /* A4: pairs with R4 in item_insert_locked. */
-        for (uint32_t n = atomic_load_explicit(&s->skus[si].head, memory_order_acquire); n;
-             n = atomic_load_explicit(&item_at(s, n - 1)->next, memory_order_acquire)) {
-            item_breakdown(s, item_at(s, n - 1), channel, &b);
-            sum.on_hand += b.on_hand, sum.allocated += b.allocated;
-            sum.reserved += b.reserved, sum.safety += b.safety, sum.atp += b.atp;
+        uint32_t found = 0;
+        for (uint32_t i = 0; i < nl; i += NET_PROBE)
+            found += net_probe(s, sku, h, locs + i, nl - i < NET_PROBE ? nl - i : NET_PROBE,
+                               channel, &sum);
+        /*
+         * Only valid keys are stored, so a hit proves the sku valid; without
+         * one, tell an invalid sku from an absent one, and a sku without items
+         * at the channel's locations (zero) from an unknown one.
+         */
+        if (!found) {
+            if ((rc = atp_validate_sku(sku)) != 0)
+                return rc;
+            if ((rc = store_find_sku(s, sku, h, &si)) != 0)
+                return rc;
         }
+        *ret = sum;
+        return 0;
+    }
+    if ((rc = atp_validate_sku(sku)) != 0)
+        return rc;
+    if ((rc = store_find_sku(s, sku, h, &si)) != 0)
+        return rc;
+    /* A4: pairs with R4 in item_insert_locked. */
+    for (uint32_t n = atomic_load_explicit(&s->skus[si].head, memory_order_acquire); n;
+         n = atomic_load_explicit(&item_at(s, n - 1)->next, memory_order_acquire)) {
+        struct atp_breakdown b;
+        item_breakdown(s, item_at(s, n - 1), channel, &b);
+        bd_add(&sum, &b);
     }
     *ret = sum;
     return 0;
@@ -887,6 +1126,22 @@ static int item_take(struct atp_store *s, uint32_t idx, uint32_t channel, int64_
             return 0;
         }
     }
+}
+
+/*
+ * Start the index-slot miss of a reservation line early, so that it overlaps
+ * the idempotency-key probes and the record's misses instead of following
+ * them. A hint only: store_take looks the item up again (and finds the slot
+ * in cache). Lines for "any" location are left alone.
+ */
+void store_prefetch_line(struct atp_store *s, const struct atp_line_req *line)
+{
+    uint16_t lid;
+    if (!line->loc.len || loc_find(s, line->loc, &lid) != 0)
+        return;
+    uint64_t h = XXH3_64bits(line->sku.p, line->sku.len);
+    const struct shard *sh = shard_of(s, h);
+    __builtin_prefetch(&sh->item_slots[slot_start(item_hash(h, lid), sh->item_n)]);
 }
 
 int store_take(struct atp_store *s, const struct atp_line_req *line, uint32_t channel, bool take,

@@ -179,6 +179,7 @@ int store_find_sku(struct atp_store *s, struct atp_slice sku, uint64_t h, uint32
 int64_t store_item_avail(struct atp_store *s, const struct item *it, uint32_t channel,
                          uint64_t *ret_word);
 int store_channel_allows(const struct atp_store *s, uint32_t channel, uint16_t loc_id);
+void store_prefetch_line(struct atp_store *s, const struct atp_line_req *line);
 int store_take(struct atp_store *s, const struct atp_line_req *line, uint32_t channel, bool take,
                uint32_t *ret_idx, int64_t *ret_avail);
 void store_give_back(struct atp_store *s, uint32_t idx, int64_t qty);
@@ -190,6 +191,7 @@ int store_item_ship(struct atp_store *s, uint32_t idx, int64_t qty,
                     const struct atp_journal_rec *jrec);
 struct atp_slice store_loc_name(const struct atp_store *s, uint16_t loc_id);
 void *store_map(size_t bytes);
+void store_prefault(void *p, size_t bytes);
 void store_unmap(void *p, size_t bytes);
 
 /* resv.c, used by store.c */
