@@ -27,6 +27,7 @@
 #include "store_int.h"
 
 #include <errno.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sched.h>
@@ -38,6 +39,15 @@
 #define WHEEL_BITS  16
 #define WHEEL_SLOTS (1u << WHEEL_BITS)
 #define WHEEL_MASK  (WHEEL_SLOTS - 1)
+
+#define ROT_AHEAD 8 /* entries the reaper's loops fetch ahead (random records, slots) */
+/*
+ * Most retired records one tick files, and most it reclaims: background work
+ * bounded per tick (a cold record is a random miss, ~0.2 us) keeps a tick
+ * short so that the expiries of the next one stay on time. 4096 per tick
+ * still keeps up with 4M finished reservations a second.
+ */
+#define REAPER_STEP 4096
 
 #define ST_CREATING 0u /* claimed, lines not yet taken */
 #define ST_FREE     15u
@@ -65,18 +75,24 @@ static inline uint32_t ctl_gen(uint64_t c)
     return (uint32_t)(c >> (CTL_EXP_BITS + 4));
 }
 
+/*
+ * A record's first cache line holds everything the free list, the inbox, the
+ * wheel and the state changes touch (bytes 0..63), so that freeing a cold
+ * record or visiting it from the wheel costs one miss; the key follows, then
+ * the lines.
+ */
 struct resv {
     _Atomic uint32_t gen;       /* even: valid content; odd: free or being written */
+    _Atomic uint32_t rnext;     /* free / retire list link, index+1 */
+    _Atomic uint64_t ctl;       /* gen | expires_ms | state */
+    _Atomic uint32_t inext;     /* inbox link, index+1 */
+    _Atomic uint32_t in_inbox;  /* 1 while on the inbox */
     uint32_t wprev, wnext;      /* wheel links, index+1 (reaper only) */
     uint32_t wslot;             /* wheel slot while in_wheel (reaper only) */
     uint32_t in_wheel;          /* reaper only */
-    _Atomic uint64_t ctl;       /* gen | expires_ms | state */
     _Atomic uint64_t fulfilled; /* bit per fulfilled line */
     _Atomic uint64_t created_us;
     _Atomic uint64_t ttl_ms;
-    _Atomic uint32_t inext;    /* inbox link, index+1 */
-    _Atomic uint32_t in_inbox; /* 1 while on the inbox */
-    _Atomic uint32_t rnext;    /* free / retire list link, index+1 */
     _Atomic uint32_t channel;
     _Atomic uint32_t nlines;
     _Atomic uint32_t key_len;
@@ -85,8 +101,28 @@ struct resv {
     struct {
         _Atomic uint32_t item; /* item ref; UINT32_MAX until taken */
         _Atomic int64_t qty;
-    } line[ATP_MAX_LINES]; /* item and qty side by side: one line per line */
-};
+    } line[ATP_MAX_LINES];             /* item and qty side by side: one line per line */
+} __attribute__((aligned(CACHELINE))); /* a record starts a cache line */
+_Static_assert(offsetof(struct resv, ttl_ms) + 8 <= CACHELINE, "hot fields in the first line");
+
+/*
+ * Prefetch the lines of a record that a one-line reservation touches: the
+ * control fields, the key and the first line (bytes 0..167 of an aligned
+ * record, three cache lines).
+ */
+static inline void rec_prefetch(const struct resv *r, int write)
+{
+    const char *p = (const char *)r;
+    if (write) {
+        __builtin_prefetch(p, 1);
+        __builtin_prefetch(p + CACHELINE, 1);
+        __builtin_prefetch(p + 2 * CACHELINE, 1);
+    } else {
+        __builtin_prefetch(p);
+        __builtin_prefetch(p + CACHELINE);
+        __builtin_prefetch(p + 2 * CACHELINE);
+    }
+}
 
 /* Key table entry: tag16 | gen16 | index+1 (32); 0 empty, ~0 dead. */
 #define KENT_DEAD UINT64_MAX
@@ -119,6 +155,11 @@ struct resv_state {
         char pad[CACHELINE - sizeof(int64_t)];
     } active[3];             /* operations in flight per epoch */
     uint64_t last_rotate_us; /* reaper only */
+    /* A rotation in progress (reaper only), see kt_rotate. */
+    enum { ROT_IDLE, ROT_CLEAR, ROT_CARRY } rot_phase;
+    uint32_t rot_pos, rot_n; /* next claim (or slot) to visit, how many */
+    int rot_full;            /* visiting every slot: claims overflowed */
+    uint32_t retire_pending; /* reaper only: taken off retire_head, not yet filed */
 
     uint32_t *wheel;        /* reaper only: slot heads, index+1 */
     _Atomic uint32_t inbox; /* new held reservations, index+1, via inext */
@@ -533,36 +574,86 @@ static int sweep_ms(struct atp_store *s, uint64_t m, uint64_t now_us)
 
 /* --- key table rotation (reaper only) ---------------------------------------- */
 
+#define ROT_STEP 2048
+
+/*
+ * Rotation runs in steps of ROT_STEP slots per tick (more when the window
+ * used more keys, so that it always ends in 64 ticks): clearing the
+ * table that comes back into use and carrying the live keys of the one that
+ * drops out of sight cost a random miss or two per key used in a window
+ * (measured: ~20 ms for 76k keys in one go), and a tick that long would make
+ * the next tick's expiries that late. Nothing but the reaper touches the
+ * table being cleared (operations of the epoch that used it have left) or
+ * writes the one being carried (operations of the current epoch only read it),
+ * and the epoch moves only when both steps are done, so spreading them over
+ * ticks changes nothing that an operation can see.
+ */
 static void kt_rotate(struct atp_store *s, uint64_t now_us)
 {
     struct resv_state *rs = s->resv;
     uint64_t e = atomic_load(&rs->epoch);
     struct ktable *cur = &rs->kt[e % 3];
-    int due = now_us - rs->last_rotate_us >= s->cfg.idempotency_window_ms * 1000 ||
-              atomic_load_explicit(&cur->used, memory_order_relaxed) > (cur->mask + 1) / 2;
-    if (!due)
-        return;
-    /* Operations of epoch e-1 still read and write the table we would clear. */
-    if (atomic_load(&rs->active[(e + 2) % 3].n) != 0)
-        return;
     struct ktable *next = &rs->kt[(e + 1) % 3];
     struct ktable *old = &rs->kt[(e + 2) % 3];
-    uint32_t nused = atomic_load_explicit(&next->used, memory_order_relaxed);
-    if (nused > next->claimed_cap) {
-        for (uint32_t i = 0; i <= next->mask; i++)
-            atomic_store_explicit(&next->slots[i], 0, memory_order_relaxed);
-    } else {
-        for (uint32_t k = 0; k < nused; k++)
-            atomic_store_explicit(
-                &next->slots[atomic_load_explicit(&next->claimed[k], memory_order_relaxed)], 0,
-                memory_order_relaxed);
+    if (rs->rot_phase == ROT_IDLE) {
+        int due = now_us - rs->last_rotate_us >= s->cfg.idempotency_window_ms * 1000 ||
+                  atomic_load_explicit(&cur->used, memory_order_relaxed) > (cur->mask + 1) / 2;
+        if (!due)
+            return;
+        /* Operations of epoch e-1 still read and write the table we would
+         * clear; once they have left, no new one can start (epoch_enter). */
+        if (atomic_load(&rs->active[(e + 2) % 3].n) != 0)
+            return;
+        uint32_t nused = atomic_load_explicit(&next->used, memory_order_relaxed);
+        rs->rot_full = nused > next->claimed_cap;
+        rs->rot_n = rs->rot_full ? next->mask + 1 : nused;
+        rs->rot_pos = 0;
+        rs->rot_phase = ROT_CLEAR;
     }
-    atomic_store_explicit(&next->used, 0, memory_order_relaxed);
+    /* ROT_STEP per tick, more for a big rotation: each step ends in 32 ticks. */
+    uint32_t budget = rs->rot_n / 32 > ROT_STEP ? rs->rot_n / 32 : ROT_STEP;
+    if (rs->rot_phase == ROT_CLEAR) {
+        for (; rs->rot_pos < rs->rot_n && budget; rs->rot_pos++, budget--) {
+            uint32_t k = rs->rot_pos, i = k;
+            if (!rs->rot_full) {
+                /* Random slots over a large table: fetch a few claims ahead. */
+                if (k + ROT_AHEAD < rs->rot_n)
+                    __builtin_prefetch(&next->slots[atomic_load_explicit(
+                                           &next->claimed[k + ROT_AHEAD], memory_order_relaxed)],
+                                       1);
+                i = atomic_load_explicit(&next->claimed[k], memory_order_relaxed);
+            }
+            atomic_store_explicit(&next->slots[i], 0, memory_order_relaxed);
+        }
+        if (rs->rot_pos < rs->rot_n)
+            return;
+        atomic_store_explicit(&next->used, 0, memory_order_relaxed);
+        uint32_t oused = atomic_load_explicit(&old->used, memory_order_relaxed);
+        rs->rot_full = oused > old->claimed_cap;
+        rs->rot_n = rs->rot_full ? old->mask + 1 : oused;
+        rs->rot_pos = 0;
+        rs->rot_phase = ROT_CARRY;
+    }
     /* Carry the live keys of the table that drops out of sight. */
-    uint32_t oused = atomic_load_explicit(&old->used, memory_order_relaxed);
-    int full = oused > old->claimed_cap;
-    uint32_t nslots = full ? old->mask + 1 : oused;
-    for (uint32_t k = 0; k < nslots; k++) {
+    int full = rs->rot_full;
+    uint32_t nslots = rs->rot_n;
+    for (; rs->rot_pos < nslots && budget; rs->rot_pos++, budget--) {
+        uint32_t k = rs->rot_pos;
+        /*
+         * Two-level prefetch: the slot of claim k + 2 * ROT_AHEAD, and the
+         * record named by the (by now fetched) slot of claim k + ROT_AHEAD.
+         */
+        if (!full && k + 2 * ROT_AHEAD < nslots)
+            __builtin_prefetch(&old->slots[atomic_load_explicit(&old->claimed[k + 2 * ROT_AHEAD],
+                                                                memory_order_relaxed)]);
+        if (!full && k + ROT_AHEAD < nslots) {
+            uint64_t va =
+                atomic_load_explicit(&old->slots[atomic_load_explicit(&old->claimed[k + ROT_AHEAD],
+                                                                      memory_order_relaxed)],
+                                     memory_order_relaxed);
+            if (va != 0 && va != KENT_DEAD && (uint32_t)va <= rs->cap)
+                __builtin_prefetch(&rs->recs[(uint32_t)va - 1]);
+        }
         uint32_t i = full ? k : atomic_load_explicit(&old->claimed[k], memory_order_relaxed);
         uint64_t v = atomic_load_explicit(&old->slots[i], memory_order_relaxed);
         if (v == 0 || v == KENT_DEAD)
@@ -579,6 +670,9 @@ static void kt_rotate(struct atp_store *s, uint64_t now_us)
         uint32_t slot, fidx, fgen;
         kt_claim(rs, next, h, kw, klen, v, &slot, &fidx, &fgen);
     }
+    if (rs->rot_pos < nslots)
+        return;
+    rs->rot_phase = ROT_IDLE;
     atomic_store(&rs->epoch, e + 1);
     rs->last_rotate_us = now_us;
 }
@@ -713,17 +807,49 @@ static void give_back_lines(struct atp_store *s, const struct atp_reserve_req *r
         store_give_back(s, items[i], req->lines[i].qty);
 }
 
+/*
+ * A reservation's random misses are independent of each other until its
+ * lines are found: the key's slots in the current and previous tables, each
+ * line's item index slot, and the record the free list will hand out. Start
+ * them all at once (prefetches: hints that change nothing, so a stale free
+ * head or epoch costs only a wasted fetch), so the call waits for about one
+ * memory latency for all of them rather than one after another.
+ */
+static void reserve_prefetch(struct atp_store *s, const struct atp_reserve_req *req, uint64_t h)
+{
+    struct resv_state *rs = s->resv;
+    uint64_t e = atomic_load_explicit(&rs->epoch, memory_order_relaxed);
+    const struct ktable *cur = &rs->kt[e % 3], *prev = &rs->kt[(e + 2) % 3];
+    __builtin_prefetch(&cur->slots[(uint32_t)h & cur->mask]);
+    __builtin_prefetch(&prev->slots[(uint32_t)h & prev->mask]);
+    uint32_t top = (uint32_t)atomic_load_explicit(&rs->free_head, memory_order_relaxed);
+    if (top)
+        rec_prefetch(&rs->recs[top - 1], 1);
+    /* Not validated yet: only lines whose slices are in bounds. */
+    if (!req->lines)
+        return;
+    for (uint32_t i = 0; i < req->nlines && i < 4; i++) {
+        const struct atp_line_req *l = &req->lines[i];
+        if (l->sku.p && l->sku.len - 1u < ATP_SKU_MAX && l->loc.p && l->loc.len - 1u < ATP_LOC_MAX)
+            store_prefetch_line(s, l);
+    }
+}
+
 int atp_store_reserve(struct atp_store *s, const struct atp_reserve_req *req, uint64_t now_us,
                       struct atp_reservation *ret, bool *ret_replayed,
                       struct atp_shortfall *ret_short)
 {
     struct resv_state *rs = s->resv;
-    int rc = validate_req(s, req);
-    if (rc)
-        return rc;
+    /* Bounds first: the prefetches below hash the key before validation. */
+    if (!req->key.p || req->key.len - 1u >= ATP_KEY_MAX)
+        return ATP_EKEY;
     uint64_t kw[ATP_KEY_MAX / 8];
     key_pack(req->key, kw);
     uint64_t h = XXH3_64bits(kw, req->key.len);
+    reserve_prefetch(s, req, h);
+    int rc = validate_req(s, req);
+    if (rc)
+        return rc;
     uint32_t idx, g;
 
     for (int attempt = 0; attempt < 64; attempt++) {
@@ -1074,21 +1200,30 @@ int atp_store_fulfill(struct atp_store *s, struct atp_slice key, uint32_t line,
 static void reclaim(struct atp_store *s, uint64_t now_us)
 {
     struct resv_state *rs = s->resv;
-    /* A15: pairs with the release CAS in retire_push. */
-    uint32_t h = atomic_exchange_explicit(&rs->retire_head, 0, memory_order_acquire);
-    while (h) {
-        uint32_t idx = h - 1;
-        h = atomic_load_explicit(&rs->recs[idx].rnext, memory_order_relaxed);
+    /*
+     * A15: pairs with the release CAS in retire_push. At most REAPER_STEP
+     * records are filed per tick (each is a random miss); the rest of the
+     * list waits in retire_pending, so a record may be filed (and freed) a
+     * few ticks later than its retirement: never earlier than a window.
+     */
+    if (!rs->retire_pending)
+        rs->retire_pending = atomic_exchange_explicit(&rs->retire_head, 0, memory_order_acquire);
+    for (uint32_t k = 0; rs->retire_pending && k < REAPER_STEP; k++) {
+        uint32_t idx = rs->retire_pending - 1;
+        rs->retire_pending = atomic_load_explicit(&rs->recs[idx].rnext, memory_order_relaxed);
         if (rs->fifo_len == rs->cap)
             break; /* cannot happen: at most cap records exist */
         rs->fifo[(rs->fifo_head + rs->fifo_len) % rs->cap] = (struct retired){idx, now_us};
         rs->fifo_len++;
     }
     uint64_t window_us = s->cfg.idempotency_window_ms * 1000;
-    while (rs->fifo_len) {
+    for (uint32_t k = 0; rs->fifo_len && k < REAPER_STEP; k++) {
         struct retired *f = &rs->fifo[rs->fifo_head];
         if (f->since_us + window_us > now_us)
             break;
+        /* Records come due in batches and are cold by now: fetch ahead. */
+        if (rs->fifo_len > ROT_AHEAD)
+            __builtin_prefetch(&rs->recs[rs->fifo[(rs->fifo_head + ROT_AHEAD) % rs->cap].idx], 1);
         wheel_unlink(rs, f->idx);
         /* Journaled: replay must drop it too before its slot or key returns. */
         uint32_t g = atomic_load_explicit(&rs->recs[f->idx].gen, memory_order_relaxed);
@@ -1320,6 +1455,7 @@ void atp_store_restore_done(struct atp_store *s)
     /* Recovery only (no reaper has run): queue every record afresh. */
     atomic_store_explicit(&rs->inbox, 0, memory_order_relaxed);
     atomic_store_explicit(&rs->retire_head, 0, memory_order_relaxed);
+    rs->retire_pending = 0;
     for (uint32_t i = 0; i < n; i++)
         atomic_store_explicit(&rs->recs[i].in_inbox, 0, memory_order_relaxed);
     for (uint32_t i = n; i-- > 0;) {
@@ -1359,6 +1495,13 @@ int resv_init(struct atp_store *s)
     if (!rs->recs || !rs->wheel || !rs->fifo)
         return -ENOMEM;
     /*
+     * The reaper's own memory (wheel, retired FIFO, key tables below) is
+     * touched now: a page fault inside a tick, above all a huge page's, made
+     * that tick (and the expiries after it) late by up to tens of ms.
+     */
+    store_prefault(rs->wheel, sizeof(uint32_t) * WHEEL_SLOTS);
+    store_prefault(rs->fifo, sizeof(struct retired) * rs->cap);
+    /*
      * A table receives at most the records created in one window plus the
      * live keys carried into it, both bounded by cap: 4 * cap slots keep it
      * at most half full.
@@ -1373,6 +1516,8 @@ int resv_init(struct atp_store *s)
         rs->kt[i].claimed = store_map((size_t)rs->kt[i].claimed_cap * sizeof(uint32_t));
         if (!rs->kt[i].slots || !rs->kt[i].claimed)
             return -ENOMEM;
+        store_prefault((void *)rs->kt[i].slots, n * sizeof(uint64_t));
+        store_prefault((void *)rs->kt[i].claimed, (size_t)rs->kt[i].claimed_cap * sizeof(uint32_t));
     }
     return 0;
 }

@@ -1694,6 +1694,57 @@ static void test_idempotency_window(void **state)
     atp_store_free(s);
 }
 
+/*
+ * A key-table rotation that takes several reaper ticks (more claims than the
+ * reaper visits in one): every live key keeps answering with its reservation
+ * before, during and after it, and new keys work meanwhile.
+ */
+static void test_rotation_in_steps(void **state)
+{
+    (void)state;
+    struct atp_store_config cfg;
+    fixture_config(&cfg);
+    cfg.max_reservations = 16384;
+    cfg.idempotency_window_ms = 1000;
+    struct atp_store *s;
+    RC(0, atp_store_new(&cfg, &s));
+    SET(s, "A", "DC1", 1000000);
+    enum { N = 6000 };
+    static uint64_t ids[N];
+    char key[32];
+    for (int i = 0; i < N; i++) {
+        snprintf(key, sizeof(key), "rot-%d", i);
+        ids[i] = HOLD(s, key, WEB, "A", "DC1", 1, 600000, T0);
+    }
+    assert_int_equal(atp_store_expire(s, T0), 0);
+    int fresh = 0;
+    /* the first rotation (due at T0 + 1 s) moves the N keys to the previous
+     * table; the second (T0 + 2.5 s) carries them, over several 1 ms ticks */
+    for (uint64_t t = T0 + 999 * MS; t < T0 + 2512 * MS; t += (t < T0 + 2490 * MS ? 500 : 1) * MS) {
+        assert_int_equal(atp_store_expire(s, t), 0);
+        for (int i = (int)(t / MS % 7); i < N; i += 211) {
+            snprintf(key, sizeof(key), "rot-%d", i);
+            struct atp_reservation r;
+            bool rp = false;
+            RC(0, reserve1(s, key, WEB, "A", "DC1", 1, 600000, t, &r, &rp, NULL));
+            if (!rp || r.id != ids[i])
+                fail_msg("key %s at t+%llu ms: replayed %d, id %llu, want %llu", key,
+                         (unsigned long long)((t - T0) / MS), rp, (unsigned long long)r.id,
+                         (unsigned long long)ids[i]);
+        }
+        snprintf(key, sizeof(key), "new-%d", fresh++);
+        uint64_t id = HOLD(s, key, WEB, "A", "DC1", 1, 600000, t);
+        struct atp_reservation r;
+        RC(0, atp_store_reservation_find(s, S(key), &r));
+        assert_int_equal(r.id, id);
+    }
+    struct atp_store_stats st;
+    atp_store_stats(s, &st);
+    assert_int_equal(st.reservations_held, N + fresh);
+    assert_int_equal(st.reserves_granted, N + fresh);
+    atp_store_free(s);
+}
+
 /* The store's own expirer thread, with the real clock. */
 static void test_expirer_thread(void **state)
 {
@@ -1997,6 +2048,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_reserve_request_validation, setup, teardown),
         cmocka_unit_test_setup_teardown(test_unknown_items, setup, teardown),
         cmocka_unit_test_setup_teardown(test_get_many, setup, teardown),
+        cmocka_unit_test(test_rotation_in_steps),
         cmocka_unit_test_setup_teardown(test_adjust, setup, teardown),
         cmocka_unit_test_setup_teardown(test_set_sequence, setup, teardown),
         cmocka_unit_test_setup_teardown(test_foreach_item, setup, teardown),
