@@ -106,6 +106,13 @@ struct parsed {
     XXH128_hash_t h; /* of ev.event_id when rc == 0 */
 };
 
+/* A batch's item lookups, made only to bring the items into the cache. */
+struct warm {
+    struct atp_get_req req[BATCH_MAX];
+    struct atp_breakdown bd[BATCH_MAX];
+    int rc[BATCH_MAX];
+};
+
 /* The duplicate window; the consumer thread's alone. */
 struct dedupe {
     struct dd_entry *ring;
@@ -163,6 +170,7 @@ struct atp_ingest {
     struct dedupe dd;
     struct atp_event_parser *parser;
     struct parsed *parsed; /* consumer thread: BATCH_MAX slots, see consumer_main */
+    struct warm *warm;     /* consumer thread: BATCH_MAX slots, see warm_items */
     struct counters c;
 
     rd_kafka_t *mock_rk; /* owns the embedded cluster's bookkeeping */
@@ -760,6 +768,31 @@ static void parse_message(struct atp_ingest *ing, const rd_kafka_message_t *m, s
     }
 }
 
+/*
+ * Look up the items a parsed batch will write, all at once and only for the
+ * cache: atp_store_get_many overlaps the memory latencies of its keys (it
+ * prefetches every slot and item before reading any), where the writes
+ * after it each stall on their own item when taken one by one (the store's
+ * item lookup was a quarter of the consumer thread's time). The answers are
+ * thrown away; the writes look the items up again, now in the cache. An
+ * item created meanwhile or a lookup of an item that does not exist yet
+ * changes nothing but the cache.
+ */
+static void warm_items(struct atp_ingest *ing, const rd_kafka_message_t *const *batch, ssize_t n)
+{
+    struct warm *w = ing->warm;
+    uint32_t k = 0;
+    for (ssize_t i = 0; i < n; i++) {
+        const struct parsed *pm = &ing->parsed[i];
+        if (batch[i]->err || pm->rc || pm->ev.loc_len == 0 || pm->ev.sku_len == 0)
+            continue;
+        w->req[k++] =
+            (struct atp_get_req){{pm->ev.sku, pm->ev.sku_len}, {pm->ev.loc, pm->ev.loc_len}, 0};
+    }
+    if (k > 1)
+        atp_store_get_many(ing->store, w->req, k, w->bd, w->rc);
+}
+
 /* Settle one message, in offset order; pm is parse_message's result. */
 static void handle_message(struct atp_ingest *ing, rd_kafka_message_t *m, struct parsed *pm)
 {
@@ -1029,6 +1062,7 @@ static void *consumer_main(void *arg)
         ing->batch_ms = now_ms();
         for (ssize_t i = 0; i < n; i++)
             parse_message(ing, batch[i], &ing->parsed[i]);
+        warm_items(ing, (const rd_kafka_message_t *const *)batch, n);
         for (ssize_t i = 0; i < n; i++)
             handle_message(ing, batch[i], &ing->parsed[i]);
         store_offsets(ing); /* before the messages (and their topic refs) go */
@@ -1322,7 +1356,8 @@ static int ingest_init(struct atp_ingest *ing, const struct atp_ingest_config *c
                       cfg->dedupe_ms)))
         return rc;
     ing->parsed = calloc(BATCH_MAX, sizeof(*ing->parsed));
-    if (!ing->parsed)
+    ing->warm = calloc(1, sizeof(*ing->warm));
+    if (!ing->parsed || !ing->warm)
         return -ENOMEM;
     if ((rc = atp_event_parser_new(&cfg->limits, &ing->parser))) {
         ilog(ing, ATP_INGEST_LOG_ERROR, "event limits: depth must be 1..%d", ATP_EVENT_MAX_DEPTH);
@@ -1451,6 +1486,7 @@ void atp_ingest_free(struct atp_ingest *ing)
         rd_kafka_destroy(ing->mock_rk);
     atp_event_parser_free(ing->parser);
     free(ing->parsed);
+    free(ing->warm);
     dd_free(&ing->dd);
     free((void *)atomic_load(&ing->resynced));
     free(ing->parts);
