@@ -22,9 +22,10 @@
  * raw timestamps its own messages; the ingest's counters are sampled every
  * millisecond from this thread. Each round prints both rates, the cores the
  * process used meanwhile (CPU time of all its threads, the mock broker's
- * included, over wall time: below ~1.8 of the machine's 2, something else
- * had the CPU) and ingest/raw; the end prints the median ratio and its
- * spread.
+ * included, over wall time: well below the machine's 2, something else
+ * had the CPU), the CPU time per message that makes (us/msg, us/ev: what
+ * each consumer costs, whatever the machine's load) and ingest/raw; the end
+ * prints the median ratio and its spread.
  *
  * Results are checked, not trusted: the produced log must be whole (every
  * partition starts at offset 0 and the offsets add up to EVENTS), the raw
@@ -546,8 +547,8 @@ int main(int argc, char **argv)
            n, (double)bytes / (double)n, partitions, (double)(now_ns() - t0) / 1e9,
            m.counts[ATP_EV_ADJUST], m.counts[ATP_EV_SET], m.counts[ATP_EV_ALLOCATE],
            m.counts[ATP_EV_DEALLOCATE], m.counts[ATP_EV_SAFETY_STOCK], nskus, NLOCS);
-    printf("%-6s %14s %9s %14s %9s %8s\n", "round", "raw msg/s", "raw cpu", "ingest ev/s",
-           "ing cpu", "ratio");
+    printf("%-6s %12s %6s %7s %12s %6s %7s %7s\n", "round", "raw msg/s", "cores", "us/msg",
+           "ingest ev/s", "cores", "us/ev", "ratio");
     fflush(stdout);
 
     double ratios[MAX_ROUNDS];
@@ -555,8 +556,9 @@ int main(int argc, char **argv)
         struct rate raw = run_raw(c.bootstrap, r, n);
         struct rate ing = run_ingest(c.bootstrap, r, n, &m);
         ratios[r] = ing.per_s / raw.per_s;
-        printf("%-6d %14.0f %9.2f %14.0f %9.2f %8.3f\n", r + 1, raw.per_s, raw.cores, ing.per_s,
-               ing.cores, ratios[r]);
+        printf("%-6d %12.0f %6.2f %7.2f %12.0f %6.2f %7.2f %7.3f\n", r + 1, raw.per_s, raw.cores,
+               raw.cores / raw.per_s * 1e6, ing.per_s, ing.cores, ing.cores / ing.per_s * 1e6,
+               ratios[r]);
         fflush(stdout);
     }
     qsort(ratios, (size_t)rounds, sizeof(ratios[0]), cmp_double);
