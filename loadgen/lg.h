@@ -199,8 +199,15 @@ struct lg_run {
     double cpu_mark_client, cpu_mark_user, cpu_mark_sys, cpu_mark_server; /* at t_measure */
     uint64_t cpu_mark_wall;
     double wall_measured_s; /* between the two CPU marks */
-    bool abort_run;         /* set before the start barrier */
-    uint64_t spin_ns;       /* open loop: poll this long before a send */
+    /* The whole machine over the same window (/proc/stat, all cores): the
+     * share of CPU time that was busy, and that the hypervisor took (steal;
+     * a virtual CPU that is not running wakes late and answers late). < 0
+     * when unknown. */
+    uint64_t machine_mark[3];
+    bool machine_mark_ok;
+    double machine_busy, machine_steal;
+    bool abort_run;   /* set before the start barrier */
+    uint64_t spin_ns; /* open loop: poll this long before a send */
     /* verify (flash-sale) */
     int64_t *stock_before; /* ATP per item at setup */
     int64_t *held_before;  /* reserved + allocated per item at setup */

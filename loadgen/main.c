@@ -423,6 +423,7 @@ static void run_init(struct lg_run *run, const struct lg_config *cfg, double rat
     run->wl = &cfg->wl;
     run->rate = rate;
     run->server_cpu_s = -1;
+    run->machine_busy = run->machine_steal = -1;
     run->spin_ns = (uint64_t)(cfg->spin_us * 1000.0);
     switch (cfg->protocol) {
     case LG_PROTO_HTTP:

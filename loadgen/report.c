@@ -143,6 +143,9 @@ void lg_report_table(const struct lg_run *run, FILE *f)
         fprintf(f, "server cpu: %.2f us/request (pid %d, %.2fs, %.0f%% of a core)\n",
                 server_us_per_request(run), cfg->server_pid, run->server_cpu_s,
                 wall > 0 ? 100.0 * run->server_cpu_s / wall : 0);
+    if (run->machine_steal >= 0)
+        fprintf(f, "machine: %.0f%% busy, %.0f%% stolen by the hypervisor (all cores)\n",
+                100.0 * run->machine_busy, 100.0 * run->machine_steal);
     if (run->verify_ran)
         fprintf(f, "oversell check: %s %s\n", run->verify_ok ? "PASS" : "FAIL", run->verify_msg);
 }
@@ -290,6 +293,12 @@ int lg_report_json(const struct lg_run *run, const char *path)
         json_object_object_add(cpu, "server_cpu_s", json_object_new_double(run->server_cpu_s));
         json_object_object_add(cpu, "server_core_fraction",
                                json_object_new_double(wall > 0 ? run->server_cpu_s / wall : 0));
+    }
+    if (run->machine_steal >= 0) {
+        json_object_object_add(cpu, "machine_busy_fraction",
+                               json_object_new_double(run->machine_busy));
+        json_object_object_add(cpu, "machine_steal_fraction",
+                               json_object_new_double(run->machine_steal));
     }
     json_object_object_add(root, "cpu", cpu);
 

@@ -255,8 +255,34 @@ static double proc_cpu_s(int pid)
     return (double)(ut + st) / (double)(hz > 0 ? hz : 100);
 }
 
+/*
+ * The machine's CPU time so far, all cores (/proc/stat): ret[0] everything,
+ * ret[1] idle and iowait, ret[2] steal (time the hypervisor ran something
+ * else on a virtual CPU). false when unreadable.
+ */
+static bool machine_ticks(uint64_t ret[3])
+{
+    FILE *f = fopen("/proc/stat", "r");
+    if (!f)
+        return false;
+    unsigned long long v[8] = {0};
+    int n = fscanf(f, "cpu %llu %llu %llu %llu %llu %llu %llu %llu", &v[0], &v[1], &v[2], &v[3],
+                   &v[4], &v[5], &v[6], &v[7]);
+    fclose(f);
+    if (n < 8)
+        return false;
+    ret[0] = 0;
+    for (int i = 0; i < 8; i++)
+        ret[0] += v[i];
+    ret[1] = v[3] + v[4];
+    ret[2] = v[7];
+    return true;
+}
+
 void lg_cpu_mark(struct lg_run *run, int phase)
 {
+    uint64_t ticks[3];
+    bool have_ticks = machine_ticks(ticks);
     struct rusage ru;
     getrusage(RUSAGE_SELF, &ru);
     double user = tv_s(ru.ru_utime), sys = tv_s(ru.ru_stime);
@@ -268,7 +294,18 @@ void lg_cpu_mark(struct lg_run *run, int phase)
         run->cpu_mark_client = user + sys;
         run->cpu_mark_server = server;
         run->cpu_mark_wall = now;
+        run->machine_mark_ok = have_ticks;
+        if (have_ticks)
+            memcpy(run->machine_mark, ticks, sizeof(ticks));
         return;
+    }
+    run->machine_busy = run->machine_steal = -1;
+    if (have_ticks && run->machine_mark_ok && ticks[0] > run->machine_mark[0]) {
+        double total = (double)(ticks[0] - run->machine_mark[0]);
+        double idle = (double)(ticks[1] - run->machine_mark[1]);
+        double steal = (double)(ticks[2] - run->machine_mark[2]);
+        run->machine_steal = steal / total;
+        run->machine_busy = (total - idle - steal) / total;
     }
     run->client_user_s = user - run->cpu_mark_user;
     run->client_sys_s = sys - run->cpu_mark_sys;

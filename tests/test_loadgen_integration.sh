@@ -106,6 +106,10 @@ if expect.get("verify"):
         need(v["granted"] == v["server_granted"], "granted %d != server_granted %d" % (v["granted"], v["server_granted"]))
         need(v["granted"] > 0, "nothing granted")
 need("client_us_per_request" in d["cpu"], "cpu")
+# the machine's share of busy and stolen CPU time (Linux always has /proc/stat)
+if d["duration_s"] >= 0.5:
+    for k in ("machine_busy_fraction", "machine_steal_fraction"):
+        need(k in d["cpu"] and 0 <= d["cpu"][k] <= 1, "cpu.%s: %s" % (k, d["cpu"].get(k)))
 if errs:
     print("; ".join(errs))
     sys.exit(1)
