@@ -4,11 +4,13 @@
  * One event is one JSON object (protocol/EVENTS.md is the contract). This
  * module turns the bytes of one event into a validated struct atp_event, or
  * into a reason why it must go to the dead-letter topic, and applies a valid
- * event to the store. It knows JSON (json-c does the parsing) and the store
+ * event to the store. It knows JSON (simdjson parses the common case, json-c
+ * everything simdjson does not decide, src/event.c says why) and the store
  * API; it knows nothing about Kafka, offsets, duplicates or threads, so the
  * unit tests feed it bytes directly.
  *
- * A parser holds one reusable json-c tokener: one parser per thread.
+ * A parser holds a reusable simdjson parser and json-c tokener: one parser
+ * per thread.
  */
 #ifndef ATP_EVENT_H
 #define ATP_EVENT_H
@@ -137,14 +139,16 @@ void atp_event_parser_free(struct atp_event_parser *parser);
 
 /*
  * Parse and validate one event of `len` bytes (not NUL-terminated).
- *   0                 *ret holds the event; *ret_err untouched.
+ *   0                 *ret holds the event (of each string only its first
+ *                     *_len bytes are written); *ret_err untouched.
  *   ATP_ETOOLARGE     over the size limit (reason too-large).
  *   ATP_EMALFORMED    not JSON, too deep, not an object (reason says which).
  *   ATP_EINVAL        unknown type, missing, unknown or invalid field.
  *   ATP_EINVAL_SKU / ATP_EINVAL_LOC / ATP_EKEY / ATP_ERANGE / ATP_EQTY
  *                     the named field is out of its domain.
  * On failure *ret is untouched and *ret_err (may be NULL) says why.
- * The parser allocates nothing that outlives the call.
+ * Nothing allocated outlives the call, except that the parser's own input
+ * buffer grows (up to the size limit) for an event larger than any before.
  */
 int atp_event_parse(struct atp_event_parser *parser, const void *buf, size_t len,
                     struct atp_event *ret, struct atp_event_error *ret_err);
