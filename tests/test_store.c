@@ -1695,6 +1695,50 @@ static void test_idempotency_window(void **state)
 }
 
 /*
+ * Network ATP both ways: all locations probed at once while the store knows
+ * at most 16, the sku's item list walked beyond; the sums agree with the
+ * items', and a sku without items at a listed channel's locations reads 0.
+ */
+static void test_network_many_locations(void **state)
+{
+    struct atp_store *s = *state;
+    char loc[16];
+    int64_t want = 0;
+    /* the fixture interned DC1 and DC2 (b2b's list): 14 more keep it <= 16 */
+    for (int i = 0; i < 14; i++) {
+        snprintf(loc, sizeof(loc), "L%02d", i);
+        SET(s, "N", loc, i + 1);
+        want += i + 1;
+    }
+    SET(s, "M", "L03", 7);
+    struct atp_store_stats st;
+    atp_store_stats(s, &st);
+    assert_int_equal(st.locations, 16);
+    assert_int_equal(NET(s, "N", WEB).atp, want);
+    assert_int_equal(NET(s, "N", WEB).on_hand, want);
+    assert_int_equal(NET(s, "M", WEB).atp, 7);
+    assert_int_equal(NET(s, "N", B2B).atp, 0); /* none at DC1, DC2 */
+    struct atp_breakdown b;
+    RC(ATP_ENOTFOUND, atp_store_get_network(s, S("nope"), WEB, &b));
+    RC(ATP_EINVAL_SKU, atp_store_get_network(s, S("a b"), WEB, &b));
+    /* past 16 locations: the list walk */
+    for (int i = 14; i < 24; i++) {
+        snprintf(loc, sizeof(loc), "L%02d", i);
+        SET(s, "N", loc, i + 1);
+        want += i + 1;
+    }
+    atp_store_stats(s, &st);
+    assert_true(st.locations > 16);
+    assert_int_equal(NET(s, "N", WEB).atp, want);
+    assert_int_equal(NET(s, "N", APP).safety, 2 * 24);
+    assert_int_equal(NET(s, "M", WEB).atp, 7);
+    SET(s, "N", "DC2", 5);
+    assert_int_equal(NET(s, "N", B2B).atp, 5);
+    RC(ATP_ENOTFOUND, atp_store_get_network(s, S("nope"), WEB, &b));
+    RC(ATP_EINVAL_SKU, atp_store_get_network(s, S("a b"), WEB, &b));
+}
+
+/*
  * A key-table rotation that takes several reaper ticks (more claims than the
  * reaper visits in one): every live key keeps answering with its reservation
  * before, during and after it, and new keys work meanwhile.
@@ -2049,6 +2093,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_unknown_items, setup, teardown),
         cmocka_unit_test_setup_teardown(test_get_many, setup, teardown),
         cmocka_unit_test(test_rotation_in_steps),
+        cmocka_unit_test_setup_teardown(test_network_many_locations, setup, teardown),
         cmocka_unit_test_setup_teardown(test_adjust, setup, teardown),
         cmocka_unit_test_setup_teardown(test_set_sequence, setup, teardown),
         cmocka_unit_test_setup_teardown(test_foreach_item, setup, teardown),
