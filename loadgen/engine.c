@@ -80,8 +80,9 @@ struct conn {
     double interval; /* open loop: ns between intended sends */
     uint64_t first_due;
     uint64_t next_due;
-    uint64_t issued; /* new (not follow-up) requests issued */
-    uint64_t seq;    /* request ids */
+    uint64_t free_since; /* open loop: a pipeline slot has been free since (0: always) */
+    uint64_t issued;     /* new (not follow-up) requests issued */
+    uint64_t seq;        /* request ids */
     void *dstate;
 };
 
@@ -217,6 +218,11 @@ static int issue(struct worker *w, struct conn *c, const struct slot *src, int o
         if (!w->run->cfg->closed_loop) {
             uint64_t delay = now > t0 ? now - t0 : 0;
             lg_hist_record(&w->stats.send_delay, delay);
+            /* The client's own part: from the intended time, or from when
+             * the connection got a free slot if that came later (until then
+             * the request waited for the server's previous answers). */
+            uint64_t from = c->free_since > t0 ? c->free_since : t0;
+            lg_hist_record(&w->stats.own_delay, now > from ? now - from : 0);
             if (delay > LG_LATE_NS)
                 w->stats.late_sends++;
         }
@@ -414,6 +420,8 @@ static void followup(struct worker *w, struct conn *c, const struct slot *s, uin
 
 static void on_response(struct worker *w, struct conn *c, const struct lg_resp *resp, uint64_t now)
 {
+    if (c->scount >= w->run->cfg->pipeline)
+        c->free_since = now; /* it was full: a slot is free from now on */
     struct slot *s = &c->slots[c->shead];
     c->shead = (c->shead + 1) % c->scap;
     c->scount--;

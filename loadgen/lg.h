@@ -170,7 +170,8 @@ struct lg_stats {
     uint64_t server_closes;     /* of which announced (HTTP Connection: close) */
     uint64_t late_sends;        /* open loop: sent > LG_LATE_NS after their intended time */
     struct lg_hist send_delay;  /* open loop: actual send - intended send time */
-    int64_t *granted;           /* verify: net units granted per item, or NULL */
+    struct lg_hist own_delay; /* open loop: the part of send_delay after a pipeline slot was free */
+    int64_t *granted;         /* verify: net units granted per item, or NULL */
     size_t ngranted;
 };
 

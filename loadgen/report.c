@@ -115,6 +115,13 @@ void lg_report_table(const struct lg_run *run, FILE *f)
                 "p50 %.1f us, p99 %.1f us, p99.9 %.1f us, max %.1f us\n",
                 us(lg_hist_percentile(h, 50)), us(lg_hist_percentile(h, 99)),
                 us(lg_hist_percentile(h, 99.9)), us(h->max));
+        h = &s->own_delay;
+        if (h->total)
+            fprintf(f,
+                    "  of which the client's own (after a pipeline slot was free): "
+                    "p50 %.1f us, p99 %.1f us, p99.9 %.1f us, max %.1f us\n",
+                    us(lg_hist_percentile(h, 50)), us(lg_hist_percentile(h, 99)),
+                    us(lg_hist_percentile(h, 99.9)), us(h->max));
     }
     uint64_t unans = total(s->unanswered);
     if (unans)
@@ -249,8 +256,10 @@ int lg_report_json(const struct lg_run *run, const char *path)
     json_object_object_add(lat, "all", latency_obj(&all));
     json_object_object_add(root, "ops", ops);
     json_object_object_add(root, "latency_us", lat);
-    if (!run->cfg->closed_loop)
+    if (!run->cfg->closed_loop) {
         json_object_object_add(root, "send_delay_us", latency_obj(&s->send_delay));
+        json_object_object_add(root, "client_delay_us", latency_obj(&s->own_delay));
+    }
 
     json_object *errs = json_object_new_object();
     json_object *by_status = json_object_new_object();

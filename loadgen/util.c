@@ -80,6 +80,7 @@ void lg_stats_init(struct lg_stats *s)
     for (int i = 0; i < LG_OP_NMEASURED; i++)
         lg_hist_init(&s->hist[i]);
     lg_hist_init(&s->send_delay);
+    lg_hist_init(&s->own_delay);
 }
 
 /* Index of a status name in the table, adding it; the last row takes the overflow. */
@@ -126,6 +127,7 @@ void lg_stats_merge(struct lg_stats *dst, const struct lg_stats *src)
     dst->server_closes += src->server_closes;
     dst->late_sends += src->late_sends;
     lg_hist_merge(&dst->send_delay, &src->send_delay);
+    lg_hist_merge(&dst->own_delay, &src->own_delay);
     if (src->granted) {
         if (!dst->granted) {
             dst->granted = calloc(src->ngranted, sizeof(int64_t));

@@ -106,6 +106,14 @@ if expect.get("verify"):
         need(v["granted"] == v["server_granted"], "granted %d != server_granted %d" % (v["granted"], v["server_granted"]))
         need(v["granted"] > 0, "nothing granted")
 need("client_us_per_request" in d["cpu"], "cpu")
+# open loop: the send delay and the client's own part of it, never larger
+if cfg["mode"] == "open-loop" and req["sent"] > 0 and cfg["protocol"] != "kafka":
+    sd, cd = d.get("send_delay_us"), d.get("client_delay_us")
+    need(sd is not None and cd is not None, "send_delay_us / client_delay_us missing")
+    if sd and cd:
+        need(cd["count"] == sd["count"], "client_delay count %s vs %s" % (cd["count"], sd["count"]))
+        need(cd["p50"] <= sd["p50"] * 1.01 + 0.01 and cd["max"] <= sd["max"] * 1.01 + 0.01,
+             "client delay above the send delay: %s vs %s" % (cd, sd))
 # the machine's share of busy and stolen CPU time (Linux always has /proc/stat)
 if d["duration_s"] >= 0.5:
     for k in ("machine_busy_fraction", "machine_steal_fraction"):
