@@ -32,6 +32,9 @@
 #include <string.h>
 #include <sched.h>
 #include <time.h>
+#include <linux/futex.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 #define XXH_INLINE_ALL
 #include <xxhash.h>
@@ -48,6 +51,14 @@
  * still keeps up with 4M finished reservations a second.
  */
 #define REAPER_STEP 4096
+
+/*
+ * Longest the expirer sleeps when nothing is due: it then looks at the wheel
+ * slots of the next EXPIRER_MAX_SLEEP_MS ms (one array read, 400 bytes) to
+ * find the next due one. An idle atpd wakes 10 times a second instead of
+ * 1000; a reservation due earlier than the planned wake-up kicks it.
+ */
+#define EXPIRER_MAX_SLEEP_MS 100
 
 #define ST_CREATING 0u /* claimed, lines not yet taken */
 #define ST_FREE     15u
@@ -169,6 +180,15 @@ struct resv_state {
     uint32_t fifo_head, fifo_len;
 
     _Atomic int reaper_busy;
+    _Atomic uint64_t reaper_runs; /* reaper runs so far (written by the reaper) */
+    /*
+     * The expirer's planned wake-up, on a line of its own: written twice per
+     * expirer wake-up, read by every reserve and extend (expirer_note).
+     */
+    char pad_wake0[CACHELINE];
+    _Atomic uint64_t wake_ms;  /* sleeping until this ms (store clock); 0: awake */
+    _Atomic uint32_t wake_seq; /* futex word: bumped by whoever wakes the expirer */
+    char pad_wake1[CACHELINE - 12];
     pthread_t expirer;
     _Atomic int expirer_stop;
     int expirer_running;
@@ -180,7 +200,10 @@ struct resv_state {
     _Atomic uint64_t granted, rejected, replayed, commits, releases, expirations, fulfillments;
     _Atomic uint64_t late_max, late_sum;
     _Atomic uint64_t late_buckets[ATP_LATENESS_BUCKETS];
+    _Atomic uint64_t expirer_wakeups;
 };
+
+static void expirer_kick(struct resv_state *rs);
 
 /* --- record pool ---------------------------------------------------------- */
 
@@ -304,6 +327,10 @@ static int kt_claim(struct resv_state *rs, struct ktable *t, uint64_t h, const u
                  * left (epoch_leave's release, the reaper's seq_cst load). */
                 if (nth < t->claimed_cap)
                     atomic_store_explicit(&t->claimed[nth], i, memory_order_relaxed);
+                /* Half full: a rotation is due now, not at the expirer's
+                 * planned wake-up (kt_rotate checks the same bound). */
+                if (nth == (t->mask + 1) / 2)
+                    expirer_kick(rs);
                 *ret_slot = i;
                 return 0;
             }
@@ -494,15 +521,55 @@ static int rec_try_expire(struct atp_store *s, uint32_t idx, uint64_t c, uint64_
 /* Any thread: hand a new held reservation to the reaper. */
 static void inbox_push(struct resv_state *rs, uint32_t idx)
 {
-    /* Already waiting: the reaper reads the latest ctl when it gets there. */
-    if (atomic_exchange_explicit(&rs->recs[idx].in_inbox, 1, memory_order_acq_rel))
+    /* Already waiting: the reaper reads the latest ctl when it gets there.
+     * seq_cst (here and the push below): the first half of W16, see
+     * expirer_note. */
+    if (atomic_exchange(&rs->recs[idx].in_inbox, 1))
         return;
     uint32_t h = atomic_load_explicit(&rs->inbox, memory_order_relaxed);
     do {
         atomic_store_explicit(&rs->recs[idx].inext, h, memory_order_relaxed);
-        /* R13: release publishes inext; pairs with A13 in atp_store_expire. */
-    } while (!atomic_compare_exchange_weak_explicit(&rs->inbox, &h, idx + 1, memory_order_release,
+        /* R13: release (seq_cst) publishes inext; pairs with A13 in reaper_run. */
+    } while (!atomic_compare_exchange_weak_explicit(&rs->inbox, &h, idx + 1, memory_order_seq_cst,
                                                     memory_order_relaxed));
+}
+
+static long futex(_Atomic uint32_t *word, int op, uint32_t val, const struct timespec *ts)
+{
+    return syscall(SYS_futex, (uint32_t *)word, op, val, ts, NULL, FUTEX_BITSET_MATCH_ANY);
+}
+
+/* Wake the expirer from its sleep; the first caller per sleep pays the syscall. */
+static void expirer_kick(struct resv_state *rs)
+{
+    if (atomic_exchange(&rs->wake_ms, 0) == 0)
+        return; /* awake, or already being woken */
+    atomic_fetch_add(&rs->wake_seq, 1);
+    futex(&rs->wake_seq, FUTEX_WAKE_PRIVATE, 1, NULL);
+}
+
+/*
+ * After inbox_push: kick the expirer if the record is due before the
+ * expirer's planned wake-up. The common case is one load of a line that
+ * changes twice per expirer wake-up, and no write.
+ *
+ * W16 (a Dekker pair with E16 in expirer_main): we push (or find the record
+ * queued), then load wake_ms; the expirer stores wake_ms, then loads the
+ * inbox, all seq_cst. Either it sees the inbox non-empty (and sleeps one
+ * tick at most) or we see its plan and compare. While the expirer is awake
+ * wake_ms is 0: it will look at the inbox after it publishes its plan. The
+ * deadline compared is the record's current one (a seq_cst load of ctl, after
+ * extend's seq_cst CAS): a record found already queued by someone whose push
+ * is not complete yet is then compared by that pusher, with our deadline.
+ */
+static void expirer_note(struct resv_state *rs, uint32_t idx)
+{
+    uint64_t w = atomic_load(&rs->wake_ms);
+    if (w == 0)
+        return;
+    uint64_t c = atomic_load(&rs->recs[idx].ctl);
+    if (ctl_state(c) == ATP_RES_HELD && ctl_exp(c) < w)
+        expirer_kick(rs);
 }
 
 static void wheel_link(struct resv_state *rs, uint32_t idx, uint64_t exp_ms)
@@ -963,6 +1030,7 @@ int atp_store_reserve(struct atp_store *s, const struct atp_reserve_req *req, ui
         atomic_fetch_add_explicit(&rs->held, 1, memory_order_relaxed);
         atomic_fetch_add_explicit(&rs->granted, 1, memory_order_relaxed);
         inbox_push(rs, ri);
+        expirer_note(rs, ri);
         epoch_leave(rs, e);
         if (ret && rec_copy(s, ri, gen, ret) != 0)
             return ATP_EINTERNAL; /* cannot be reclaimed before the window */
@@ -1058,7 +1126,8 @@ static int held_transition(struct atp_store *s, uint64_t id, uint64_t now_us, en
             break;
         }
         uint64_t pos = j_begin(s);
-        if (atomic_compare_exchange_strong_explicit(&r->ctl, &c, nc, memory_order_acq_rel,
+        /* seq_cst: an extend's new deadline is part of W16 (expirer_note). */
+        if (atomic_compare_exchange_strong_explicit(&r->ctl, &c, nc, memory_order_seq_cst,
                                                     memory_order_acquire)) {
             j_end(s, pos, &jr);
             return 0;
@@ -1114,6 +1183,7 @@ int atp_store_extend(struct atp_store *s, uint64_t id, uint64_t ttl_ms, uint64_t
         return rc;
     /* The reaper re-files it (a shorter TTL must not wait for the old slot). */
     inbox_push(s->resv, idx);
+    expirer_note(s->resv, idx);
     return finish_copy(s, idx, g, ret);
 }
 
@@ -1239,20 +1309,61 @@ static void reclaim(struct atp_store *s, uint64_t now_us)
     }
 }
 
-int atp_store_expire(struct atp_store *s, uint64_t now_us)
+/*
+ * When the reaper next has something to do (store clock, us): the first
+ * non-empty wheel slot (a slot may hold only records of a later lap, or
+ * records committed meanwhile: then the visit is for nothing, never late),
+ * the next record to reclaim, the next rotation, the next tick (tick_us) if
+ * bounded work of this run is left over; at most max_us from now.
+ */
+static uint64_t reaper_next_us(struct atp_store *s, uint64_t now_us, uint64_t max_us,
+                               uint64_t tick_us)
+{
+    struct resv_state *rs = s->resv;
+    uint64_t window_us = s->cfg.idempotency_window_ms * 1000;
+    uint64_t soon = now_us + tick_us, next = now_us + max_us;
+    if (rs->rot_phase != ROT_IDLE || rs->retire_pending)
+        next = soon;
+    if (rs->fifo_len && rs->fifo[rs->fifo_head].since_us + window_us < next)
+        next = rs->fifo[rs->fifo_head].since_us + window_us;
+    const struct ktable *cur = &rs->kt[atomic_load(&rs->epoch) % 3];
+    if (atomic_load_explicit(&cur->used, memory_order_relaxed) > (cur->mask + 1) / 2)
+        next = now_us; /* a rotation is due but waited for the old epoch */
+    else if (rs->last_rotate_us + window_us < next)
+        next = rs->last_rotate_us + window_us;
+    if (next < soon)
+        next = soon; /* due already but left for the next tick (bounded steps) */
+    /* Expiries come first: slots after done_ms (swept up to now) up to next. */
+    for (uint64_t m = rs->done_ms + 1; m * 1000 < next; m++)
+        if (rs->wheel[m & WHEEL_MASK])
+            return m * 1000;
+    return next;
+}
+
+/*
+ * One reaper run. -1 if another caller is running it; else the number
+ * expired, with the reaper's next due time in *ret_next_us (if not NULL,
+ * see reaper_next_us) and the run's number in *ret_run.
+ */
+static int reaper_run(struct atp_store *s, uint64_t now_us, uint64_t max_us, uint64_t tick_us,
+                      uint64_t *ret_next_us, uint64_t *ret_run)
 {
     struct resv_state *rs = s->resv;
     int expected = 0;
     if (!atomic_compare_exchange_strong(&rs->reaper_busy, &expected, 1))
-        return 0;
+        return -1;
+    /* seq_cst, before the inbox is drained: the expirer sees that a run other
+     * than its own may have taken records it did not plan for (E16). */
+    uint64_t run = atomic_load_explicit(&rs->reaper_runs, memory_order_relaxed) + 1;
+    atomic_store(&rs->reaper_runs, run);
     int n = 0;
     uint64_t now_ms = now_us / 1000;
     if (rs->done_ms == 0) {
         rs->done_ms = now_ms ? now_ms - 1 : 0; /* first tick: nothing filed yet */
         rs->last_rotate_us = now_us;
     }
-    /* A13: pairs with R13 in inbox_push. */
-    for (uint32_t h = atomic_exchange_explicit(&rs->inbox, 0, memory_order_acquire); h;) {
+    /* A13: pairs with R13 in inbox_push; seq_cst for W16/E16. */
+    for (uint32_t h = atomic_exchange(&rs->inbox, 0); h;) {
         uint32_t idx = h - 1;
         h = atomic_load_explicit(&rs->recs[idx].inext, memory_order_relaxed);
         /* Cleared before the visit: a later extend re-queues it. */
@@ -1269,33 +1380,87 @@ int atp_store_expire(struct atp_store *s, uint64_t now_us)
     }
     reclaim(s, now_us);
     kt_rotate(s, now_us);
+    if (ret_next_us)
+        *ret_next_us = reaper_next_us(s, now_us, max_us, tick_us);
+    if (ret_run)
+        *ret_run = run;
     atomic_store_explicit(&rs->reaper_busy, 0, memory_order_release);
     return n;
+}
+
+int atp_store_expire(struct atp_store *s, uint64_t now_us)
+{
+    int n = reaper_run(s, now_us, 0, 0, NULL, NULL);
+    return n < 0 ? 0 : n;
+}
+
+/* Sleep until the store clock reads until_us, or a kick changes wake_seq. */
+static void expirer_sleep(struct resv_state *rs, uint32_t seq, uint64_t until_us)
+{
+    uint64_t now = atp_now_us();
+    if (until_us <= now)
+        return;
+    /* The store clock is CLOCK_REALTIME; sleep on the monotonic one, so a
+     * clock step makes a wake-up early or late by at most one sleep. */
+    uint64_t d = until_us - now;
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    ts.tv_sec += (time_t)(d / 1000000);
+    ts.tv_nsec += (long)(d % 1000000) * 1000;
+    if (ts.tv_nsec >= 1000000000L)
+        ts.tv_nsec -= 1000000000L, ts.tv_sec++;
+    /* Absolute CLOCK_MONOTONIC deadline; returns at once if seq is stale. */
+    futex(&rs->wake_seq, FUTEX_WAIT_BITSET_PRIVATE, seq, &ts);
 }
 
 static void *expirer_main(void *arg)
 {
     struct atp_store *s = arg;
     struct resv_state *rs = s->resv;
+    pthread_setname_np(pthread_self(), "atp-expirer"); /* for top, perf and gdb */
     /*
-     * Expiry lateness is bounded by how soon this thread runs after its tick.
-     * Busy request threads would otherwise make it wait for a scheduler
+     * Expiry lateness is bounded by how soon this thread runs after its due
+     * time. Busy request threads would otherwise make it wait for a scheduler
      * slice (measured: hundreds of ms with 12 busy threads on 2 cores), so it
-     * asks for the lowest real-time priority; it sleeps between ticks and its
-     * work per tick is bounded. Without the privilege it runs as it is.
+     * asks for the lowest real-time priority; it sleeps between runs and its
+     * work per run is bounded. Without the privilege it runs as it is.
      */
     struct sched_param sp = {.sched_priority = 1};
     rs->expirer_rt = pthread_setschedparam(pthread_self(), SCHED_FIFO, &sp) == 0;
-    /* Absolute deadlines: a tick does not drift by the time a sweep takes. */
-    struct timespec next;
-    clock_gettime(CLOCK_MONOTONIC, &next);
-    while (!atomic_load_explicit(&rs->expirer_stop, memory_order_acquire)) {
-        atp_store_expire(s, atp_now_us());
-        next.tv_nsec += (long)rs->tick_us * 1000;
-        while (next.tv_nsec >= 1000000000L)
-            next.tv_nsec -= 1000000000L, next.tv_sec++;
-        clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &next, NULL);
+    /*
+     * Sleep until the next due expiry (or reclaim, or rotation), at most
+     * EXPIRER_MAX_SLEEP_MS: on an idle server, or one that only answers
+     * lookups, this thread woke every tick (1000 times a second) and took
+     * the CPU from a request thread each time. While reservations arrive
+     * (the inbox is not empty when we are done) or bounded work is left, it
+     * runs every tick as before.
+     */
+    while (!atomic_load(&rs->expirer_stop)) {
+        atomic_store(&rs->wake_ms, 0); /* awake: nobody needs to kick */
+        atomic_fetch_add_explicit(&rs->expirer_wakeups, 1, memory_order_relaxed);
+        uint64_t now = atp_now_us(), next, run = 0;
+        uint64_t tick_next = now + rs->tick_us;
+        if (reaper_run(s, now, EXPIRER_MAX_SLEEP_MS * 1000, rs->tick_us, &next, &run) < 0)
+            next = tick_next; /* another caller is reaping */
+        uint32_t seq = atomic_load(&rs->wake_seq);
+        /*
+         * E16: publish the plan, then look at the inbox (seq_cst both; pairs
+         * with W16 in expirer_note). A record pushed after our drain either
+         * shows here or its pusher sees the plan and kicks us if due earlier.
+         * Another run (atp_store_expire on some other thread) may have
+         * drained records this plan does not know of: tick then.
+         */
+        atomic_store(&rs->wake_ms, (next + 999) / 1000);
+        if ((atomic_load(&rs->inbox) != 0 || atomic_load(&rs->reaper_runs) != run) &&
+            tick_next < next) {
+            next = tick_next;
+            atomic_store(&rs->wake_ms, (next + 999) / 1000);
+        }
+        if (atomic_load(&rs->expirer_stop))
+            break; /* the stopper bumps wake_seq after setting the flag */
+        expirer_sleep(rs, seq, next);
     }
+    atomic_store(&rs->wake_ms, 0);
     return NULL;
 }
 
@@ -1318,7 +1483,9 @@ void atp_store_stop_expirer(struct atp_store *s)
     struct resv_state *rs = s->resv;
     if (!rs || !rs->expirer_running)
         return;
-    atomic_store_explicit(&rs->expirer_stop, 1, memory_order_release);
+    atomic_store(&rs->expirer_stop, 1);
+    atomic_fetch_add(&rs->wake_seq, 1);
+    futex(&rs->wake_seq, FUTEX_WAKE_PRIVATE, 1, NULL);
     pthread_join(rs->expirer, NULL);
     rs->expirer_running = 0;
 }
@@ -1556,6 +1723,7 @@ void resv_stats(struct atp_store *s, struct atp_store_stats *st)
     st->lateness_sum_us = atomic_load_explicit(&rs->late_sum, memory_order_relaxed);
     for (int i = 0; i < ATP_LATENESS_BUCKETS; i++)
         st->lateness_buckets[i] = atomic_load_explicit(&rs->late_buckets[i], memory_order_relaxed);
+    st->expirer_wakeups = atomic_load_explicit(&rs->expirer_wakeups, memory_order_relaxed);
     st->bytes_reserved += rs->recs_bytes + sizeof(uint32_t) * WHEEL_SLOTS +
                           sizeof(struct retired) * rs->cap +
                           3 * ((size_t)rs->kt[0].mask + 1) * sizeof(uint64_t) +

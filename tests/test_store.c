@@ -1814,6 +1814,112 @@ static void test_expirer_thread(void **state)
     assert_int_equal(stt.expirations, 1);
 }
 
+static void sleep_us(uint64_t us)
+{
+    struct timespec ts = {(time_t)(us / 1000000), (long)(us % 1000000) * 1000};
+    nanosleep(&ts, NULL);
+}
+
+static uint64_t expirer_wakeups(struct atp_store *s)
+{
+    struct atp_store_stats st;
+    atp_store_stats(s, &st);
+    return st.expirer_wakeups;
+}
+
+/*
+ * An expirer with nothing due sleeps (up to 100 ms at a time) instead of
+ * waking every tick: over 500 ms, with or without a far-off hold, it wakes a
+ * handful of times (it used to wake 500 times).
+ */
+static void test_expirer_idle_sleeps(void **state)
+{
+    struct atp_store *s = *state;
+    SET(s, "A", "DC1", 10);
+    RC(0, atp_store_start_expirer(s, 1000));
+    sleep_us(50000);
+    uint64_t w0 = expirer_wakeups(s);
+    sleep_us(500000);
+    uint64_t w1 = expirer_wakeups(s);
+    if (w1 - w0 > 15)
+        fail_msg("idle expirer woke %llu times in 500 ms", (unsigned long long)(w1 - w0));
+    HOLD(s, "far", WEB, "A", "DC1", 1, 3600 * 1000, atp_now_us());
+    sleep_us(50000);
+    w0 = expirer_wakeups(s);
+    sleep_us(500000);
+    w1 = expirer_wakeups(s);
+    if (w1 - w0 > 15)
+        fail_msg("expirer with a far hold woke %llu times in 500 ms",
+                 (unsigned long long)(w1 - w0));
+    assert_true(w1 > 0);
+    atp_store_stop_expirer(s);
+}
+
+static int cmp_u64(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* Poll until reservation id is no longer held; how late that was seen (us). */
+static uint64_t seen_late_us(struct atp_store *s, uint64_t id, uint64_t expires_us)
+{
+    int st = ATP_RES_HELD;
+    uint64_t t0 = atp_now_us(), now = t0;
+    while (st == ATP_RES_HELD && now - t0 < 2000000) {
+        sleep_us(200);
+        st = state_of(s, id);
+        now = atp_now_us();
+    }
+    assert_int_equal(st, ATP_RES_EXPIRED);
+    return now > expires_us ? now - expires_us : 0;
+}
+
+/*
+ * A hold made (or extended) while the expirer sleeps towards a later
+ * wake-up still expires on time: the reserve or extend wakes it. Each round
+ * starts 20 ms after the previous expiry, when the idle expirer plans to
+ * sleep until ~100 ms after it, and the hold is due 10 ms later: not woken,
+ * it would expire ~70 ms late. The median of 5 rounds (robust to a round
+ * whose thread the machine descheduled) must be within 35 ms.
+ */
+static void test_expirer_woken_early(void **state)
+{
+    struct atp_store *s = *state;
+    SET(s, "A", "DC1", 100);
+    RC(0, atp_store_start_expirer(s, 1000));
+    uint64_t keep = HOLD(s, "keep", WEB, "A", "DC1", 1, 3600 * 1000, atp_now_us());
+    uint64_t late_res[5], late_ext[5];
+    char key[32];
+    for (int i = 0; i < 5; i++) {
+        sleep_us(20000);
+        snprintf(key, sizeof(key), "res-%d", i);
+        struct atp_reservation r;
+        bool rp;
+        RC(0, reserve1(s, key, WEB, "A", "DC1", 1, 10, atp_now_us(), &r, &rp, NULL));
+        late_res[i] = seen_late_us(s, r.id, r.expires_us);
+    }
+    for (int i = 0; i < 5; i++) {
+        snprintf(key, sizeof(key), "ext-%d", i);
+        uint64_t id = HOLD(s, key, WEB, "A", "DC1", 1, 3600 * 1000, atp_now_us());
+        sleep_us(20000);
+        struct atp_reservation r;
+        RC(0, atp_store_extend(s, id, 10, atp_now_us(), &r));
+        late_ext[i] = seen_late_us(s, id, r.expires_us);
+    }
+    qsort(late_res, 5, sizeof(late_res[0]), cmp_u64);
+    qsort(late_ext, 5, sizeof(late_ext[0]), cmp_u64);
+    if (late_res[2] > 35000 || late_ext[2] > 35000)
+        fail_msg("median lateness seen: reserve %llu us, extend %llu us",
+                 (unsigned long long)late_res[2], (unsigned long long)late_ext[2]);
+    assert_int_equal(state_of(s, keep), ATP_RES_HELD);
+    assert_int_equal(ATP(s, "A", "DC1", WEB), 99);
+    atp_store_stop_expirer(s);
+    struct atp_store_stats st;
+    atp_store_stats(s, &st);
+    assert_int_equal(st.expirations, 10);
+}
+
 /* ---------------------------------------------------------------------- */
 /* capacities                                                             */
 /* ---------------------------------------------------------------------- */
@@ -2118,6 +2224,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_expire_many, setup, teardown),
         cmocka_unit_test(test_idempotency_window),
         cmocka_unit_test_setup_teardown(test_expirer_thread, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_expirer_idle_sleeps, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_expirer_woken_early, setup, teardown),
         cmocka_unit_test(test_capacity),
         cmocka_unit_test(test_reclaim_after_release),
         cmocka_unit_test(test_capacity_failed_insert),

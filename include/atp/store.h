@@ -375,7 +375,12 @@ int atp_store_fulfill(struct atp_store *store, struct atp_slice key, uint32_t li
  */
 int atp_store_expire(struct atp_store *store, uint64_t now_us);
 
-/* Run atp_store_expire every `tick_us` on a thread of the store's own. */
+/*
+ * Run atp_store_expire on a thread of the store's own: at each expiry's due
+ * time, and every `tick_us` (default 1000) while reservations arrive or
+ * bounded background work is left over; otherwise it sleeps up to 100 ms.
+ * A reserve or extend that is due before its planned wake-up wakes it.
+ */
 int atp_store_start_expirer(struct atp_store *store, uint32_t tick_us);
 void atp_store_stop_expirer(struct atp_store *store);
 
@@ -401,7 +406,8 @@ struct atp_store_stats {
     uint64_t lateness_max_us; /* worst expiry lateness seen */
     uint64_t lateness_sum_us;
     uint64_t lateness_buckets[ATP_LATENESS_BUCKETS];
-    size_t bytes_reserved; /* address space set aside */
+    uint64_t expirer_wakeups; /* times the store's expirer thread woke */
+    size_t bytes_reserved;    /* address space set aside */
 };
 
 void atp_store_stats(struct atp_store *store, struct atp_store_stats *ret);
