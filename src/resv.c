@@ -195,8 +195,12 @@ struct resv_state {
     int expirer_rt; /* the expirer got SCHED_FIFO */
     uint32_t tick_us;
 
-    /* statistics */
-    _Atomic uint64_t held, committed;
+    /*
+     * Statistics. Reservations held are not counted by a gauge of their own
+     * (one atomic add less on each reserve, release, commit and expiry): they
+     * are granted + restored_held - commits - releases - expirations.
+     */
+    _Atomic uint64_t restored_held, committed;
     _Atomic uint64_t granted, rejected, replayed, commits, releases, expirations, fulfillments;
     _Atomic uint64_t late_max, late_sum;
     _Atomic uint64_t late_buckets[ATP_LATENESS_BUCKETS];
@@ -510,7 +514,6 @@ static int rec_try_expire(struct atp_store *s, uint32_t idx, uint64_t c, uint64_
      * late commit is not the reaper being late. */
     if (reaper)
         lateness_record(rs, now_us > exp_us ? now_us - exp_us : 0);
-    atomic_fetch_sub_explicit(&rs->held, 1, memory_order_relaxed);
     atomic_fetch_add_explicit(&rs->expirations, 1, memory_order_relaxed);
     retire_push(rs, idx);
     return 1;
@@ -882,7 +885,10 @@ static void give_back_lines(struct atp_store *s, const struct atp_reserve_req *r
  * head or epoch costs only a wasted fetch), so the call waits for about one
  * memory latency for all of them rather than one after another.
  */
-static void reserve_prefetch(struct atp_store *s, const struct atp_reserve_req *req, uint64_t h)
+#define PREFETCH_LINES 4 /* lines whose item slot a reserve prefetches */
+
+static void reserve_prefetch(struct atp_store *s, const struct atp_reserve_req *req, uint64_t h,
+                             struct store_line_key keys[PREFETCH_LINES], uint32_t *ret_have)
 {
     struct resv_state *rs = s->resv;
     uint64_t e = atomic_load_explicit(&rs->epoch, memory_order_relaxed);
@@ -892,14 +898,20 @@ static void reserve_prefetch(struct atp_store *s, const struct atp_reserve_req *
     uint32_t top = (uint32_t)atomic_load_explicit(&rs->free_head, memory_order_relaxed);
     if (top)
         rec_prefetch(&rs->recs[top - 1], 1);
-    /* Not validated yet: only lines whose slices are in bounds. */
-    if (!req->lines)
-        return;
-    for (uint32_t i = 0; i < req->nlines && i < 4; i++) {
+    /*
+     * Not validated yet: only lines whose slices are in bounds. What is
+     * worked out here is kept for store_take (bit i of *ret_have: keys[i]).
+     */
+    uint32_t have = 0;
+    for (uint32_t i = 0; req->lines && i < req->nlines && i < PREFETCH_LINES; i++) {
         const struct atp_line_req *l = &req->lines[i];
-        if (l->sku.p && l->sku.len - 1u < ATP_SKU_MAX && l->loc.p && l->loc.len - 1u < ATP_LOC_MAX)
-            store_prefetch_line(s, l);
+        if (l->sku.p && l->sku.len - 1u < ATP_SKU_MAX && l->loc.p &&
+            l->loc.len - 1u < ATP_LOC_MAX) {
+            store_prefetch_line(s, l, &keys[i]);
+            have |= 1u << i;
+        }
     }
+    *ret_have = have;
 }
 
 int atp_store_reserve(struct atp_store *s, const struct atp_reserve_req *req, uint64_t now_us,
@@ -910,10 +922,14 @@ int atp_store_reserve(struct atp_store *s, const struct atp_reserve_req *req, ui
     /* Bounds first: the prefetches below hash the key before validation. */
     if (!req->key.p || req->key.len - 1u >= ATP_KEY_MAX)
         return ATP_EKEY;
+    /* The caller's bytes, not kw: the same hash, without reading back the
+     * words key_pack has just stored (a store-forwarding stall). */
+    uint64_t h = XXH3_64bits(req->key.p, req->key.len);
+    struct store_line_key lkeys[PREFETCH_LINES];
+    uint32_t lhave;
+    reserve_prefetch(s, req, h, lkeys, &lhave);
     uint64_t kw[ATP_KEY_MAX / 8];
     key_pack(req->key, kw);
-    uint64_t h = XXH3_64bits(kw, req->key.len);
-    reserve_prefetch(s, req, h);
     int rc = validate_req(s, req);
     if (rc)
         return rc;
@@ -941,7 +957,9 @@ int atp_store_reserve(struct atp_store *s, const struct atp_reserve_req *req, ui
             int64_t avail;
             shorts[i].requested = req->lines[i].qty;
             /* After a short line, report what the rest would find; take nothing. */
-            rc = store_take(s, &req->lines[i], req->channel, !fail, &items[i], &avail);
+            rc = store_take(s, &req->lines[i],
+                            i < PREFETCH_LINES && (lhave >> i & 1) ? &lkeys[i] : NULL, req->channel,
+                            !fail, &items[i], &avail);
             shorts[i].available = avail;
             if (fail)
                 continue;
@@ -1027,7 +1045,6 @@ int atp_store_reserve(struct atp_store *s, const struct atp_reserve_req *req, ui
         atomic_store_explicit(&r->ctl, ctl_make(gen, exp_ms, ATP_RES_HELD), memory_order_release);
         if (s->cfg.journal)
             journal_reserve_end(s, pos, ri, gen, exp_ms);
-        atomic_fetch_add_explicit(&rs->held, 1, memory_order_relaxed);
         atomic_fetch_add_explicit(&rs->granted, 1, memory_order_relaxed);
         inbox_push(rs, ri);
         expirer_note(rs, ri);
@@ -1150,7 +1167,6 @@ int atp_store_commit(struct atp_store *s, uint64_t id, uint64_t now_us, struct a
     for (uint32_t i = 0; i < n; i++)
         store_commit_qty(s, atomic_load_explicit(&r->line[i].item, memory_order_relaxed),
                          atomic_load_explicit(&r->line[i].qty, memory_order_relaxed));
-    atomic_fetch_sub_explicit(&rs->held, 1, memory_order_relaxed);
     atomic_fetch_add_explicit(&rs->committed, 1, memory_order_relaxed);
     atomic_fetch_add_explicit(&rs->commits, 1, memory_order_relaxed);
     return finish_copy(s, idx, g, ret);
@@ -1165,7 +1181,6 @@ int atp_store_release(struct atp_store *s, uint64_t id, uint64_t now_us,
     if (rc)
         return rc;
     rec_give_back(s, &rs->recs[idx]);
-    atomic_fetch_sub_explicit(&rs->held, 1, memory_order_relaxed);
     atomic_fetch_add_explicit(&rs->releases, 1, memory_order_relaxed);
     rc = finish_copy(s, idx, g, ret);
     retire_push(rs, idx);
@@ -1568,7 +1583,7 @@ int atp_store_restore_reservation(struct atp_store *s, const struct atp_reservat
     case ATP_RES_HELD:
         for (uint32_t i = 0; i < in->nlines; i++)
             store_force_take(s, items[i], in->lines[i].qty);
-        atomic_fetch_add_explicit(&rs->held, 1, memory_order_relaxed);
+        atomic_fetch_add_explicit(&rs->restored_held, 1, memory_order_relaxed);
         inbox_push(rs, idx);
         break;
     case ATP_RES_COMMITTED:
@@ -1709,7 +1724,18 @@ void resv_fini(struct atp_store *s)
 void resv_stats(struct atp_store *s, struct atp_store_stats *st)
 {
     struct resv_state *rs = s->resv;
-    st->reservations_held = atomic_load_explicit(&rs->held, memory_order_relaxed);
+    /*
+     * Exact when nothing is in flight. Ends are read before starts, so that
+     * on x86 (stores seen in order) a concurrent reader errs towards more
+     * held; elsewhere it may be off by the operations in flight, and the
+     * clamp keeps it from wrapping below zero.
+     */
+    uint64_t ended = atomic_load_explicit(&rs->commits, memory_order_relaxed) +
+                     atomic_load_explicit(&rs->releases, memory_order_relaxed) +
+                     atomic_load_explicit(&rs->expirations, memory_order_relaxed);
+    uint64_t started = atomic_load_explicit(&rs->granted, memory_order_relaxed) +
+                       atomic_load_explicit(&rs->restored_held, memory_order_relaxed);
+    st->reservations_held = started > ended ? started - ended : 0;
     st->reservations_committed = atomic_load_explicit(&rs->committed, memory_order_relaxed);
     st->reservations_live = st->reservations_held + st->reservations_committed;
     st->reserves_granted = atomic_load_explicit(&rs->granted, memory_order_relaxed);

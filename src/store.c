@@ -1134,27 +1134,35 @@ static int item_take(struct atp_store *s, uint32_t idx, uint32_t channel, int64_
  * them. A hint only: store_take looks the item up again (and finds the slot
  * in cache). Lines for "any" location are left alone.
  */
-void store_prefetch_line(struct atp_store *s, const struct atp_line_req *line)
+void store_prefetch_line(struct atp_store *s, const struct atp_line_req *line,
+                         struct store_line_key *ret_key)
 {
     uint16_t lid;
+    ret_key->h = XXH3_64bits(line->sku.p, line->sku.len);
+    ret_key->lid = -1;
     if (!line->loc.len || loc_find(s, line->loc, &lid) != 0)
         return;
-    uint64_t h = XXH3_64bits(line->sku.p, line->sku.len);
-    const struct shard *sh = shard_of(s, h);
-    __builtin_prefetch(&sh->item_slots[slot_start(item_hash(h, lid), sh->item_n)]);
+    ret_key->lid = lid;
+    const struct shard *sh = shard_of(s, ret_key->h);
+    __builtin_prefetch(&sh->item_slots[slot_start(item_hash(ret_key->h, lid), sh->item_n)]);
 }
 
-int store_take(struct atp_store *s, const struct atp_line_req *line, uint32_t channel, bool take,
-               uint32_t *ret_idx, int64_t *ret_avail)
+int store_take(struct atp_store *s, const struct atp_line_req *line,
+               const struct store_line_key *key, uint32_t channel, bool take, uint32_t *ret_idx,
+               int64_t *ret_avail)
 {
     /* The caller validated the line (resv.c validate_req). */
     int rc;
-    uint64_t h = XXH3_64bits(line->sku.p, line->sku.len);
+    uint64_t h = key ? key->h : XXH3_64bits(line->sku.p, line->sku.len);
     *ret_avail = 0;
     if (line->loc.len) {
         uint16_t lid;
         uint32_t idx;
-        if (loc_find(s, line->loc, &lid) != 0 || item_lookup(s, line->sku, h, lid, &idx) != 0)
+        if (key && key->lid >= 0)
+            lid = (uint16_t)key->lid;
+        else if (loc_find(s, line->loc, &lid) != 0)
+            return ATP_EINSUFFICIENT; /* no such location: nothing available */
+        if (item_lookup(s, line->sku, h, lid, &idx) != 0)
             return ATP_EINSUFFICIENT; /* no such item: nothing available */
         if ((rc = item_take(s, idx, channel, line->qty, take, ret_avail)) == 0)
             *ret_idx = idx;

@@ -179,9 +179,20 @@ int store_find_sku(struct atp_store *s, struct atp_slice sku, uint64_t h, uint32
 int64_t store_item_avail(struct atp_store *s, const struct item *it, uint32_t channel,
                          uint64_t *ret_word);
 int store_channel_allows(const struct atp_store *s, uint32_t channel, uint16_t loc_id);
-void store_prefetch_line(struct atp_store *s, const struct atp_line_req *line);
-int store_take(struct atp_store *s, const struct atp_line_req *line, uint32_t channel, bool take,
-               uint32_t *ret_idx, int64_t *ret_avail);
+/*
+ * A reservation line's hashes, worked out once by store_prefetch_line and
+ * handed to store_take (which otherwise works them out itself). lid < 0:
+ * not known (no location given, or the location was not interned yet).
+ */
+struct store_line_key {
+    uint64_t h; /* XXH3 of the sku */
+    int32_t lid;
+};
+void store_prefetch_line(struct atp_store *s, const struct atp_line_req *line,
+                         struct store_line_key *ret_key);
+int store_take(struct atp_store *s, const struct atp_line_req *line,
+               const struct store_line_key *key, uint32_t channel, bool take, uint32_t *ret_idx,
+               int64_t *ret_avail);
 void store_give_back(struct atp_store *s, uint32_t idx, int64_t qty);
 void store_commit_qty(struct atp_store *s, uint32_t idx, int64_t qty);
 struct atp_slice store_item_sku(const struct atp_store *s, uint32_t idx);
