@@ -47,6 +47,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <dirent.h>
 #include <sys/resource.h>
 #include <unistd.h>
 
@@ -80,11 +81,51 @@ static uint64_t cpu_ns(void)
            ((uint64_t)ru.ru_utime.tv_usec + (uint64_t)ru.ru_stime.tv_usec) * 1000u;
 }
 
-/* One timed window: messages per second and the cores the process used. */
+/* One timed window: messages per second and the cores the process used;
+ * for the ingest also the CPU time per event of its consumer thread and how
+ * long per event that thread waited for a CPU (run queue). */
 struct rate {
     double per_s;
     double cores;
+    double consumer_us, consumer_wait_us;
 };
+
+/* Run and run-queue wait time (ns) of this process's threads named comm,
+ * from /proc/self/task/N/schedstat (the scheduler's own accounting). */
+static void thread_ns(const char *comm, uint64_t *ret_run, uint64_t *ret_wait)
+{
+    uint64_t run = 0, wait = 0;
+    DIR *d = opendir("/proc/self/task");
+    struct dirent *e;
+    while (d && (e = readdir(d))) {
+        char path[300], name[64] = "";
+        if (e->d_name[0] == '.')
+            continue;
+        snprintf(path, sizeof(path), "/proc/self/task/%s/comm", e->d_name);
+        FILE *f = fopen(path, "r");
+        if (!f)
+            continue;
+        if (!fgets(name, sizeof(name), f))
+            name[0] = '\0';
+        fclose(f);
+        name[strcspn(name, "\n")] = '\0';
+        if (strcmp(name, comm) != 0)
+            continue;
+        snprintf(path, sizeof(path), "/proc/self/task/%s/schedstat", e->d_name);
+        unsigned long long r, w;
+        if ((f = fopen(path, "r"))) {
+            if (fscanf(f, "%llu %llu", &r, &w) == 2) {
+                run += r;
+                wait += w;
+            }
+            fclose(f);
+        }
+    }
+    if (d)
+        closedir(d);
+    *ret_run = run;
+    *ret_wait = wait;
+}
 
 static void sleep_us(unsigned us)
 {
@@ -384,7 +425,7 @@ static struct rate run_raw(const char *bootstrap, int round, uint64_t n)
     if (got != n)
         die("raw consumer read %" PRIu64 " messages, %" PRIu64 " were produced", got, n);
     double secs = (double)(t_last - t_first) / 1e9;
-    return (struct rate){(double)(n - 1) / secs, (double)(cpu_last - cpu_first) / 1e9 / secs};
+    return (struct rate){(double)(n - 1) / secs, (double)(cpu_last - cpu_first) / 1e9 / secs, 0, 0};
 }
 
 /* --- ingest: atpd's consumer into a real store ---------------------------- */
@@ -426,6 +467,7 @@ static struct rate run_ingest(const char *bootstrap, int round, uint64_t n, cons
 
     struct atp_ingest_stats st;
     uint64_t t_first = 0, t_last = 0, c_first = 0, cpu_first = 0, cpu_last = 0;
+    uint64_t run0 = 0, run1 = 0, wait0 = 0, wait1 = 0;
     uint64_t deadline = now_ns() + WAIT_MS * 1000000ull;
     for (;;) {
         atp_ingest_stats(ing, &st);
@@ -434,10 +476,12 @@ static struct rate run_ingest(const char *bootstrap, int round, uint64_t n, cons
             t_first = t;
             c_first = st.consumed;
             cpu_first = cpu_ns();
+            thread_ns("atp-ingest", &run0, &wait0);
         }
         if (st.consumed >= n) {
             t_last = t;
             cpu_last = cpu_ns();
+            thread_ns("atp-ingest", &run1, &wait1);
             break;
         }
         if (t > deadline)
@@ -478,7 +522,9 @@ static struct rate run_ingest(const char *bootstrap, int round, uint64_t n, cons
     atp_ingest_free(ing);
     atp_store_free(store);
     double secs = (double)(t_last - t_first) / 1e9;
-    return (struct rate){(double)(n - c_first) / secs, (double)(cpu_last - cpu_first) / 1e9 / secs};
+    double evs = (double)(n - c_first);
+    return (struct rate){evs / secs, (double)(cpu_last - cpu_first) / 1e9 / secs,
+                         (double)(run1 - run0) / 1e3 / evs, (double)(wait1 - wait0) / 1e3 / evs};
 }
 
 /* --- main ----------------------------------------------------------------- */
@@ -547,8 +593,8 @@ int main(int argc, char **argv)
            n, (double)bytes / (double)n, partitions, (double)(now_ns() - t0) / 1e9,
            m.counts[ATP_EV_ADJUST], m.counts[ATP_EV_SET], m.counts[ATP_EV_ALLOCATE],
            m.counts[ATP_EV_DEALLOCATE], m.counts[ATP_EV_SAFETY_STOCK], nskus, NLOCS);
-    printf("%-6s %12s %6s %7s %12s %6s %7s %7s\n", "round", "raw msg/s", "cores", "us/msg",
-           "ingest ev/s", "cores", "us/ev", "ratio");
+    printf("%-6s %12s %6s %7s %12s %6s %7s %7s %7s %7s\n", "round", "raw msg/s", "cores", "us/msg",
+           "ingest ev/s", "cores", "us/ev", "ratio", "thr.us", "wait.us");
     fflush(stdout);
 
     double ratios[MAX_ROUNDS];
@@ -556,9 +602,9 @@ int main(int argc, char **argv)
         struct rate raw = run_raw(c.bootstrap, r, n);
         struct rate ing = run_ingest(c.bootstrap, r, n, &m);
         ratios[r] = ing.per_s / raw.per_s;
-        printf("%-6d %12.0f %6.2f %7.2f %12.0f %6.2f %7.2f %7.3f\n", r + 1, raw.per_s, raw.cores,
-               raw.cores / raw.per_s * 1e6, ing.per_s, ing.cores, ing.cores / ing.per_s * 1e6,
-               ratios[r]);
+        printf("%-6d %12.0f %6.2f %7.2f %12.0f %6.2f %7.2f %7.3f %7.2f %7.2f\n", r + 1, raw.per_s,
+               raw.cores, raw.cores / raw.per_s * 1e6, ing.per_s, ing.cores,
+               ing.cores / ing.per_s * 1e6, ratios[r], ing.consumer_us, ing.consumer_wait_us);
         fflush(stdout);
     }
     qsort(ratios, (size_t)rounds, sizeof(ratios[0]), cmp_double);

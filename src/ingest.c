@@ -1458,6 +1458,7 @@ int atp_ingest_start(struct atp_ingest *ing)
         ilog(ing, ATP_INGEST_LOG_ERROR, "cannot start the consumer thread");
         goto fail;
     }
+    pthread_setname_np(ing->thread, "atp-ingest"); /* for top, perf and gdb */
     atomic_store(&ing->running, true);
     ilog(ing, ATP_INGEST_LOG_INFO, "consuming from %s as group %s (dead letters to %s)",
          ing->bootstrap, ing->group, ing->dlq_topic);
