@@ -72,6 +72,15 @@ ssize_t atp_cmd_handle(struct atp_cmd_ctx *ctx, const uint8_t *in, size_t len, s
  * out->len >= out_stop (the caller's backpressure; a run of GETs may go past
  * it by at most 64 GET responses).
  *
+ * Metrics: one clock read (atp_metrics_now_ns) per frame, or per run of
+ * GETs, each frame's duration counted from the end of the previous one. The
+ * first counts from *io_t_ns when io_t_ns is not NULL and *io_t_ns is not 0
+ * (a reading the caller already has, taken when it began handling this
+ * input), else from a reading taken on entry; on return *io_t_ns is the
+ * clock at the end of the last frame handled (the reading it started from
+ * when no frame was handled), so a caller handling several inputs in a row
+ * chains them with no clock read in between.
+ *
  * Returns the bytes consumed: whole frames answered; it stops at a partial
  * frame or at out_stop. *ret_frames counts the frames handled (a broken one
  * included). *ret_err is 0, or what atp_cmd_handle would have returned for
@@ -80,7 +89,7 @@ ssize_t atp_cmd_handle(struct atp_cmd_ctx *ctx, const uint8_t *in, size_t len, s
  * means nothing more.
  */
 size_t atp_cmd_handle_many(struct atp_cmd_ctx *ctx, const uint8_t *in, size_t len,
-                           struct atp_buf *out, uint64_t now_us, size_t out_stop,
+                           struct atp_buf *out, uint64_t now_us, size_t out_stop, uint64_t *io_t_ns,
                            uint32_t *ret_frames, int *ret_err);
 
 /*

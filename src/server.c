@@ -23,6 +23,11 @@
  *   plain: one recv at a time into the connection's input buffer (kernels
  *     without buffer rings or multishot recv, or `recv-mode plain`).
  *
+ * Clocks: after each wait the worker reads the monotonic clock (timeouts,
+ * and the start of the first request's duration for the metrics, chained
+ * through atp_cmd_handle_many from one receive to the next) and the wall
+ * clock (the store's now_us) once.
+ *
  * Send path: each connection has two output buffers. Responses are appended
  * to `out` while at most one send of `snd` is in flight; after a batch of
  * completions every connection with new output gets one send, so all the
@@ -210,6 +215,8 @@ struct worker {
     uint64_t wake_val;
     uint64_t now_us; /* wall clock for the store, read once per batch */
     uint64_t now_ms; /* monotonic, for timeouts */
+    uint64_t t_ns;   /* monotonic ns: the metrics clock at the end of the last
+                        request handled, or the batch's reading (cmd.h) */
     int error;
     struct worker_stats st;
 } __attribute__((aligned(64)));
@@ -233,11 +240,21 @@ struct atp_server {
 
 /* --- small helpers --------------------------------------------------------- */
 
-static uint64_t mono_ms(void)
+/* CLOCK_MONOTONIC in ns: the clock of atp_metrics_now_ns, so one reading
+ * serves the timeouts (in ms) and the first request's duration. */
+static uint64_t mono_ns(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+/* After each wait: one monotonic and one wall-clock reading per batch. */
+static void clocks_read(struct worker *w)
+{
+    w->t_ns = mono_ns();
+    w->now_ms = w->t_ns / 1000000u;
+    w->now_us = atp_now_us();
 }
 
 static inline uint64_t ud_make(const void *p, enum ud_tag tag)
@@ -569,7 +586,7 @@ static size_t consume(struct worker *w, struct conn *c, const uint8_t *p, size_t
         uint32_t frames = 0;
         int err = 0;
         off = atp_cmd_handle_many(&w->ctx, p, n, &c->out, w->now_us,
-                                  unsent < limit ? limit - unsent : 0, &frames, &err);
+                                  unsent < limit ? limit - unsent : 0, &w->t_ns, &frames, &err);
         handled = frames;
         if (err) {
             conn_begin_close(w, c, R_PROTOCOL);
@@ -1152,8 +1169,7 @@ static void *worker_main(void *arg)
     snprintf(name, sizeof(name), "atpd-w%u", w->idx);
     pthread_setname_np(pthread_self(), name);
 
-    w->now_ms = mono_ms();
-    w->now_us = atp_now_us();
+    clocks_read(w);
     w->error = worker_setup(w);
     sem_post(&w->srv->ready);
     if (w->error != 0)
@@ -1179,8 +1195,7 @@ static void *worker_main(void *arg)
             w->error = rc;
             break;
         }
-        w->now_ms = mono_ms();
-        w->now_us = atp_now_us();
+        clocks_read(w);
         unsigned head, n = 0;
         struct io_uring_cqe *cqe;
         io_uring_for_each_cqe(&w->ring, head, cqe)

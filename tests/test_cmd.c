@@ -821,13 +821,16 @@ static void pl_many(struct fx *x, const struct pipeline *pl, size_t chunk, size_
     ctx.store = store;
     size_t off = 0, avail = 0;
     uint32_t frames = 0;
+    uint64_t t = 0; /* chained from call to call, as the server does */
     while (off < pl->len) {
         avail = avail + chunk > pl->len - off ? pl->len - off : avail + chunk;
         uint32_t nf = 99;
         int err = 1;
-        size_t used =
-            atp_cmd_handle_many(&ctx, pl->buf + off, avail, out, T0, out->len + stop, &nf, &err);
+        uint64_t t_before = t;
+        size_t used = atp_cmd_handle_many(&ctx, pl->buf + off, avail, out, T0, out->len + stop, &t,
+                                          &nf, &err);
         assert_int_equal(err, 0);
+        assert_true(t != 0 && t >= t_before);
         assert_true(used <= avail);
         frames += nf;
         off += used;
@@ -873,12 +876,45 @@ static void test_pipelined(void **state)
     struct atp_buf out = {0};
     uint32_t frames = 9;
     int err = 9;
-    assert_int_equal(atp_cmd_handle_many(&x->ctx, pl.buf, pl.len, &out, T0, 0, &frames, &err), 0);
+    assert_int_equal(atp_cmd_handle_many(&x->ctx, pl.buf, pl.len, &out, T0, 0, NULL, &frames, &err),
+                     0);
     assert_int_equal(frames, 0);
     assert_int_equal(err, 0);
     assert_int_equal(out.len, 0);
     atp_buf_free(&out);
     atp_buf_free(&ref);
+}
+
+/* The metrics clock handed in and out: read on entry when 0, kept when no
+ * frame was handled, the end of the last frame otherwise. */
+static void test_pipelined_clock(void **state)
+{
+    struct fx *x = *state;
+    static struct pipeline plb;
+    memset(&plb, 0, sizeof(plb));
+    struct pipeline *pl = &plb;
+    pl_stock(x->store);
+    for (int i = 0; i < 3; i++)
+        pl_get(pl, (uint64_t)i + 1, "SKU-1", "web", "DC-1", false);
+    PUT(atp_proto_enc_ping_req(pl->buf + pl->len, sizeof(pl->buf) - pl->len, 4, ATP_SLICE("x")));
+
+    struct atp_buf out = {0};
+    uint32_t frames;
+    int err;
+    uint64_t t = 0, before = atp_metrics_now_ns();
+    assert_int_equal(
+        atp_cmd_handle_many(&x->ctx, pl->buf, 0, &out, T0, SIZE_MAX, &t, &frames, &err), 0);
+    assert_true(t >= before && t <= atp_metrics_now_ns());
+    uint64_t kept = t;
+    assert_int_equal(
+        atp_cmd_handle_many(&x->ctx, pl->buf, 0, &out, T0, SIZE_MAX, &t, &frames, &err), 0);
+    assert_int_equal(t, kept);
+    assert_int_equal(
+        atp_cmd_handle_many(&x->ctx, pl->buf, pl->len, &out, T0, SIZE_MAX, &t, &frames, &err),
+        pl->len);
+    assert_int_equal(frames, 4);
+    assert_true(t >= kept && t <= atp_metrics_now_ns());
+    atp_buf_free(&out);
 }
 
 /* Broken framing after a run of GETs: their answers, then the error frame,
@@ -901,7 +937,8 @@ static void test_pipelined_errors(void **state)
     assert_int_equal(last, ATP_EBADMAGIC);
     uint32_t frames = 0;
     int err = 0;
-    size_t used2 = atp_cmd_handle_many(&x->ctx, pl.buf, pl.len, &out, T0, SIZE_MAX, &frames, &err);
+    size_t used2 =
+        atp_cmd_handle_many(&x->ctx, pl.buf, pl.len, &out, T0, SIZE_MAX, NULL, &frames, &err);
     assert_int_equal(err, ATP_EBADMAGIC);
     assert_int_equal(frames, 11);
     assert_int_equal(used2, used);
@@ -913,7 +950,7 @@ static void test_pipelined_errors(void **state)
     /* Room for a few answers only: -ENOMEM, what fitted is in order. */
     struct atp_buf small = {.limit = 100};
     err = 0;
-    atp_cmd_handle_many(&x->ctx, pl.buf, pl.len, &small, T0, SIZE_MAX, &frames, &err);
+    atp_cmd_handle_many(&x->ctx, pl.buf, pl.len, &small, T0, SIZE_MAX, NULL, &frames, &err);
     assert_int_equal(err, -ENOMEM);
     size_t off = 0;
     uint64_t want = 1;
@@ -945,6 +982,7 @@ int main(void)
         T(test_cmd_error),
         T(test_pipelined),
         T(test_pipelined_errors),
+        T(test_pipelined_clock),
     };
 #undef T
     return cmocka_run_group_tests(tests, NULL, NULL);
