@@ -24,8 +24,11 @@
  * process used meanwhile (CPU time of all its threads, the mock broker's
  * included, over wall time: well below the machine's 2, something else
  * had the CPU), the CPU time per message that makes (us/msg, us/ev: what
- * each consumer costs, whatever the machine's load) and ingest/raw; the end
- * prints the median ratio and its spread.
+ * each consumer costs, whatever the machine's load), ingest/raw, and for
+ * the ingest's consumer thread (atp-ingest) alone its CPU time per event
+ * (thr.us) and how long per event it waited for a CPU while runnable
+ * (wait.us), from the scheduler's accounting; the end prints the median
+ * ratio and its spread.
  *
  * Results are checked, not trusted: the produced log must be whole (every
  * partition starts at offset 0 and the offsets add up to EVENTS), the raw
