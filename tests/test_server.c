@@ -888,6 +888,58 @@ static void test_max_connections(void **state)
     stop(&s);
 }
 
+/* Server-side sockets of `port` in CLOSE_WAIT: the peer closed, atpd not. */
+static int close_wait_count(uint16_t port)
+{
+    static const char *const files[] = {"/proc/net/tcp", "/proc/net/tcp6"};
+    int n = 0;
+    for (size_t i = 0; i < 2; i++) {
+        FILE *f = fopen(files[i], "r");
+        if (f == NULL)
+            continue;
+        char line[512];
+        while (fgets(line, sizeof(line), f)) {
+            unsigned lport, st;
+            if (sscanf(line, " %*d: %*[0-9A-Fa-f]:%x %*[0-9A-Fa-f]:%*x %x", &lport, &st) == 2 &&
+                lport == port && st == 0x08)
+                n++;
+        }
+        fclose(f);
+    }
+    return n;
+}
+
+/*
+ * Many more connections, one after the other, than a worker has registered-
+ * file slots (max-connections + 64): each is answered, and each socket is
+ * really closed once its client leaves (a slot not emptied would keep it
+ * open, in CLOSE_WAIT, after the fd was closed).
+ */
+static void test_connection_churn(void **state)
+{
+    (void)state;
+    struct srv s;
+    const char *args[] = {"--max-connections", "8", NULL};
+    start(&s, args);
+    for (int i = 0; i < 400; i++) {
+        struct atp_client *c = client(&s);
+        ping_ok(c);
+        atp_client_close(c);
+        if (i % 50 == 49)
+            sleep_ms(20); /* let the server catch up: no rejections */
+    }
+    uint64_t deadline = mono_ms() + 3000;
+    int n;
+    while ((n = close_wait_count(s.port)) > 0) {
+        if (mono_ms() > deadline)
+            fail_msg("%d server sockets still in CLOSE_WAIT", n);
+        sleep_ms(20);
+    }
+    stat_wait(&s, "server_connections_open", 1); /* the STATS connection */
+    assert_int_equal(stat_get(&s, "server_connections_rejected_max"), 0);
+    stop(&s);
+}
+
 static void test_idle_timeout(void **state)
 {
     (void)state;
@@ -1271,6 +1323,7 @@ int main(void)
         ONE(test_domain_errors_connection_continues),
         BOTH(test_client_that_never_reads),
         ONE(test_max_connections),
+        BOTH(test_connection_churn),
         BOTH(test_idle_timeout),
         BOTH(test_graceful_shutdown_answers_in_flight),
         ONE(test_drain_is_bounded),
