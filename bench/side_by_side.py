@@ -436,6 +436,7 @@ def main():
             srv = Server(kind, args, args.work).start()
             cmd = ["taskset", "-c", "1", args.loadgen, "-P", proto, "-p", str(srv.port), "-c", "50",
                    "--sweep", "%d:%d:%d" % (start, stop, step), "--test-time", "2",
+                   "--warmup-time", str(args.warmup),
                    "--sweep-prefix", prefix, "--populate", "--spin-us", "50", "-q"] + LOOKUP
             try:
                 subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=600)
@@ -452,15 +453,15 @@ def main():
     # --- the section ---------------------------------------------------------
     L = []
     L.append("## Side by side\n")
-    L.append("Written by `python3 bench/side_by_side.py --build build --rounds %d --time %g` on %s "
+    L.append("Written by `python3 bench/side_by_side.py --build %s --rounds %d --time %g` on %s "
              "(%s, %d cores, Linux %s). Server pinned to core 0, atp-loadgen to core 1, fresh "
              "servers for every run, A B A B interleaving, %d rounds; a run where neither side used "
              "90%% of its core, or where the hypervisor stole more than 10%% of the machine's CPU "
              "time, is discarded and its pair run again (at most %d attempts per round). Ratios are "
              "atpd / other, median of the kept pairs with the spread (min-max). Targets are "
              "benchmarks, not tests.\n"
-             % (args.rounds, args.time, datetime.date.today().isoformat(), platform.node(),
-                os.cpu_count(), platform.release(), args.rounds, args.attempts))
+             % (os.path.relpath(args.build, ROOT), args.rounds, args.time, datetime.date.today().isoformat(),
+                platform.node(), os.cpu_count(), platform.release(), args.rounds, args.attempts))
     load_end = os.getloadavg()
     L.append("Load average of the machine (1 min) at the start: %.2f, at the end: %.2f (each run adds "
              "about 2 itself); other work on the machine shows up as discarded runs.\n"
