@@ -97,10 +97,12 @@ static ssize_t tmpl_codec(const struct lg_run *run, uint16_t loc, bool breakdown
 
 static void tmpl_fill(const struct get_tmpl *t, uint8_t *p, uint64_t id, const char *sku)
 {
+    uint8_t le[8]; /* the id, little-endian, stored in one go */
+    for (unsigned i = 0; i < 8; i++)
+        le[i] = (uint8_t)(id >> (8 * i));
     memcpy(p, t->frame, t->len);
     memcpy(p + t->sku_off, sku, t->sku_len);
-    for (unsigned i = 0; i < 8; i++)
-        p[t->id_off + i] = (uint8_t)(id >> (8 * i));
+    memcpy(p + t->id_off, le, 8);
 }
 
 /* The byte range in which a and b differ: its start, or -1 unless it is
@@ -178,8 +180,14 @@ static int bin_encode(struct lg_run *run, void *state, const struct lg_req *r, s
     struct bin_state *st = state;
     uint64_t id = ++st->sent_id;
     const struct lg_workload *wl = run->wl;
-    struct atp_slice chan = slice(wl->channel, (uint32_t)strlen(wl->channel));
     char sku[72];
+    if (r->op == LG_OP_GET && !r->sku_override) {
+        /* the common case first, before anything it does not need */
+        uint32_t n = lg_sku(run, r->keys[0].key, sku);
+        if (get_from_tmpl(run, r->keys[0].loc, wl->breakdown, id, sku, n, out))
+            return 0;
+    }
+    struct atp_slice chan = slice(wl->channel, (uint32_t)strlen(wl->channel));
     switch (r->op) {
     case LG_OP_GET:
     case LG_XOP_INSPECT: {
@@ -188,10 +196,7 @@ static int bin_encode(struct lg_run *run, void *state, const struct lg_req *r, s
             n = (uint32_t)strlen(r->sku_override);
             memcpy(sku, r->sku_override, n + 1);
         } else {
-            n = lg_sku(run, r->keys[0].key, sku);
-            if (r->op == LG_OP_GET &&
-                get_from_tmpl(run, r->keys[0].loc, wl->breakdown, id, sku, n, out))
-                return 0;
+            n = lg_sku(run, r->keys[0].key, sku); /* (again, for a GET the template refused) */
         }
         struct atp_proto_get_req g = {
             .key = {.sku = slice(sku, n), .channel = chan, .loc = loc_slice(run, r->keys[0].loc)},

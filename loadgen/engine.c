@@ -74,7 +74,8 @@ struct conn {
     struct lg_buf ws; /* being sent */
     size_t ws_off;
     struct slot *slots; /* in-flight FIFO */
-    uint32_t shead, scount, scap;
+    uint32_t shead, scount;
+    uint32_t smask;  /* slots - 1: a power of two, so no division per request */
     struct slot *fu; /* follow-ups FIFO */
     uint32_t fhead, fcount;
     double interval; /* open loop: ns between intended sends */
@@ -109,6 +110,13 @@ struct worker {
     uint64_t last_done;     /* time of the last response (for -n runs) */
     uint64_t last_progress; /* last response, or the start */
     uint64_t nonce;
+    /* Latencies not yet in the histogram: a run of equal values of one
+     * operation. In closed loop the requests a connection sent in one loop
+     * turn share their send time, and the responses read in one turn share
+     * their receive time, so one receive usually brings many equal latencies,
+     * recorded together (the histogram is the same as one by one). */
+    struct lg_hist *lat_hist;
+    uint64_t lat_value, lat_count;
     int rc;
     char errmsg[400];
     pthread_barrier_t *ready;
@@ -156,7 +164,7 @@ static uint32_t pick_lines(struct worker *w, struct lg_line *lines)
 
 static struct slot *slot_push(struct conn *c)
 {
-    struct slot *s = &c->slots[(c->shead + c->scount) % c->scap];
+    struct slot *s = &c->slots[(c->shead + c->scount) & c->smask];
     c->scount++;
     return s;
 }
@@ -367,7 +375,7 @@ static void kill_conn(struct worker *w, struct conn *c)
             w->stats.err[s->op]++;
             lg_stats_count_error(&w->stats, s->op, "ECONNCLOSED");
         }
-        c->shead = (c->shead + 1) % c->scap;
+        c->shead = (c->shead + 1) & c->smask;
         c->scount--;
         w->inflight--;
     }
@@ -418,12 +426,20 @@ static void followup(struct worker *w, struct conn *c, const struct slot *s, uin
     memcpy(f->lines, s->lines, sizeof(s->lines[0]) * s->nlines);
 }
 
+static void lat_flush(struct worker *w)
+{
+    if (w->lat_count)
+        lg_hist_record_n(w->lat_hist, w->lat_value, w->lat_count);
+    w->lat_hist = NULL;
+    w->lat_count = 0;
+}
+
 static void on_response(struct worker *w, struct conn *c, const struct lg_resp *resp, uint64_t now)
 {
     if (c->scount >= w->run->cfg->pipeline)
         c->free_since = now; /* it was full: a slot is free from now on */
     struct slot *s = &c->slots[c->shead];
-    c->shead = (c->shead + 1) % c->scap;
+    c->shead = (c->shead + 1) & c->smask;
     c->scount--;
     w->inflight--;
     w->last_done = now;
@@ -433,7 +449,15 @@ static void on_response(struct worker *w, struct conn *c, const struct lg_resp *
         c->closing = true;
     int op = s->op;
     if (s->measured) {
-        lg_hist_record(&w->stats.hist[op], now > s->t0 ? now - s->t0 : 0);
+        uint64_t lat = now > s->t0 ? now - s->t0 : 0;
+        if (w->lat_hist == &w->stats.hist[op] && w->lat_value == lat) {
+            w->lat_count++;
+        } else {
+            lat_flush(w);
+            w->lat_hist = &w->stats.hist[op];
+            w->lat_value = lat;
+            w->lat_count = 1;
+        }
         if (resp->status) {
             w->stats.err[op]++;
             lg_stats_count_error(&w->stats, op, resp->status);
@@ -457,32 +481,51 @@ static void on_response(struct worker *w, struct conn *c, const struct lg_resp *
     }
 }
 
-/* Parse every whole response in rbuf. */
-static void consume(struct worker *w, struct conn *c, uint64_t now)
+/*
+ * Parse every whole response in in[0, len): the bytes consumed, or -1 when
+ * the connection was killed (a broken stream, or bytes nobody asked for).
+ * `now` is the time of the receive that brought them (one clock read per
+ * loop turn, taken right after the wait: every response of the turn was in
+ * the kernel by then, so it is charged the time until the client looked,
+ * never less than its true latency).
+ */
+static ssize_t parse(struct worker *w, struct conn *c, const uint8_t *in, size_t len, uint64_t now)
 {
-    while (c->scount && c->rpos < c->rbuf.len) {
+    size_t pos = 0;
+    while (c->scount && pos < len) {
         struct lg_resp resp;
         resp.status = NULL;
         resp.nok = 0;
         resp.res_id = 0;
         resp.conn_close = false;
         int op = c->slots[c->shead].op;
-        ssize_t n = w->run->drv->decode(w->run, c->dstate, c->rbuf.data + c->rpos,
-                                        c->rbuf.len - c->rpos, op, &resp);
+        ssize_t n = w->run->drv->decode(w->run, c->dstate, in + pos, len - pos, op, &resp);
         if (n == 0)
             break;
         if (n < 0) {
             kill_conn(w, c);
-            return;
+            return -1;
         }
-        c->rpos += (size_t)n;
+        pos += (size_t)n;
         on_response(w, c, &resp, now);
+        if (c->dead)
+            return -1;
     }
-    if (c->scount == 0 && c->rpos < c->rbuf.len) {
+    if (c->scount == 0 && pos < len) {
         /* bytes nobody asked for: the stream is out of step */
         kill_conn(w, c);
-        return;
+        return -1;
     }
+    return (ssize_t)pos;
+}
+
+/* Parse every whole response in rbuf. */
+static void consume(struct worker *w, struct conn *c, uint64_t now)
+{
+    ssize_t n = parse(w, c, c->rbuf.data + c->rpos, c->rbuf.len - c->rpos, now);
+    if (n < 0)
+        return;
+    c->rpos += (size_t)n;
     if (c->rpos == c->rbuf.len) {
         c->rpos = c->rbuf.len = 0;
     } else if (c->rpos > c->rbuf.cap / 2) {
@@ -509,11 +552,21 @@ static void on_recv(struct worker *w, struct conn *c, const struct io_uring_cqe 
     if (!w->br || !(cqe->flags & IORING_CQE_F_MORE))
         c->recv_armed = false; /* the loop re-arms it */
     const uint8_t *data = NULL;
+    bool parsed = false;
     if (w->br && (cqe->flags & IORING_CQE_F_BUFFER)) {
         unsigned bid = cqe->flags >> IORING_CQE_BUFFER_SHIFT;
         data = w->bufs + (size_t)bid * BR_SIZE;
         if (res > 0 && !c->dead) {
-            if (lg_buf_append(&c->rbuf, data, (size_t)res))
+            /* Nothing left over from earlier receives: parse the responses
+             * where the kernel put them and keep only a partial one. */
+            size_t off = 0;
+            if (c->rpos == c->rbuf.len) {
+                c->rpos = c->rbuf.len = 0;
+                ssize_t n = parse(w, c, data, (size_t)res, now);
+                parsed = true;
+                off = n < 0 ? (size_t)res : (size_t)n;
+            }
+            if (off < (size_t)res && lg_buf_append(&c->rbuf, data + off, (size_t)res - off))
                 res = -ENOMEM;
         }
         io_uring_buf_ring_add(w->br, w->bufs + (size_t)bid * BR_SIZE, BR_SIZE, (unsigned short)bid,
@@ -530,7 +583,8 @@ static void on_recv(struct worker *w, struct conn *c, const struct io_uring_cqe 
     }
     if (!w->br)
         c->rbuf.len += (size_t)res;
-    consume(w, c, now);
+    if (!parsed)
+        consume(w, c, now);
     if (c->closing && c->scount == 0 && !c->dead) {
         w->stats.server_closes++;
         kill_conn(w, c); /* nothing outstanding: a clean reopen */
@@ -636,8 +690,11 @@ static int worker_setup(struct worker *w)
     for (uint32_t i = 0; i < w->nconns; i++) {
         struct conn *c = &w->conns[i];
         c->idx = i;
-        c->scap = cfg->pipeline;
-        c->slots = calloc(c->scap, sizeof(*c->slots));
+        uint32_t nslots = 1;
+        while (nslots < cfg->pipeline)
+            nslots *= 2;
+        c->smask = nslots - 1;
+        c->slots = calloc(nslots, sizeof(*c->slots));
         c->fu = calloc(FU_CAP, sizeof(*c->fu));
         c->dstate = run->drv->state_size ? calloc(1, run->drv->state_size) : NULL;
         if (!c->slots || !c->fu || (run->drv->state_size && !c->dstate) ||
@@ -756,9 +813,11 @@ static int worker_loop(struct worker *w)
             seen++;
         }
         io_uring_cq_advance(&w->ring, seen);
+        lat_flush(w);
         w->cqes += seen;
         changed = seen > 0;
     }
+    lat_flush(w);
     /* Whatever is still outstanding was never answered. */
     for (uint32_t i = 0; i < w->nconns; i++) {
         struct conn *c = &w->conns[i];
@@ -766,7 +825,7 @@ static int worker_loop(struct worker *w)
             struct slot *s = &c->slots[c->shead];
             if (s->measured)
                 w->stats.unanswered[s->op]++;
-            c->shead = (c->shead + 1) % c->scap;
+            c->shead = (c->shead + 1) & c->smask;
             c->scount--;
         }
     }

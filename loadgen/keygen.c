@@ -27,7 +27,7 @@ static uint64_t splitmix64(uint64_t *x)
 void lg_rng_seed(struct lg_rng *r, uint64_t seed)
 {
     r->zipf_ready = false;
-    r->zipf_next = 0;
+    r->zipf_pos = 0;
     uint64_t x = seed;
     for (int i = 0; i < 4; i++)
         r->s[i] = splitmix64(&x);
@@ -176,6 +176,8 @@ void lg_keygen_free(struct lg_keygen *g)
 {
     free(g->alias);
     g->alias = NULL;
+    free(g->scr);
+    g->scr = NULL;
 }
 
 void lg_keygen_drop_table(struct lg_keygen *g)
@@ -203,6 +205,15 @@ int lg_keygen_init(struct lg_keygen *g, enum lg_dist dist, uint64_t n, double th
             int rc = alias_build(&k);
             if (rc)
                 return rc;
+            if (scrambled) {
+                k.scr = malloc(sizeof(*k.scr) * n);
+                if (!k.scr) {
+                    lg_keygen_free(&k);
+                    return -ENOMEM;
+                }
+                for (uint64_t r = 0; r < n; r++)
+                    k.scr[r] = (uint32_t)(lg_fnv1a64(r) % n);
+            }
         }
         break;
     case LG_DIST_HOTSPOT:
@@ -226,12 +237,26 @@ uint64_t lg_zipf_rank(const struct lg_keygen *g, struct lg_rng *r)
 {
     if (g->alias) {
         /* A slot is a random access into n * 8 bytes: a cache miss, unless
-         * it was prefetched at the previous draw (measured in atp-loadgen at
-         * pipeline 16: 17% of its CPU in this function without). */
-        uint64_t x = r->zipf_ready ? r->zipf_next : lg_rng_next(r);
-        r->zipf_next = lg_rng_next(r);
-        r->zipf_ready = true;
-        __builtin_prefetch(&g->alias[((r->zipf_next >> 32) * g->n) >> 32]);
+         * it was prefetched (measured in atp-loadgen at pipeline 16: 17% of
+         * its CPU in this function without). The random number of this
+         * draw was taken LG_ZIPF_AHEAD draws ago and its slot prefetched
+         * then; the one taken now replaces it in the ring. Every draw still
+         * uses one fresh xoshiro output, in order, so the distribution is
+         * the same and a seed gives the same ranks (the outputs are taken
+         * earlier in the thread's stream than a draw without the ring). */
+        if (!r->zipf_ready) {
+            for (uint32_t k = 0; k < LG_ZIPF_AHEAD; k++) {
+                r->zipf_ring[k] = lg_rng_next(r);
+                __builtin_prefetch(&g->alias[((r->zipf_ring[k] >> 32) * g->n) >> 32]);
+            }
+            r->zipf_pos = 0;
+            r->zipf_ready = true;
+        }
+        uint64_t x = r->zipf_ring[r->zipf_pos];
+        uint64_t y = lg_rng_next(r);
+        r->zipf_ring[r->zipf_pos] = y;
+        r->zipf_pos = (r->zipf_pos + 1) % LG_ZIPF_AHEAD;
+        __builtin_prefetch(&g->alias[((y >> 32) * g->n) >> 32]);
         uint32_t i = (uint32_t)(((x >> 32) * g->n) >> 32); /* slot from the high bits */
         const struct lg_alias *a = &g->alias[i];
         return (uint32_t)x < a->cut ? (uint64_t)i + 1 : (uint64_t)a->to + 1;
@@ -257,6 +282,8 @@ uint64_t lg_keygen_next(const struct lg_keygen *g, struct lg_rng *r)
     switch (g->dist) {
     case LG_DIST_ZIPFIAN: {
         uint64_t rank = lg_zipf_rank(g, r) - 1;
+        if (g->scr)
+            return g->scr[rank]; /* popular ranks first: the hot part stays cached */
         return g->scrambled ? lg_fnv1a64(rank) % g->n : rank;
     }
     case LG_DIST_HOTSPOT:

@@ -26,11 +26,17 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+/* Zipfian table draws take their random numbers this many draws ahead. */
+#define LG_ZIPF_AHEAD 8
+
 struct lg_rng {
     uint64_t s[4];
-    /* zipfian table draws take their random number one draw ahead, so the
-     * table slot of the next draw is prefetched while the caller works */
-    uint64_t zipf_next;
+    /* Zipfian table draws use random numbers drawn LG_ZIPF_AHEAD draws
+     * earlier, whose table slots were prefetched then: at pipeline 16 a
+     * connection's draws come back to back, and a slot prefetched only one
+     * draw ahead had not arrived yet. A ring, oldest at zipf_pos. */
+    uint64_t zipf_ring[LG_ZIPF_AHEAD];
+    uint32_t zipf_pos;
     bool zipf_ready;
 };
 
@@ -68,12 +74,16 @@ struct lg_keygen {
     double h_n;             /* H(n + 0.5) */
     double s;               /* acceptance shortcut */
     struct lg_alias *alias; /* zipfian table, or NULL */
+    /* with the table and scrambled: the key of every rank, fnv1a64(rank) mod
+     * n computed once (a 64-bit division per draw otherwise), or NULL */
+    uint32_t *scr;
     /* hotspot */
     uint64_t hot_n; /* keys in the hot set (>= 1 when used) */
     double hot_opn; /* share of draws that go to the hot set */
 };
 
-/* Zipfian key spaces up to this size draw from a table (8 bytes per key). */
+/* Zipfian key spaces up to this size draw from a table (8 bytes per key, and
+ * 4 more when scrambled). */
 #define LG_ZIPF_TABLE_MAX (1u << 22)
 
 /*
@@ -85,11 +95,11 @@ struct lg_keygen {
 int lg_keygen_init(struct lg_keygen *g, enum lg_dist dist, uint64_t n, double theta, bool scrambled,
                    double hot_data, double hot_opn);
 
-/* Release the table; g may be zeroed or already freed. */
+/* Release the tables; g may be zeroed or already freed. */
 void lg_keygen_free(struct lg_keygen *g);
 
-/* Zipfian: forget the table and draw by rejection-inversion (the tests
- * compare the two methods). */
+/* Zipfian: forget the tables and draw by rejection-inversion, scrambling
+ * with fnv1a64 at each draw (the tests compare the two methods). */
 void lg_keygen_drop_table(struct lg_keygen *g);
 
 /* Next key in [0, n). */

@@ -242,6 +242,35 @@ static void test_zipfian_frequencies(void **state)
     lg_keygen_free(&g);
 }
 
+/* The table draws random numbers LG_ZIPF_AHEAD draws ahead (to prefetch
+ * their slots), but the k-th draw of a fresh generator still decides with
+ * the k-th xoshiro output: the same ranks as drawing each on the spot. */
+static void test_zipfian_lookahead_stream(void **state)
+{
+    (void)state;
+    enum { N = 5000 };
+    struct lg_keygen g;
+    assert_int_equal(lg_keygen_init(&g, LG_DIST_ZIPFIAN, N, 0.99, false, 0, 0), 0);
+    assert_non_null(g.alias);
+    struct lg_rng a, b;
+    lg_rng_seed(&a, 2026);
+    lg_rng_seed(&b, 2026);
+    for (int d = 0; d < 10 * LG_ZIPF_AHEAD + 3; d++) {
+        uint64_t x = lg_rng_next(&b);
+        uint32_t i = (uint32_t)(((x >> 32) * N) >> 32);
+        uint64_t want = (uint32_t)x < g.alias[i].cut ? i + 1 : g.alias[i].to + 1;
+        assert_int_equal(lg_zipf_rank(&g, &a), want);
+    }
+    /* seeding again starts the stream over */
+    lg_rng_seed(&a, 2026);
+    lg_rng_seed(&b, 2026);
+    uint64_t x = lg_rng_next(&b);
+    uint32_t i = (uint32_t)(((x >> 32) * N) >> 32);
+    assert_int_equal(lg_zipf_rank(&g, &a),
+                     (uint32_t)x < g.alias[i].cut ? i + 1 : g.alias[i].to + 1);
+    lg_keygen_free(&g);
+}
+
 /* Scrambled: same popularity profile, but the popular key is fnv(0) mod n. */
 static void test_zipfian_scrambled(void **state)
 {
@@ -262,8 +291,19 @@ static void test_zipfian_scrambled(void **state)
     assert_rel(counts[top], DRAWS / z, 0.03);
     for (int k = 0; k < N; k++)
         assert_true(counts[k] <= counts[top]);
+    /* The key of every rank comes from a table: the same keys as
+     * scrambling each draw, as without the table. */
+    assert_non_null(g.scr);
+    for (uint64_t k = 0; k < N; k++)
+        assert_int_equal(g.scr[k], lg_fnv1a64(k) % N);
+    struct lg_rng r2;
+    lg_rng_seed(&r, 11);
+    lg_rng_seed(&r2, 11);
+    for (int i = 0; i < 1000; i++)
+        assert_int_equal(lg_keygen_next(&g, &r), lg_fnv1a64(lg_zipf_rank(&g, &r2) - 1) % N);
     free(counts);
     lg_keygen_free(&g);
+    assert_null(g.scr);
 }
 
 static void test_hotspot(void **state)
@@ -334,6 +374,8 @@ static void test_sku_names(void **state)
         {"SKU-", 6, 1, 999999}, {"SKU-", 6, 1, 12345678},
         {"", 0, 0, 0},          {"P", 0, 7, 3},
         {"X_", 20, 0, 42},      {"abc", 3, 1000000000000ull, 99999999},
+        {"Q-", 7, 5, 1234},     {"LONG-PREFIX-", 5, 0, 77},
+        {"", 1, 0, 9},          {"Z", 19, 0, 9999999999999999999ull},
     };
     for (size_t c = 0; c < sizeof(cases) / sizeof(cases[0]); c++) {
         snprintf(w.sku_prefix, sizeof(w.sku_prefix), "%s", cases[c].prefix);
@@ -450,6 +492,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_hist_hgrm),
         cmocka_unit_test(test_rng_below_uniform),
         cmocka_unit_test(test_zipfian_frequencies),
+        cmocka_unit_test(test_zipfian_lookahead_stream),
         cmocka_unit_test(test_zipfian_scrambled),
         cmocka_unit_test(test_hotspot),
         cmocka_unit_test(test_workload_parses),
