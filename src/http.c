@@ -18,8 +18,14 @@
  *      body is awaited;
  *   3. route on the path, run the operation, append the response.
  * A GET lookup allocates nothing: the body is composed in a per-context
- * scratch buffer and copied behind the headers. Bodies of writes are read
- * with json-c (which allocates; those paths are slower anyway).
+ * scratch buffer and copied behind the headers. Its usual answer (a 200
+ * without If-None-Match) takes a fast path, availability_fast(): the body
+ * and headers are stored straight into reserved room, behind a status line
+ * and headers cached per Date second, with the same bytes as the general
+ * path (tests/test_http.c compares the two). Path and query values with
+ * nothing to decode are used in place, and the query is scanned once.
+ * Bodies of writes are read with json-c (which allocates; those paths are
+ * slower anyway).
  */
 #include "http.h"
 
@@ -238,6 +244,7 @@ static const char *http_date(struct atp_http_ctx *ctx, uint64_t now_us)
     if (ctx->date[0] == '\0' || sec != ctx->date_sec) {
         format_date(ctx->date, sizeof(ctx->date), sec);
         ctx->date_sec = sec;
+        ctx->date_len = (uint32_t)strlen(ctx->date);
     }
     return ctx->date;
 }
@@ -453,18 +460,30 @@ static int on_url(http_parser *p, const char *at, size_t len)
 static int on_header_field(http_parser *p, const char *at, size_t len)
 {
     struct req *q = p->data;
-    static const struct {
-        const char *name;
-        enum hdr id;
-    } known[] = {
-        {"host", H_HOST},         {"content-type", H_CTYPE}, {"idempotency-key", H_IDEM},
-        {"if-none-match", H_INM}, {"expect", H_EXPECT},
-    };
-    q->cur = H_OTHER;
+    /* The few headers used, told apart by length first: one compare at most. */
+    const char *name = NULL;
+    enum hdr id = H_OTHER;
+    switch (len) {
+    case 4:
+        name = "host", id = H_HOST;
+        break;
+    case 6:
+        name = "expect", id = H_EXPECT;
+        break;
+    case 12:
+        name = "content-type", id = H_CTYPE;
+        break;
+    case 13:
+        name = "if-none-match", id = H_INM;
+        break;
+    case 15:
+        name = "idempotency-key", id = H_IDEM;
+        break;
+    default:
+        break;
+    }
+    q->cur = name && strncasecmp(name, at, len) == 0 ? id : H_OTHER;
     q->in_value = false;
-    for (size_t i = 0; i < sizeof(known) / sizeof(known[0]); i++)
-        if (strlen(known[i].name) == len && strncasecmp(known[i].name, at, len) == 0)
-            q->cur = known[i].id;
     if (q->cur != H_OTHER)
         q->hcount[q->cur]++;
     return 0;
@@ -642,6 +661,61 @@ static bool query_get(const char *q, size_t qlen, const char *key, char *dst, si
         p = stop + 1;
     }
     return found;
+}
+
+/*
+ * A path segment or query value as pct_decode would give it, within
+ * PATH_MAX_SEG bytes: the raw bytes themselves when they hold nothing to
+ * decode (no copy), else decoded into buf (PATH_MAX_SEG bytes). false: a
+ * bad escape or too long.
+ */
+static bool seg_value(const char *v, size_t n, bool plus, char *buf, struct atp_slice *ret)
+{
+    size_t i = 0;
+    char other = plus ? '+' : '%';
+    if (n <= PATH_MAX_SEG)
+        while (i < n && v[i] != '%' && v[i] != other)
+            i++;
+    if (i == n) {
+        *ret = (struct atp_slice){v, (uint32_t)n};
+        return true;
+    }
+    ssize_t d = pct_decode(v, n, buf, PATH_MAX_SEG, plus);
+    if (d < 0)
+        return false;
+    *ret = (struct atp_slice){buf, (uint32_t)d};
+    return true;
+}
+
+/*
+ * channel= and location= of a lookup's query in one pass, with query_get's
+ * rules: the last occurrence of each wins, a bad value of either is an
+ * error (false). chb and locb: PATH_MAX_SEG bytes each.
+ */
+static bool lookup_query(const char *q, size_t qlen, char *chb, struct atp_slice *ch, bool *has_ch,
+                         char *locb, struct atp_slice *loc, bool *has_loc)
+{
+    const char *p = q, *end = q + qlen;
+    *has_ch = *has_loc = false;
+    while (p < end) {
+        const char *amp = memchr(p, '&', (size_t)(end - p));
+        const char *stop = amp ? amp : end;
+        const char *eq = memchr(p, '=', (size_t)(stop - p));
+        const char *kend = eq ? eq : stop;
+        const char *v = eq ? eq + 1 : stop;
+        size_t klen = (size_t)(kend - p);
+        if (klen == 7 && memcmp(p, "channel", 7) == 0) {
+            if (!seg_value(v, (size_t)(stop - v), true, chb, ch))
+                return false;
+            *has_ch = true;
+        } else if (klen == 8 && memcmp(p, "location", 8) == 0) {
+            if (!seg_value(v, (size_t)(stop - v), true, locb, loc))
+                return false;
+            *has_loc = true;
+        }
+        p = stop + 1;
+    }
+    return true;
 }
 
 /* --- JSON bodies ------------------------------------------------------------------ */
@@ -852,20 +926,163 @@ static bool etag_matches(struct atp_slice inm, const char *etag)
     return false;
 }
 
+/* --- the lookup's 200, written directly ------------------------------------------ */
+
+#define PUT_LIT(p, s) (memcpy((p), (s), sizeof(s) - 1), (p) + sizeof(s) - 1)
+
+/* jb_str's bytes, into room the caller reserved (6 bytes per input byte + 2). */
+static char *put_str(char *p, const char *s, size_t n)
+{
+    static const char hex[] = "0123456789abcdef";
+    *p++ = '"';
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (c >= 0x20 && c != '"' && c != '\\') {
+            *p++ = (char)c;
+            continue;
+        }
+        *p++ = '\\';
+        if (c == '"' || c == '\\') {
+            *p++ = (char)c;
+        } else if (c == '\n') {
+            *p++ = 'n';
+        } else {
+            p = PUT_LIT(p, "u00");
+            *p++ = hex[c >> 4];
+            *p++ = hex[c & 15];
+        }
+    }
+    *p++ = '"';
+    return p;
+}
+
+/* jb_u64's digits, in place (at most 20 bytes), two at a time. */
+static char *put_u64(char *p, uint64_t v)
+{
+    static const char pairs[201] = "00010203040506070809101112131415161718192021222324252627282930"
+                                   "31323334353637383940414243444546474849505152535455565758596061"
+                                   "62636465666768697071727374757677787980818283848586878889909192"
+                                   "93949596979899";
+    size_t n = 1;
+    for (uint64_t t = v; t >= 10; t /= 10)
+        n++;
+    char *e = p + n;
+    while (v >= 100) {
+        e -= 2;
+        memcpy(e, pairs + 2 * (v % 100), 2);
+        v /= 100;
+    }
+    if (v >= 10)
+        memcpy(e - 2, pairs + 2 * v, 2);
+    else
+        e[-1] = (char)('0' + v);
+    return p + n;
+}
+
+static char *put_i64(char *p, int64_t v)
+{
+    if (v < 0) {
+        *p++ = '-';
+        return put_u64(p, (uint64_t)0 - (uint64_t)v);
+    }
+    return put_u64(p, (uint64_t)v);
+}
+
+/*
+ * The 200 of a lookup without If-None-Match, byte for byte what the
+ * general path (op_availability through breakdown_members and emit)
+ * writes, with two reservations and plain stores instead of a bounds
+ * check per piece. 1: not done (a buffer could not grow), the caller takes
+ * the general path, which then reports what failed.
+ */
+static int availability_fast(struct call *c, struct atp_slice sku, const struct atp_slice *loc,
+                             struct atp_slice ch, const struct atp_breakdown *b)
+{
+    struct atp_http_ctx *ctx = c->ctx;
+    size_t strs = (size_t)sku.len + (loc ? loc->len : 0) + ch.len;
+    ctx->resp.len = 0;
+    char *body = (char *)atp_buf_reserve(&ctx->resp, 256 + 6 * strs);
+    if (!body)
+        return 1;
+    char *p = PUT_LIT(body, "{\"sku\":");
+    p = put_str(p, sku.p, sku.len);
+    p = PUT_LIT(p, ",\"location\":");
+    if (loc)
+        p = put_str(p, loc->p, loc->len);
+    else
+        p = PUT_LIT(p, "null");
+    p = PUT_LIT(p, ",\"channel\":");
+    p = put_str(p, ch.p, ch.len);
+    p = PUT_LIT(p, ",\"available\":");
+    p = put_i64(p, b->atp);
+    p = PUT_LIT(p, ",\"onHand\":");
+    p = put_i64(p, b->on_hand);
+    p = PUT_LIT(p, ",\"reserved\":");
+    p = put_i64(p, b->reserved);
+    p = PUT_LIT(p, ",\"allocated\":");
+    p = put_i64(p, b->allocated);
+    p = PUT_LIT(p, ",\"safetyStock\":");
+    p = put_i64(p, b->safety);
+    *p++ = '}';
+    size_t blen = (size_t)(p - body);
+
+    /* Status line, Server, Date, Content-Type and "Content-Length: ": the
+     * same for every such response within a second. */
+    http_date(ctx, c->now_us);
+    if (ctx->head200_sec != ctx->date_sec || ctx->head200_len == 0) {
+        char *e = PUT_LIT(ctx->head200, "HTTP/1.1 200 OK\r\nServer: atpd\r\nDate: ");
+        memcpy(e, ctx->date, ctx->date_len);
+        e += ctx->date_len;
+        e = PUT_LIT(e, "\r\nContent-Type: application/json\r\nContent-Length: ");
+        ctx->head200_len = (uint32_t)(e - ctx->head200);
+        ctx->head200_sec = ctx->date_sec;
+    }
+    char *h = (char *)atp_buf_reserve(c->out, 128 + ctx->head200_len + blen);
+    if (!h)
+        return 1;
+    memcpy(h, ctx->head200, ctx->head200_len);
+    char *o = put_u64(h + ctx->head200_len, blen);
+    o = PUT_LIT(o, "\r\nETag: \"");
+    /* A strong ETag: a hash of the exact representation, in hex, a byte
+     * (two digits) at a time. */
+    static const char hex2[513] =
+        "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f"
+        "202122232425262728292a2b2c2d2e2f303132333435363738393a3b3c3d3e3f"
+        "404142434445464748494a4b4c4d4e4f505152535455565758595a5b5c5d5e5f"
+        "606162636465666768696a6b6c6d6e6f707172737475767778797a7b7c7d7e7f"
+        "808182838485868788898a8b8c8d8e8f909192939495969798999a9b9c9d9e9f"
+        "a0a1a2a3a4a5a6a7a8a9aaabacadaeafb0b1b2b3b4b5b6b7b8b9babbbcbdbebf"
+        "c0c1c2c3c4c5c6c7c8c9cacbcccdcecfd0d1d2d3d4d5d6d7d8d9dadbdcdddedf"
+        "e0e1e2e3e4e5e6e7e8e9eaebecedeeeff0f1f2f3f4f5f6f7f8f9fafbfcfdfeff";
+    uint64_t x = XXH3_64bits(body, blen);
+    for (int i = 7; i >= 0; i--, x >>= 8)
+        memcpy(o + 2 * i, hex2 + 2 * (x & 0xff), 2);
+    o += 16;
+    o = PUT_LIT(o, "\"\r\nCache-Control: no-cache\r\n");
+    if (c->r.close)
+        o = PUT_LIT(o, "Connection: close\r\n");
+    else if (c->r.keep_alive)
+        o = PUT_LIT(o, "Connection: keep-alive\r\n");
+    o = PUT_LIT(o, "\r\n");
+    if (!c->r.head) {
+        memcpy(o, body, blen);
+        o += blen;
+    }
+    c->out->len += (size_t)(o - h);
+    return 0;
+}
+
 static int op_availability(struct call *c, const char *sku_raw, size_t sku_len)
 {
     c->op = ATP_MOP_GET;
     if (!is_get(c))
         return method_not_allowed(c, "GET, HEAD");
     char skub[PATH_MAX_SEG], chb[PATH_MAX_SEG], locb[PATH_MAX_SEG];
-    ssize_t n = pct_decode(sku_raw, sku_len, skub, sizeof(skub), false);
-    if (n < 0)
+    struct atp_slice sku, ch = {0}, loc = {0};
+    if (!seg_value(sku_raw, sku_len, false, skub, &sku))
         return fail(c, ATP_EINVAL_SKU, "the sku in the path is not valid percent-encoding");
-    struct atp_slice sku = {skub, (uint32_t)n}, ch = {0}, loc = {0};
-    bool bad = false;
-    bool has_ch = query_get(c->query, c->query_len, "channel", chb, sizeof(chb), &ch, &bad);
-    bool has_loc = query_get(c->query, c->query_len, "location", locb, sizeof(locb), &loc, &bad);
-    if (bad)
+    bool has_ch, has_loc;
+    if (!lookup_query(c->query, c->query_len, chb, &ch, &has_ch, locb, &loc, &has_loc))
         return fail(c, ATP_EMALFORMED, "a query parameter is not valid percent-encoding");
     if (!has_ch || ch.len == 0)
         return fail(c, ATP_ENOCHANNEL, "the 'channel' query parameter is required");
@@ -882,6 +1099,10 @@ static int op_availability(struct call *c, const char *sku_raw, size_t sku_len)
                  : atp_store_get_network(store_of(c), sku, channel, &b);
     if (rc)
         return fail(c, rc, NULL);
+    /* The channel found has exactly the bytes asked for: echo those. */
+    if (!c->ctx->no_fast_path && c->q->hcount[H_INM] == 0 &&
+        availability_fast(c, sku, has_loc ? &loc : NULL, ch, &b) == 0)
+        return 0;
 
     struct jb j = body_begin(c->ctx);
     jb_lit(&j, "{\"sku\":");

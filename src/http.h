@@ -73,12 +73,17 @@ struct atp_http_ctx {
     atp_http_ready_fn ready;
     void *ready_arg;
     const char *version; /* for atp_build_info; NULL: "unknown" */
+    bool no_fast_path;   /* tests: answer lookups through the general path only */
     /* private to http.c */
     struct atp_buf body; /* a chunked body, gathered */
     struct atp_buf resp; /* the response body being composed */
     void *tok;           /* json_tokener, reused */
     int64_t date_sec;    /* second of the cached Date header */
+    uint32_t date_len;
     char date[40];
+    int64_t head200_sec; /* second of head200 */
+    uint32_t head200_len;
+    char head200[128]; /* a lookup's 200 up to the Content-Length value */
 };
 
 /*
