@@ -64,6 +64,10 @@ static const struct directive directives[] = {
       K_STRING, port_file, 0, 0, 0),
     D("workers", "N", "io_uring worker threads, 0 = one per online CPU (default 0)",
       K_U32, workers, 0, 256, 0),
+    D("busy-poll", "US", "a worker with nothing to do polls its ring this many microseconds "
+      "before it sleeps: lower tail latency where waking an idle core is slow (virtual "
+      "machines), for a core kept busy; 0 = off (default 0)",
+      K_U32, busy_poll_us, 0, 100000, 0),
     D("recv-mode", "auto|multishot|plain", "receive path: multishot recv with a buffer ring, "
       "plain recv, or auto-detect (default auto)", K_RECVMODE, recv_mode, 0, 0, 0),
     D("max-connections", "N", "open client connections at most (default 10000)",

@@ -69,6 +69,7 @@ struct atp_config {
     uint32_t port;                  /* 0: ephemeral */
     char *port_file;                /* NULL: none; else the bound port is written there */
     uint32_t workers;               /* 0: one per online CPU */
+    uint32_t busy_poll_us;          /* workers poll this long before sleeping; 0: off */
     int recv_mode;                  /* enum atp_recv_mode */
     /* limits */
     uint32_t max_connections;

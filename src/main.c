@@ -609,6 +609,7 @@ static int serve(const struct atp_config *cfg)
         .recv_mode = cfg->recv_mode,
         .max_connections = cfg->max_connections,
         .idle_timeout_ms = cfg->idle_timeout_ms,
+        .busy_poll_us = cfg->busy_poll_us,
         .output_buffer_limit = cfg->output_buffer_limit,
         .shutdown_timeout_ms = cfg->shutdown_timeout_ms,
     };

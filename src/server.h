@@ -28,6 +28,7 @@ struct atp_server_config {
     const char *bind;             /* numeric IPv4/IPv6 address */
     uint16_t port;                /* 0: ephemeral; atp_server_port() tells */
     uint32_t workers;             /* 0: one per online CPU */
+    uint32_t busy_poll_us;        /* poll the ring this long before sleeping; 0: off */
     int recv_mode;                /* enum atp_recv_mode (config.h) */
     uint32_t max_connections;     /* over it: ETOOMANYCONN, then close */
     uint64_t idle_timeout_ms;     /* 0: never; else ETIMEDOUT, then close */

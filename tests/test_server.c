@@ -976,6 +976,44 @@ static void test_idle_timeout(void **state)
     stop(&s);
 }
 
+/*
+ * busy-poll: the worker polls its ring before sleeping. Answers in bursts,
+ * after pauses longer than the poll (the worker slept and must be woken by
+ * the next request), and a drain that still ends with exit 0.
+ */
+static void test_busy_poll(void **state)
+{
+    (void)state;
+    struct srv s;
+    const char *args[] = {"--busy-poll", "300", NULL};
+    start(&s, args);
+    struct atp_client *c = client(&s);
+    int64_t oh;
+    assert_int_equal(atp_client_adjust(c, "POLL-1", "DC1", 10, &oh), 0);
+    for (int round = 0; round < 5; round++) {
+        enum { N = 200 };
+        for (int i = 0; i < N; i++)
+            assert_int_equal(atp_client_queue_get(c, "POLL-1", "web", "DC1", false, NULL), 0);
+        assert_int_equal(atp_client_flush(c), 0);
+        for (int i = 0; i < N; i++) {
+            struct atp_frame f;
+            assert_int_equal(atp_client_read(c, &f), 0);
+            struct atp_breakdown b;
+            assert_int_equal(atp_client_decode_get(c, &f, &b), 0);
+            assert_int_equal(b.atp, 8); /* 10 less the web channel's safety stock */
+        }
+        sleep_ms(20); /* longer than the poll: the worker goes to sleep */
+        ping_ok(c);
+    }
+    atp_client_close(c);
+    kill(s.pid, SIGTERM);
+    int status = wait_exit(&s, 10000);
+    if (status == -1 || !WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+        dump_log(&s);
+        fail_msg("atpd with --busy-poll did not exit 0 after SIGTERM (status %d)", status);
+    }
+}
+
 /* --- lifecycle --------------------------------------------------------------------- */
 
 static void test_graceful_shutdown_answers_in_flight(void **state)
@@ -1325,6 +1363,7 @@ int main(void)
         ONE(test_max_connections),
         BOTH(test_connection_churn),
         BOTH(test_idle_timeout),
+        BOTH(test_busy_poll),
         BOTH(test_graceful_shutdown_answers_in_flight),
         ONE(test_drain_is_bounded),
         ONE(test_second_signal_forces_exit),
