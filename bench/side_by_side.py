@@ -16,7 +16,9 @@ The method of ../shared/BENCHMARKING.md, automated:
     with its spread (min..max), next to the commands that produced it;
   * open-loop tail latency of atpd at 70% of its own measured maximum, as it
     comes and with `--busy-poll 200` (its worker polls before sleeping),
-    interleaved;
+    interleaved; before each round, bench/hiccup spins on both cores at once
+    to measure how long the machine itself takes a running thread away (the
+    floor under any tail latency measured here);
   * the flash-sale workload on both, which must report oversold=0;
   * a latency-vs-throughput sweep of atpd lookups, plotted with gnuplot when
     it is installed (Debian: gnuplot-nox).
@@ -312,6 +314,20 @@ def atpd_help(args):
     return subprocess.run([args.atpd, "--help"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT).stdout
 
 
+def hiccups(args, seconds):
+    """bench/hiccup on core 0 and core 1 at once: {core: its JSON}, {} when not built."""
+    if not os.access(args.hiccup, os.X_OK):
+        return {}
+    procs = {cpu: subprocess.Popen(["taskset", "-c", str(cpu), args.hiccup, "-t", "%.1f" % seconds, "--json"],
+                                   stdout=subprocess.PIPE) for cpu in (0, 1)}
+    out = {}
+    for cpu, p in procs.items():
+        data, _ = p.communicate(timeout=seconds + 30)
+        if p.returncode == 0:
+            out[cpu] = json.loads(data)
+    return out
+
+
 def atpd_has_http(args):
     return b"--http-port" in atpd_help(args)
 
@@ -334,6 +350,7 @@ def main():
         ap.error("at least 3 rounds")
     args.atpd = os.path.join(args.build, "src", "atpd")
     args.loadgen = os.path.join(args.build, "loadgen", "atp-loadgen")
+    args.hiccup = os.path.join(args.build, "bench", "hiccup")
     for b in (args.atpd, args.loadgen):
         if not os.access(b, os.X_OK):
             sys.exit("missing %s: build first (meson setup build && ninja -C build)" % b)
@@ -383,6 +400,7 @@ def main():
 
     # Open loop at 70% of atpd's own lookup maximum (median of valid p1 runs).
     open_rows = []
+    hiccup_rows = []   # (round, {core: bench/hiccup JSON})
     # atpd as it comes, and with its worker polling 200 us before it sleeps
     # (busy-poll: the core stays busy, an idle vCPU is not halted), interleaved.
     variants = [("default", [])]
@@ -396,6 +414,13 @@ def main():
     if atpd_max > 0:
         rate = 0.7 * atpd_max
         for rnd in range(1, args.rounds + 1):
+            h = hiccups(args, args.time)
+            if h:
+                hiccup_rows.append((rnd, h))
+                print("hiccups round %d: %s" % (rnd, "; ".join(
+                    "core %d longest %.0f us, over 1 ms %d, late over 1 ms %.3f%%"
+                    % (cpu, v["longest_us"], v["gaps_over_us"]["1000"], 100 * v["late_fraction_over_us"]["1000"])
+                    for cpu, v in sorted(h.items()))))
             for vname, vargs in variants:
                 for attempt in range(1, args.attempts + 1):
                     srv = Server("atpd", args, args.work, vargs).start()
@@ -548,6 +573,34 @@ def main():
                      % (vname, rnd, rate, ach, p50, p99r, p999r, mx, cl * 100, sv * 100, own999,
                         100 * max(st, 0), 100 * max(oth, 0), "yes" if ok else "no"))
         L.append("")
+    if hiccup_rows:
+        L.append("The machine's own hiccups, measured before each open-loop round: `bench/hiccup -t %.0f` "
+                 "pinned to core 0 and to core 1 at the same time, a thread that only reads the clock "
+                 "and records every gap between two readings (timer interrupts, the kernel, the host "
+                 "running something else on the physical core, which the steal counter does not "
+                 "always show). \"Late over d\" is the share of instants at which work arriving would "
+                 "wait more than d for the CPU to come back, whatever the server does: above 0.1%% for "
+                 "1 ms, a p99.9 under 1 ms cannot be measured on that core in that window, before any "
+                 "queueing behind the gap.\n" % args.time)
+        L.append("| round | core | longest gap us | gaps over 500 us | gaps over 1 ms | gaps over 2 ms | late over 500 us | late over 1 ms |")
+        L.append("|---|---|---|---|---|---|---|---|")
+        for rnd, h in hiccup_rows:
+            for cpu, v in sorted(h.items()):
+                g = v["gaps_over_us"]
+                lf = v["late_fraction_over_us"]
+                L.append("| %d | %d | %.0f | %d | %d | %d | %.3f%% | %.3f%% |"
+                         % (rnd, cpu, v["longest_us"], g["500"], g["1000"], g["2000"],
+                            100 * lf["500"], 100 * lf["1000"]))
+        def late(h, cpu):
+            return h.get(cpu, {}).get("late_fraction_over_us", {}).get("1000", 0)
+        srv_floor = sum(1 for _, h in hiccup_rows if late(h, 0) > 0.001)
+        any_floor = sum(1 for _, h in hiccup_rows if max(late(h, 0), late(h, 1)) > 0.001)
+        L.append("")
+        L.append("In %d of %d rounds the server's core (core 0), and in %d the server's or the client's "
+                 "(an open-loop latency counts both: a request due while the client's core is away is "
+                 "sent late, an answer arriving then is read late), was away long enough that more than "
+                 "0.1%% of arrivals would have waited over 1 ms for it.\n"
+                 % (srv_floor, len(hiccup_rows), any_floor))
     if flash:
         over = [f for f in flash if f[2] != 0 or f[6] != 0]
         L.append("Flash sale (5 SKUs x 1000 units, 50 connections racing, closed loop): %s.\n"
@@ -585,6 +638,10 @@ def main():
                 L.append("# %s, %s" % (name, kind))
                 L.append(short_cmd(srv_cmd) + " &")
                 L.append(short_cmd(lg_cmd))
+    if hiccup_rows:
+        L.append("# the machine's own hiccups, before each open-loop round")
+        L.append("taskset -c 0 %s -t %.1f --json & taskset -c 1 %s -t %.1f --json"
+                 % (short_cmd([args.hiccup]), args.time, short_cmd([args.hiccup]), args.time))
     for srv_cmd, lg_cmd in open_cmds:
         L.append("# open loop at 70% of the atpd maximum")
         L.append(short_cmd(srv_cmd) + " &")
