@@ -609,7 +609,15 @@ static void wheel_unlink(struct resv_state *rs, uint32_t idx)
 static int wheel_visit(struct atp_store *s, uint32_t idx, uint64_t now_us)
 {
     struct resv_state *rs = s->resv;
-    uint64_t c = atomic_load_explicit(&rs->recs[idx].ctl, memory_order_acquire);
+    /*
+     * seq_cst, not acquire: after the inbox drain's seq_cst clear of
+     * in_inbox this is the second half of a Dekker pair with an extend (its
+     * seq_cst CAS of ctl, then its exchange of in_inbox): either the extend
+     * sees in_inbox 0 and queues the record again, or this read sees the new
+     * expiry. An acquire load could be ordered before that clear in the C11
+     * model (not on x86, where both compile to the same plain load).
+     */
+    uint64_t c = atomic_load_explicit(&rs->recs[idx].ctl, memory_order_seq_cst);
     while (ctl_state(c) == ATP_RES_HELD) {
         if (ctl_exp(c) * 1000 > now_us) {
             uint64_t slot = ctl_exp(c) & WHEEL_MASK;
