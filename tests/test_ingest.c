@@ -231,9 +231,16 @@ static struct atp_ingest_stats stats(const struct atp_ingest *ing)
 /* Wait until the ingest has settled `n` messages (consumed). */
 static void wait_consumed(const struct atp_ingest *ing, uint64_t n)
 {
+    /* consumed counts a message when its handling starts; wait for its
+     * outcome too, so the counters (and the store) include its effect. */
     uint64_t deadline = mono_ms() + WAIT_MS;
-    while (stats(ing).consumed < n && mono_ms() < deadline)
+    for (;;) {
+        struct atp_ingest_stats s = stats(ing);
+        uint64_t settled = s.applied + s.duplicates + s.stale_sets + s.dead_lettered;
+        if ((s.consumed >= n && settled == s.consumed) || mono_ms() >= deadline)
+            break;
         sleep_ms(10);
+    }
     struct atp_ingest_stats s = stats(ing);
     if (s.consumed != n)
         print_error("consumed %llu, want %llu\n", (unsigned long long)s.consumed,
@@ -409,9 +416,15 @@ static void test_embedded_visible(void **state)
     atp_store_free(store);
 }
 
-/* The on_applied hook: every settled message once, in offset order. */
+/*
+ * The on_applied hook: every settled message once, in offset order. It runs
+ * on the consumer thread, after the counters move, so the test reads what it
+ * recorded under its mutex once it has seen as many calls as it waits for.
+ */
 struct outcomes {
+    pthread_mutex_t mu;
     int n[5];
+    int calls;
     int64_t last_offset;
     bool ordered;
 };
@@ -419,12 +432,32 @@ struct outcomes {
 static void count_outcome(void *arg, const struct atp_ingest_applied *a)
 {
     struct outcomes *o = arg;
+    pthread_mutex_lock(&o->mu);
     if (a->outcome >= 1 && a->outcome <= 4)
         o->n[a->outcome]++;
     if (a->offset != o->last_offset + 1 || a->stale || !a->topic ||
         (a->outcome != ATP_INGEST_DEAD_LETTERED && !a->ev))
         o->ordered = false;
     o->last_offset = a->offset;
+    o->calls++;
+    pthread_mutex_unlock(&o->mu);
+}
+
+/* A copy of what the hook recorded once it has been called `calls` times. */
+static struct outcomes outcomes_after(struct outcomes *o, int calls)
+{
+    uint64_t deadline = mono_ms() + WAIT_MS;
+    struct outcomes copy;
+    for (;;) {
+        pthread_mutex_lock(&o->mu);
+        copy = *o;
+        pthread_mutex_unlock(&o->mu);
+        if (copy.calls >= calls || mono_ms() >= deadline)
+            break;
+        sleep_ms(10);
+    }
+    assert_int_equal(copy.calls, calls);
+    return copy;
 }
 
 /* Duplicates inside the window, stale sets, and the window's bounds. */
@@ -439,7 +472,7 @@ static void test_duplicates_and_stale(void **state)
     atp_ingest_config_defaults(&cfg);
     cfg.dedupe_events = 4;
     cfg.dedupe_ms = 1500;
-    struct outcomes oc = {.last_offset = -1, .ordered = true};
+    struct outcomes oc = {.mu = PTHREAD_MUTEX_INITIALIZER, .last_offset = -1, .ordered = true};
     cfg.on_applied = count_outcome;
     cfg.on_applied_arg = &oc;
     struct atp_ingest *ing = ingest_new("dup", c.bootstrap, "dup", "g-dup", store, &cfg);
@@ -465,11 +498,12 @@ static void test_duplicates_and_stale(void **state)
     assert_int_equal(s.dead_lettered, 0);
     assert_balanced(&s);
     assert_int_equal(on_hand(store, "A", "L"), 111);
-    assert_true(oc.ordered);
-    assert_int_equal(oc.n[ATP_INGEST_APPLIED], 4);
-    assert_int_equal(oc.n[ATP_INGEST_DUPLICATE], 2);
-    assert_int_equal(oc.n[ATP_INGEST_STALE], 2);
-    assert_int_equal(oc.n[ATP_INGEST_DEAD_LETTERED], 0);
+    struct outcomes seen = outcomes_after(&oc, 8);
+    assert_true(seen.ordered);
+    assert_int_equal(seen.n[ATP_INGEST_APPLIED], 4);
+    assert_int_equal(seen.n[ATP_INGEST_DUPLICATE], 2);
+    assert_int_equal(seen.n[ATP_INGEST_STALE], 2);
+    assert_int_equal(seen.n[ATP_INGEST_DEAD_LETTERED], 0);
 
     /* Within 1.5 s e6 is a duplicate; after that, it has aged out. */
     produce_adjust(p, "dup", "A", "L", 1, "e6");
