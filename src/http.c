@@ -19,11 +19,11 @@
  *   3. route on the path, run the operation, append the response.
  * A GET lookup allocates nothing: the body is composed in a per-context
  * scratch buffer and copied behind the headers. Its usual answer (a 200
- * without If-None-Match) takes a fast path, availability_fast(): the body
- * and headers are stored straight into reserved room, behind a status line
- * and headers cached per Date second, with the same bytes as the general
- * path (tests/test_http.c compares the two). Path and query values with
- * nothing to decode are used in place, and the query is scanned once.
+ * without If-None-Match) takes a fast path for its headers,
+ * availability_fast(): stored straight into reserved room behind a status
+ * line and headers cached per Date second, the same bytes as emit() writes
+ * (tests/test_http.c compares the two). Path and query values with nothing
+ * to decode are used in place, and the query is scanned once.
  * Bodies of writes are read with json-c (which allocates; those paths are
  * slower anyway).
  */
@@ -83,26 +83,113 @@ static inline void jb_lit(struct jb *j, const char *s)
     jb_put(j, s, strlen(s));
 }
 
-/* Integers by hand: vfprintf was a third of a lookup's CPU time. */
-static void jb_u64(struct jb *j, uint64_t v)
+/*
+ * Writers into room the caller has reserved: each stores its bytes at p and
+ * returns the end. The jb_* appenders below reserve and call them, and the
+ * lookup's 200 (availability_fast) uses them directly.
+ */
+#define PUT_LIT(p, s) (memcpy((p), (s), sizeof(s) - 1), (p) + sizeof(s) - 1)
+
+/* A JSON string of n bytes, quoted and escaped: at most 6 * n + 2 bytes. */
+static char *put_str(char *p, const char *s, size_t n)
 {
-    char b[20];
-    size_t n = 0;
-    do {
-        b[sizeof(b) - ++n] = (char)('0' + v % 10);
-        v /= 10;
-    } while (v);
-    jb_put(j, b + sizeof(b) - n, n);
+    static const char hex[] = "0123456789abcdef";
+    *p++ = '"';
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (c >= 0x20 && c != '"' && c != '\\') {
+            *p++ = (char)c;
+            continue;
+        }
+        *p++ = '\\';
+        if (c == '"' || c == '\\') {
+            *p++ = (char)c;
+        } else if (c == '\n') {
+            *p++ = 'n';
+        } else {
+            p = PUT_LIT(p, "u00");
+            *p++ = hex[c >> 4];
+            *p++ = hex[c & 15];
+        }
+    }
+    *p++ = '"';
+    return p;
 }
 
-static void jb_i64(struct jb *j, int64_t v)
+/* Decimal digits, two at a time: at most 20 bytes (21 for put_i64).
+ * By hand: vfprintf was a third of a lookup's CPU time. */
+static char *put_u64(char *p, uint64_t v)
+{
+    static const char pairs[201] = "00010203040506070809101112131415161718192021222324252627282930"
+                                   "31323334353637383940414243444546474849505152535455565758596061"
+                                   "62636465666768697071727374757677787980818283848586878889909192"
+                                   "93949596979899";
+    size_t n = 1;
+    for (uint64_t t = v; t >= 10; t /= 10)
+        n++;
+    char *e = p + n;
+    while (v >= 100) {
+        e -= 2;
+        memcpy(e, pairs + 2 * (v % 100), 2);
+        v /= 100;
+    }
+    if (v >= 10)
+        memcpy(e - 2, pairs + 2 * v, 2);
+    else
+        e[-1] = (char)('0' + v);
+    return p + n;
+}
+
+static char *put_i64(char *p, int64_t v)
 {
     if (v < 0) {
-        jb_put(j, "-", 1);
-        jb_u64(j, (uint64_t)0 - (uint64_t)v);
-    } else {
-        jb_u64(j, (uint64_t)v);
+        *p++ = '-';
+        return put_u64(p, (uint64_t)0 - (uint64_t)v);
     }
+    return put_u64(p, (uint64_t)v);
+}
+
+/* 16 lower-case hex digits of h, most significant first, a byte at a time. */
+static char *put_hex64(char *p, uint64_t h)
+{
+    static const char hex2[513] =
+        "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f"
+        "202122232425262728292a2b2c2d2e2f303132333435363738393a3b3c3d3e3f"
+        "404142434445464748494a4b4c4d4e4f505152535455565758595a5b5c5d5e5f"
+        "606162636465666768696a6b6c6d6e6f707172737475767778797a7b7c7d7e7f"
+        "808182838485868788898a8b8c8d8e8f909192939495969798999a9b9c9d9e9f"
+        "a0a1a2a3a4a5a6a7a8a9aaabacadaeafb0b1b2b3b4b5b6b7b8b9babbbcbdbebf"
+        "c0c1c2c3c4c5c6c7c8c9cacbcccdcecfd0d1d2d3d4d5d6d7d8d9dadbdcdddedf"
+        "e0e1e2e3e4e5e6e7e8e9eaebecedeeeff0f1f2f3f4f5f6f7f8f9fafbfcfdfeff";
+    for (int i = 7; i >= 0; i--, h >>= 8)
+        memcpy(p + 2 * i, hex2 + 2 * (h & 0xff), 2);
+    return p + 16;
+}
+
+/* Room for n more bytes, for the put_* writers, then jb_commit; NULL on
+ * failure (which sticks in j->err). */
+static inline char *jb_room(struct jb *j, size_t n)
+{
+    if (__builtin_expect(j->b->cap - j->b->len >= n && !j->err, 1))
+        return (char *)j->b->data + j->b->len;
+    if (j->err)
+        return NULL;
+    char *p = (char *)atp_buf_reserve(j->b, n);
+    if (!p)
+        j->err = -ENOMEM;
+    return p;
+}
+
+static inline void jb_commit(struct jb *j, const char *end)
+{
+    j->b->len = (size_t)((const uint8_t *)end - j->b->data);
+}
+
+static void jb_u64(struct jb *j, uint64_t v)
+{
+    char *p = jb_room(j, 20);
+    if (p)
+        jb_commit(j, put_u64(p, v));
 }
 
 static void jb_printf(struct jb *j, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -137,27 +224,9 @@ static void jb_printf(struct jb *j, const char *fmt, ...)
  * escaped; bytes >= 0x80 pass (the input is expected to be UTF-8). */
 static void jb_str(struct jb *j, const char *s, size_t n)
 {
-    static const char hex[] = "0123456789abcdef";
-    jb_put(j, "\"", 1);
-    size_t run = 0;
-    for (size_t i = 0; i < n; i++) {
-        unsigned char c = (unsigned char)s[i];
-        if (c >= 0x20 && c != '"' && c != '\\')
-            continue;
-        jb_put(j, s + run, i - run);
-        run = i + 1;
-        char esc[6] = {'\\', 'u', '0', '0', hex[c >> 4], hex[c & 15]};
-        if (c == '"' || c == '\\') {
-            esc[1] = (char)c;
-            jb_put(j, esc, 2);
-        } else if (c == '\n') {
-            jb_put(j, "\\n", 2);
-        } else {
-            jb_put(j, esc, 6);
-        }
-    }
-    jb_put(j, s + run, n - run);
-    jb_put(j, "\"", 1);
+    char *p = jb_room(j, 6 * n + 2);
+    if (p)
+        jb_commit(j, put_str(p, s, n));
 }
 
 static void jb_slice(struct jb *j, struct atp_slice s)
@@ -636,21 +705,41 @@ static ssize_t pct_decode(const char *s, size_t n, char *dst, size_t cap, bool p
     return (ssize_t)o;
 }
 
-/* A query parameter's decoded value; false when absent. */
+/* The next key=value pair of the query [*p, end): its key and raw value (empty
+ * without '='), and *p moved past it; false when none is left. */
+static inline bool query_next(const char **p, const char *end, struct atp_slice *key,
+                              struct atp_slice *val)
+{
+    if (*p >= end)
+        return false;
+    const char *amp = memchr(*p, '&', (size_t)(end - *p));
+    const char *stop = amp ? amp : end;
+    const char *eq = memchr(*p, '=', (size_t)(stop - *p));
+    const char *kend = eq ? eq : stop;
+    const char *v = eq ? eq + 1 : stop;
+    *key = (struct atp_slice){*p, (uint32_t)(kend - *p)};
+    *val = (struct atp_slice){v, (uint32_t)(stop - v)};
+    *p = stop + 1;
+    return true;
+}
+
+static inline bool key_is(struct atp_slice k, const char *name, size_t n)
+{
+    return k.len == n && memcmp(k.p, name, n) == 0;
+}
+
+/* A query parameter's decoded value, the last occurrence's; false when
+ * absent, true with *ret_bad set when a value is not valid encoding. */
 static bool query_get(const char *q, size_t qlen, const char *key, char *dst, size_t cap,
                       struct atp_slice *ret, bool *ret_bad)
 {
     size_t klen = strlen(key);
-    const char *p = q, *end = q + qlen;
+    const char *p = q;
+    struct atp_slice k, v;
     bool found = false;
-    while (p < end) {
-        const char *amp = memchr(p, '&', (size_t)(end - p));
-        const char *stop = amp ? amp : end;
-        const char *eq = memchr(p, '=', (size_t)(stop - p));
-        const char *kend = eq ? eq : stop;
-        if ((size_t)(kend - p) == klen && memcmp(p, key, klen) == 0) {
-            const char *v = eq ? eq + 1 : stop;
-            ssize_t n = pct_decode(v, (size_t)(stop - v), dst, cap, true);
+    while (query_next(&p, q + qlen, &k, &v)) {
+        if (key_is(k, key, klen)) {
+            ssize_t n = pct_decode(v.p, v.len, dst, cap, true);
             if (n < 0) {
                 *ret_bad = true;
                 return true;
@@ -658,7 +747,6 @@ static bool query_get(const char *q, size_t qlen, const char *key, char *dst, si
             *ret = (struct atp_slice){dst, (uint32_t)n};
             found = true; /* the last occurrence wins */
         }
-        p = stop + 1;
     }
     return found;
 }
@@ -695,25 +783,19 @@ static bool seg_value(const char *v, size_t n, bool plus, char *buf, struct atp_
 static bool lookup_query(const char *q, size_t qlen, char *chb, struct atp_slice *ch, bool *has_ch,
                          char *locb, struct atp_slice *loc, bool *has_loc)
 {
-    const char *p = q, *end = q + qlen;
+    const char *p = q;
+    struct atp_slice k, v;
     *has_ch = *has_loc = false;
-    while (p < end) {
-        const char *amp = memchr(p, '&', (size_t)(end - p));
-        const char *stop = amp ? amp : end;
-        const char *eq = memchr(p, '=', (size_t)(stop - p));
-        const char *kend = eq ? eq : stop;
-        const char *v = eq ? eq + 1 : stop;
-        size_t klen = (size_t)(kend - p);
-        if (klen == 7 && memcmp(p, "channel", 7) == 0) {
-            if (!seg_value(v, (size_t)(stop - v), true, chb, ch))
+    while (query_next(&p, q + qlen, &k, &v)) {
+        if (key_is(k, "channel", 7)) {
+            if (!seg_value(v.p, v.len, true, chb, ch))
                 return false;
             *has_ch = true;
-        } else if (klen == 8 && memcmp(p, "location", 8) == 0) {
-            if (!seg_value(v, (size_t)(stop - v), true, locb, loc))
+        } else if (key_is(k, "location", 8)) {
+            if (!seg_value(v.p, v.len, true, locb, loc))
                 return false;
             *has_loc = true;
         }
-        p = stop + 1;
     }
     return true;
 }
@@ -883,16 +965,21 @@ static struct json_object *json_body(struct call *c, int *ret_rc)
 
 static void breakdown_members(struct jb *j, const struct atp_breakdown *b)
 {
-    jb_lit(j, ",\"available\":");
-    jb_i64(j, b->atp);
-    jb_lit(j, ",\"onHand\":");
-    jb_i64(j, b->on_hand);
-    jb_lit(j, ",\"reserved\":");
-    jb_i64(j, b->reserved);
-    jb_lit(j, ",\"allocated\":");
-    jb_i64(j, b->allocated);
-    jb_lit(j, ",\"safetyStock\":");
-    jb_i64(j, b->safety);
+    /* One reservation: 63 bytes of names, five numbers of at most 21. */
+    char *p = jb_room(j, 63 + 5 * 21);
+    if (!p)
+        return;
+    p = PUT_LIT(p, ",\"available\":");
+    p = put_i64(p, b->atp);
+    p = PUT_LIT(p, ",\"onHand\":");
+    p = put_i64(p, b->on_hand);
+    p = PUT_LIT(p, ",\"reserved\":");
+    p = put_i64(p, b->reserved);
+    p = PUT_LIT(p, ",\"allocated\":");
+    p = put_i64(p, b->allocated);
+    p = PUT_LIT(p, ",\"safetyStock\":");
+    p = put_i64(p, b->safety);
+    jb_commit(j, p);
 }
 
 /* Does an If-None-Match list match this entity tag (weak comparison)? */
@@ -928,104 +1015,16 @@ static bool etag_matches(struct atp_slice inm, const char *etag)
 
 /* --- the lookup's 200, written directly ------------------------------------------ */
 
-#define PUT_LIT(p, s) (memcpy((p), (s), sizeof(s) - 1), (p) + sizeof(s) - 1)
-
-/* jb_str's bytes, into room the caller reserved (6 bytes per input byte + 2). */
-static char *put_str(char *p, const char *s, size_t n)
-{
-    static const char hex[] = "0123456789abcdef";
-    *p++ = '"';
-    for (size_t i = 0; i < n; i++) {
-        unsigned char c = (unsigned char)s[i];
-        if (c >= 0x20 && c != '"' && c != '\\') {
-            *p++ = (char)c;
-            continue;
-        }
-        *p++ = '\\';
-        if (c == '"' || c == '\\') {
-            *p++ = (char)c;
-        } else if (c == '\n') {
-            *p++ = 'n';
-        } else {
-            p = PUT_LIT(p, "u00");
-            *p++ = hex[c >> 4];
-            *p++ = hex[c & 15];
-        }
-    }
-    *p++ = '"';
-    return p;
-}
-
-/* jb_u64's digits, in place (at most 20 bytes), two at a time. */
-static char *put_u64(char *p, uint64_t v)
-{
-    static const char pairs[201] = "00010203040506070809101112131415161718192021222324252627282930"
-                                   "31323334353637383940414243444546474849505152535455565758596061"
-                                   "62636465666768697071727374757677787980818283848586878889909192"
-                                   "93949596979899";
-    size_t n = 1;
-    for (uint64_t t = v; t >= 10; t /= 10)
-        n++;
-    char *e = p + n;
-    while (v >= 100) {
-        e -= 2;
-        memcpy(e, pairs + 2 * (v % 100), 2);
-        v /= 100;
-    }
-    if (v >= 10)
-        memcpy(e - 2, pairs + 2 * v, 2);
-    else
-        e[-1] = (char)('0' + v);
-    return p + n;
-}
-
-static char *put_i64(char *p, int64_t v)
-{
-    if (v < 0) {
-        *p++ = '-';
-        return put_u64(p, (uint64_t)0 - (uint64_t)v);
-    }
-    return put_u64(p, (uint64_t)v);
-}
-
 /*
- * The 200 of a lookup without If-None-Match, byte for byte what the
- * general path (op_availability through breakdown_members and emit)
- * writes, with two reservations and plain stores instead of a bounds
- * check per piece. 1: not done (a buffer could not grow), the caller takes
- * the general path, which then reports what failed.
+ * The 200 of a lookup without If-None-Match: the headers emit() would write
+ * for it, stored in one reservation behind a status line and headers cached
+ * per Date second, then the body. body and etag are the ones the general
+ * path would send. 1: not done (the output could not grow); the caller
+ * takes the general path, which then reports what failed.
  */
-static int availability_fast(struct call *c, struct atp_slice sku, const struct atp_slice *loc,
-                             struct atp_slice ch, const struct atp_breakdown *b)
+static int availability_fast(struct call *c, const uint8_t *body, size_t blen, uint64_t etag)
 {
     struct atp_http_ctx *ctx = c->ctx;
-    size_t strs = (size_t)sku.len + (loc ? loc->len : 0) + ch.len;
-    ctx->resp.len = 0;
-    char *body = (char *)atp_buf_reserve(&ctx->resp, 256 + 6 * strs);
-    if (!body)
-        return 1;
-    char *p = PUT_LIT(body, "{\"sku\":");
-    p = put_str(p, sku.p, sku.len);
-    p = PUT_LIT(p, ",\"location\":");
-    if (loc)
-        p = put_str(p, loc->p, loc->len);
-    else
-        p = PUT_LIT(p, "null");
-    p = PUT_LIT(p, ",\"channel\":");
-    p = put_str(p, ch.p, ch.len);
-    p = PUT_LIT(p, ",\"available\":");
-    p = put_i64(p, b->atp);
-    p = PUT_LIT(p, ",\"onHand\":");
-    p = put_i64(p, b->on_hand);
-    p = PUT_LIT(p, ",\"reserved\":");
-    p = put_i64(p, b->reserved);
-    p = PUT_LIT(p, ",\"allocated\":");
-    p = put_i64(p, b->allocated);
-    p = PUT_LIT(p, ",\"safetyStock\":");
-    p = put_i64(p, b->safety);
-    *p++ = '}';
-    size_t blen = (size_t)(p - body);
-
     /* Status line, Server, Date, Content-Type and "Content-Length: ": the
      * same for every such response within a second. */
     http_date(ctx, c->now_us);
@@ -1043,21 +1042,7 @@ static int availability_fast(struct call *c, struct atp_slice sku, const struct 
     memcpy(h, ctx->head200, ctx->head200_len);
     char *o = put_u64(h + ctx->head200_len, blen);
     o = PUT_LIT(o, "\r\nETag: \"");
-    /* A strong ETag: a hash of the exact representation, in hex, a byte
-     * (two digits) at a time. */
-    static const char hex2[513] =
-        "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f"
-        "202122232425262728292a2b2c2d2e2f303132333435363738393a3b3c3d3e3f"
-        "404142434445464748494a4b4c4d4e4f505152535455565758595a5b5c5d5e5f"
-        "606162636465666768696a6b6c6d6e6f707172737475767778797a7b7c7d7e7f"
-        "808182838485868788898a8b8c8d8e8f909192939495969798999a9b9c9d9e9f"
-        "a0a1a2a3a4a5a6a7a8a9aaabacadaeafb0b1b2b3b4b5b6b7b8b9babbbcbdbebf"
-        "c0c1c2c3c4c5c6c7c8c9cacbcccdcecfd0d1d2d3d4d5d6d7d8d9dadbdcdddedf"
-        "e0e1e2e3e4e5e6e7e8e9eaebecedeeeff0f1f2f3f4f5f6f7f8f9fafbfcfdfeff";
-    uint64_t x = XXH3_64bits(body, blen);
-    for (int i = 7; i >= 0; i--, x >>= 8)
-        memcpy(o + 2 * i, hex2 + 2 * (x & 0xff), 2);
-    o += 16;
+    o = put_hex64(o, etag);
     o = PUT_LIT(o, "\"\r\nCache-Control: no-cache\r\n");
     if (c->r.close)
         o = PUT_LIT(o, "Connection: close\r\n");
@@ -1099,11 +1084,6 @@ static int op_availability(struct call *c, const char *sku_raw, size_t sku_len)
                  : atp_store_get_network(store_of(c), sku, channel, &b);
     if (rc)
         return fail(c, rc, NULL);
-    /* The channel found has exactly the bytes asked for: echo those. */
-    if (!c->ctx->no_fast_path && c->q->hcount[H_INM] == 0 &&
-        availability_fast(c, sku, has_loc ? &loc : NULL, ch, &b) == 0)
-        return 0;
-
     struct jb j = body_begin(c->ctx);
     jb_lit(&j, "{\"sku\":");
     jb_slice(&j, sku);
@@ -1119,13 +1099,13 @@ static int op_availability(struct call *c, const char *sku_raw, size_t sku_len)
     if (j.err)
         return j.err;
     /* A strong ETag: a hash of the exact representation. */
-    static const char hex[] = "0123456789abcdef";
+    uint64_t h = XXH3_64bits(j.b->data, j.b->len);
+    if (!c->ctx->no_fast_path && c->q->hcount[H_INM] == 0 &&
+        availability_fast(c, j.b->data, j.b->len, h) == 0)
+        return 0;
     static const char tail[] = "\"\r\nCache-Control: no-cache\r\n";
     char extra[64] = "ETag: \"";
-    uint64_t h = XXH3_64bits(j.b->data, j.b->len);
-    for (int i = 0; i < 16; i++)
-        extra[6 + 16 - i] = hex[(h >> (4 * i)) & 15];
-    memcpy(extra + 23, tail, sizeof(tail)); /* with its NUL */
+    memcpy(put_hex64(extra + 7, h), tail, sizeof(tail)); /* with its NUL */
     char etag[19];
     memcpy(etag, extra + 6, 18); /* "<16 hex digits>" with the quotes */
     etag[18] = '\0';

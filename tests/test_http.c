@@ -1115,10 +1115,11 @@ static void test_guard_page(void **state)
 }
 
 /*
- * The lookup's 200 is written by a fast path (availability_fast); with
- * http.no_fast_path the general path (body through jb_*, headers through
- * emit) answers instead. Both must give the same bytes and the same return
- * value for every request, across Date changes and buffer growth.
+ * The headers of a lookup's 200 are written by a fast path
+ * (availability_fast); with http.no_fast_path emit() writes them instead
+ * (the body is composed once for both). Both must give the same bytes and
+ * the same return value for every request, across Date changes and buffer
+ * growth.
  */
 static void test_fast_path_same_bytes(void **state)
 {
@@ -1188,7 +1189,7 @@ static void test_fast_path_same_bytes(void **state)
                          (const char *)fast.data, (int)slow.len, (const char *)slow.data);
         }
     }
-    /* They are real answers: every 200 above parses, and a lookup gave one. */
+    /* They are real answers: the stored quantities came back. */
     assert_non_null(memmem(fast.data, fast.len, "\"available\":549755813887", 24));
     assert_non_null(memmem(fast.data, fast.len, "\"available\":4294967296", 22));
     atp_buf_free(&fast);
