@@ -147,19 +147,11 @@ static void wr_begin(struct wr *w, uint8_t *buf, size_t cap, uint8_t opcode, uin
     w->cap = buf ? cap : 0;
     w->pos = 0;
     w->bad = false;
-    if (w->cap >= ATP_PROTO_HDR_SIZE) {
+    /* Without room for the header the frame does not fit, and an encoder's
+     * buffer is then unspecified (proto.h): only the size is counted. */
+    if (w->cap >= ATP_PROTO_HDR_SIZE)
         hdr_store(buf, opcode, flags, status, id, 0);
-        w->pos = ATP_PROTO_HDR_SIZE;
-        return;
-    }
-    put_u8(w, ATP_PROTO_MAGIC0);
-    put_u8(w, ATP_PROTO_MAGIC1);
-    put_u8(w, ATP_PROTO_VERSION);
-    put_u8(w, opcode);
-    put_u16(w, flags);
-    put_u16(w, status);
-    put_u64(w, id);
-    put_u32(w, 0);
+    w->pos = ATP_PROTO_HDR_SIZE;
 }
 
 static ssize_t wr_end(struct wr *w)
@@ -815,8 +807,8 @@ void atp_proto_error_shortfall(const struct atp_proto_error *e, uint32_t i,
                                struct atp_shortfall *ret)
 {
     const uint8_t *p = e->shortfall + (size_t)i * 16;
-    ret->requested = (int64_t)load_le(p, 8);
-    ret->available = (int64_t)load_le(p + 8, 8);
+    ret->requested = (int64_t)load_le64(p);
+    ret->available = (int64_t)load_le64(p + 8);
 }
 
 ssize_t atp_proto_enc_error(uint8_t *buf, size_t cap, uint8_t opcode, uint64_t id, int code,
@@ -901,15 +893,22 @@ static void get_breakdown(struct rd *r, bool breakdown, struct atp_breakdown *b)
     }
 }
 
+/* A GET answer's counters (8 bytes, or 40 with the breakdown), stored
+ * whole when they fit: one bound check, fixed-width stores. */
 static void put_breakdown(struct wr *w, bool breakdown, const struct atp_breakdown *b)
 {
-    put_i64(w, b->atp);
-    if (breakdown) {
-        put_i64(w, b->on_hand);
-        put_i64(w, b->allocated);
-        put_i64(w, b->reserved);
-        put_i64(w, b->safety);
+    size_t n = breakdown ? 5 * 8 : 8;
+    if (wr_fits(w, n)) {
+        uint8_t *p = w->p + w->pos;
+        store_le64(p, (uint64_t)b->atp);
+        if (breakdown) {
+            store_le64(p + 8, (uint64_t)b->on_hand);
+            store_le64(p + 16, (uint64_t)b->allocated);
+            store_le64(p + 24, (uint64_t)b->reserved);
+            store_le64(p + 32, (uint64_t)b->safety);
+        }
     }
+    w->pos += n;
 }
 
 int atp_proto_dec_get_resp(const struct atp_frame *f, struct atp_proto_get_resp *ret)
@@ -930,21 +929,6 @@ int atp_proto_dec_get_resp(const struct atp_frame *f, struct atp_proto_get_resp 
 ssize_t atp_proto_enc_get_resp(uint8_t *buf, size_t cap, uint64_t id,
                                const struct atp_proto_get_resp *resp)
 {
-    /* Fixed size: with room, stores only (one response per pipelined GET). */
-    size_t body = resp->breakdown ? 5 * 8 : 8;
-    if (buf && cap >= ATP_PROTO_HDR_SIZE + body) {
-        hdr_store(buf, ATP_OP_RESPONSE | ATP_OP_GET, resp->breakdown ? ATP_FLAG_BREAKDOWN : 0, 0,
-                  id, (uint32_t)body);
-        uint8_t *p = buf + ATP_PROTO_HDR_SIZE;
-        store_le64(p, (uint64_t)resp->b.atp);
-        if (resp->breakdown) {
-            store_le64(p + 8, (uint64_t)resp->b.on_hand);
-            store_le64(p + 16, (uint64_t)resp->b.allocated);
-            store_le64(p + 24, (uint64_t)resp->b.reserved);
-            store_le64(p + 32, (uint64_t)resp->b.safety);
-        }
-        return (ssize_t)(ATP_PROTO_HDR_SIZE + body);
-    }
     struct wr w;
     wr_begin(&w, buf, cap, ATP_OP_RESPONSE | ATP_OP_GET, resp->breakdown ? ATP_FLAG_BREAKDOWN : 0,
              0, id);
