@@ -81,6 +81,7 @@
 #include "config.h"
 #include "http.h"
 #include "log.h"
+#include "metrics.h"
 
 #define RING_ENTRIES    1024
 #define BUF_COUNT       1024  /* provided buffers per worker (power of two) */
@@ -247,19 +248,12 @@ struct atp_server {
 
 /* --- small helpers --------------------------------------------------------- */
 
-/* CLOCK_MONOTONIC in ns: the clock of atp_metrics_now_ns, so one reading
- * serves the timeouts (in ms) and the first request's duration. */
-static uint64_t mono_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
-
-/* After each wait: one monotonic and one wall-clock reading per batch. */
+/* After each wait: one monotonic and one wall-clock reading per batch. The
+ * monotonic one is the metrics clock, so it also starts the first request's
+ * duration (atp_cmd_handle_many) and serves the timeouts in ms. */
 static void clocks_read(struct worker *w)
 {
-    w->t_ns = mono_ns();
+    w->t_ns = atp_metrics_now_ns();
     w->now_ms = w->t_ns / 1000000u;
     w->now_us = atp_now_us();
 }
@@ -1190,12 +1184,12 @@ static int wait_completions(struct worker *w)
     int rc = io_uring_submit_and_get_events(&w->ring);
     if (rc < 0 || io_uring_cq_ready(&w->ring) > 0)
         return rc;
-    uint64_t until = mono_ns() + spin_ns;
+    uint64_t until = atp_metrics_now_ns() + spin_ns;
     do {
         rc = io_uring_get_events(&w->ring);
         if (rc < 0 || io_uring_cq_ready(&w->ring) > 0)
             return rc;
-    } while (mono_ns() < until);
+    } while (atp_metrics_now_ns() < until);
     return io_uring_submit_and_wait(&w->ring, 1);
 }
 
