@@ -331,6 +331,29 @@ struct KeyGen {
     }
 };
 
+/*
+ * One pair: reserve req (its line set by the caller) under a fresh key, check
+ * it was granted and new, release it; every 1024 pairs the reaper's share of
+ * the work (reclaim finished records) at a fresh clock reading.
+ */
+inline void reserve_release(atp_store *s, atp_reserve_req *req, KeyGen &keys, uint64_t &now,
+                            uint64_t &n)
+{
+    keys.next();
+    req->key = keys.slice();
+    atp_reservation r;
+    bool replayed = true;
+    int rc = atp_store_reserve(s, req, now, &r, &replayed, nullptr);
+    if (rc != 0 || replayed)
+        die("reserve rc / replayed", rc, replayed);
+    if ((rc = atp_store_release(s, r.id, now, nullptr)) != 0)
+        die("release rc", rc, 0);
+    if ((++n & 1023) == 0) {
+        now = atp_now_us();
+        atp_store_expire(s, now);
+    }
+}
+
 void BM_ReserveRelease(benchmark::State &state)
 {
     ensure_store();
@@ -347,21 +370,7 @@ void BM_ReserveRelease(benchmark::State &state)
     for (auto _ : state) {
         uint32_t i = (uint32_t)(xorshift(seed) % kItems);
         line = atp_line_req{sku_of(i), loc_of(i), 1};
-        keys.next();
-        req.key = keys.slice();
-        atp_reservation r;
-        bool replayed = true;
-        int rc = atp_store_reserve(g_store, &req, now, &r, &replayed, nullptr);
-        if (rc != 0 || replayed)
-            die("reserve rc / replayed", rc, replayed);
-        rc = atp_store_release(g_store, r.id, now, nullptr);
-        if (rc != 0)
-            die("release rc", rc, 0);
-        if ((++n & 1023) == 0) {
-            /* the reaper's share of the work: reclaim finished records */
-            now = atp_now_us();
-            atp_store_expire(g_store, now);
-        }
+        reserve_release(g_store, &req, keys, now, n);
     }
     /* every hold was given back: a sample of items reads its base again */
     for (uint32_t i = 0; i < kItems; i += 4099) {
@@ -416,19 +425,7 @@ void BM_ReserveReleaseSmall(benchmark::State &state)
     for (auto _ : state) {
         uint32_t i = (uint32_t)(xorshift(seed) % kSmall);
         line = atp_line_req{atp_slice{skus[i], 9}, atp_slice{"DC1", 3}, 1};
-        keys.next();
-        req.key = keys.slice();
-        atp_reservation r;
-        bool replayed = true;
-        int rc = atp_store_reserve(small, &req, now, &r, &replayed, nullptr);
-        if (rc != 0 || replayed)
-            die("small reserve rc / replayed", rc, replayed);
-        if ((rc = atp_store_release(small, r.id, now, nullptr)) != 0)
-            die("small release rc", rc, 0);
-        if ((++n & 1023) == 0) {
-            now = atp_now_us();
-            atp_store_expire(small, now);
-        }
+        reserve_release(small, &req, keys, now, n);
     }
     for (uint32_t i = 0; i < kSmall && state.threads() == 1; i++) {
         atp_breakdown b;
