@@ -326,7 +326,9 @@ static int kt_claim(struct resv_state *rs, struct ktable *t, uint64_t h, const u
         if (v == 0) {
             /* W11: seq_cst claim; with A11 a Dekker pair across tables. */
             if (atomic_compare_exchange_strong(&t->slots[i], &v, mine)) {
-                uint32_t nth = atomic_fetch_add_explicit(&t->used, 1, memory_order_relaxed);
+                /* W17: seq_cst (a locked add on x86 either way), then
+                 * expirer_kick's exchange of wake_ms; see E17. */
+                uint32_t nth = atomic_fetch_add(&t->used, 1);
                 /* Read by the reaper only after this epoch's operations have
                  * left (epoch_leave's release, the reaper's seq_cst load). */
                 if (nth < t->claimed_cap)
@@ -1417,6 +1419,20 @@ int atp_store_expire(struct atp_store *s, uint64_t now_us)
     return n < 0 ? 0 : n;
 }
 
+/*
+ * E17: after publishing wake_ms (seq_cst), is the current key table more
+ * than half full? Pairs with W17 in kt_claim: the claim that crosses half
+ * adds to used and then exchanges wake_ms (both seq_cst), so either that
+ * exchange finds the plan and kicks, or this load sees the count and the
+ * expirer ticks. A kick that lands while the expirer is awake (wake_ms 0)
+ * is then never lost.
+ */
+static bool kt_half_full(struct resv_state *rs)
+{
+    const struct ktable *cur = &rs->kt[atomic_load(&rs->epoch) % 3];
+    return atomic_load(&cur->used) > (cur->mask + 1) / 2;
+}
+
 /* Sleep until the store clock reads until_us, or a kick changes wake_seq. */
 static void expirer_sleep(struct resv_state *rs, uint32_t seq, uint64_t until_us)
 {
@@ -1474,7 +1490,8 @@ static void *expirer_main(void *arg)
          * drained records this plan does not know of: tick then.
          */
         atomic_store(&rs->wake_ms, (next + 999) / 1000);
-        if ((atomic_load(&rs->inbox) != 0 || atomic_load(&rs->reaper_runs) != run) &&
+        if ((atomic_load(&rs->inbox) != 0 || atomic_load(&rs->reaper_runs) != run ||
+             kt_half_full(rs)) &&
             tick_next < next) {
             next = tick_next;
             atomic_store(&rs->wake_ms, (next + 999) / 1000);
