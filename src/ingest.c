@@ -43,6 +43,7 @@
  * read with acquire (P2) so a reader never sees a half-filled entry.
  */
 #include "atp/ingest.h"
+#include "store_int.h"
 
 #include <errno.h>
 #include <inttypes.h>
@@ -289,11 +290,14 @@ static int dd_init(struct dedupe *d, uint32_t cap, uint64_t max_age_ms)
     uint32_t slots = 16;
     while (slots < 2 * (uint64_t)cap)
         slots <<= 1;
-    d->ring = calloc(cap, sizeof(*d->ring));
-    d->index = calloc(slots, sizeof(*d->index));
+    /* Zeroed mappings on transparent huge pages where the kernel gives
+     * them: every event probes the index at random, and with 4 KiB pages
+     * each probe also missed the TLB. */
+    d->ring = store_map((size_t)cap * sizeof(*d->ring));
+    d->index = store_map((size_t)slots * sizeof(*d->index));
     if (!d->ring || !d->index) {
-        free(d->ring);
-        free(d->index);
+        store_unmap(d->ring, (size_t)cap * sizeof(*d->ring));
+        store_unmap(d->index, (size_t)slots * sizeof(*d->index));
         return -ENOMEM;
     }
     d->cap = cap;
@@ -304,8 +308,8 @@ static int dd_init(struct dedupe *d, uint32_t cap, uint64_t max_age_ms)
 
 static void dd_free(struct dedupe *d)
 {
-    free(d->ring);
-    free(d->index);
+    store_unmap(d->ring, (size_t)d->cap * sizeof(*d->ring));
+    store_unmap(d->index, ((size_t)d->mask + 1) * sizeof(*d->index));
 }
 
 /* Remove the oldest entry: find its index slot, then shift the cluster back. */
