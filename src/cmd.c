@@ -642,7 +642,7 @@ static int batch_run(struct atp_cmd_ctx *ctx, struct get_batch *b, struct atp_bu
     uint32_t i;
     for (i = 0; i < b->n && !err; i++) {
         struct get_frame *g = &b->f[i];
-        struct atp_proto_get_resp resp = {.breakdown = g->req.breakdown};
+        struct atp_proto_get_resp resp = {.breakdown = false};
         if (g->kind == G_ITEM) {
             g->rc = b->rcs[g->idx];
             resp.b = b->res[g->idx];
@@ -651,6 +651,8 @@ static int batch_run(struct atp_cmd_ctx *ctx, struct get_batch *b, struct atp_bu
         }
         ssize_t n = -1;
         if (g->rc == 0) {
+            /* g->req is written only when the frame decoded (rc 0 then). */
+            resp.breakdown = g->req.breakdown;
             size_t cap = out->cap - out->len;
             uint8_t *p = out->data ? out->data + out->len : NULL;
             n = atp_proto_enc_get_resp(p, cap, g->id, &resp);
