@@ -759,14 +759,23 @@ int atp_config_validate(const struct atp_config *cfg, char *err, size_t errlen)
     return 0;
 }
 
+/* " value\n", in quotes when the loader would otherwise cut or change it
+ * (empty, blanks, a comment mark, a quote, or a CR, which trim() drops at
+ * the end of a line). */
+static void dump_value(FILE *out, const char *v)
+{
+    if (*v == '\0' || strpbrk(v, " \t\r#\"") != NULL)
+        fprintf(out, " \"%s\"\n", v);
+    else
+        fprintf(out, " %s\n", v);
+}
+
 static void dump_string(FILE *out, const char *name, const char *v)
 {
     if (v == NULL)
         return;
-    if (*v == '\0' || strpbrk(v, " \t#\"") != NULL)
-        fprintf(out, "%s \"%s\"\n", name, v);
-    else
-        fprintf(out, "%s %s\n", name, v);
+    fputs(name, out);
+    dump_value(out, v);
 }
 
 static void dump_duration(FILE *out, const char *name, uint64_t ms)
@@ -866,10 +875,10 @@ void atp_config_dump(const struct atp_config *cfg, FILE *out)
             break;
         }
     }
+    /* Written out whole: a property name has no length limit. */
     for (uint32_t i = 0; i < cfg->nkafka_props; i++) {
-        char name[256];
-        snprintf(name, sizeof(name), "kafka.%s", cfg->kafka_props[i].key);
-        dump_string(out, name, cfg->kafka_props[i].value);
+        fprintf(out, "kafka.%s", cfg->kafka_props[i].key);
+        dump_value(out, cfg->kafka_props[i].value);
     }
 }
 
