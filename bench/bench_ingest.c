@@ -35,6 +35,14 @@
  * (wait.us), from the scheduler's accounting; the end prints the median
  * ratio and its spread.
  *
+ * A consumer does not start all its partitions at once: each first finds
+ * its start offset. raw.st and ing.st are the milliseconds from a
+ * consumer's first message to the first message of the last partition to
+ * start (raw: delivered; ingest: applied, from its ingest_next_offset
+ * stats), and `steady` is the ratio of the two rates from that moment on:
+ * what each consumer does once all partitions flow, apart from how long
+ * its start took.
+ *
  * Results are checked, not trusted: the produced log must be whole (every
  * partition starts at offset 0 and the offsets add up to EVENTS), the raw
  * consumer must see EVENTS messages, and after each ingest round every
@@ -96,7 +104,19 @@ struct rate {
     double per_s;
     double cores;
     double consumer_us, consumer_wait_us;
+    double start_ms;     /* first message to the first of the last partition to start */
+    double steady_per_s; /* rate from that moment to the last message */
 };
+
+/* The steady part of a round: from the moment every partition had delivered
+ * (raw) or applied (ingest) a message, t_all with `done` messages behind it,
+ * to the last one at t_last. */
+static void rate_steady(struct rate *r, uint64_t n, uint64_t t_first, uint64_t t_all, uint64_t done,
+                        uint64_t t_last)
+{
+    r->start_ms = (double)(t_all - t_first) / 1e6;
+    r->steady_per_s = t_last > t_all ? (double)(n - done) / ((double)(t_last - t_all) / 1e9) : 0;
+}
 
 /* Run and run-queue wait time (ns) of this process's threads named comm,
  * from /proc/self/task/N/schedstat (the scheduler's own accounting). */
@@ -377,7 +397,7 @@ static const char *const fetch_props[][2] = {
 
 /* --- raw: a bare consumer ------------------------------------------------- */
 
-static struct rate run_raw(const char *bootstrap, int round, uint64_t n)
+static struct rate run_raw(const char *bootstrap, int round, uint64_t n, int partitions)
 {
     char errstr[256], group[64];
     snprintf(group, sizeof(group), "bench-raw-%d", round);
@@ -404,6 +424,7 @@ static struct rate run_raw(const char *bootstrap, int round, uint64_t n)
      * one message, then take what is queued, up to 256. */
     rd_kafka_message_t *batch[256];
     uint64_t got = 0, t_first = 0, t_last = 0, cpu_first = 0, cpu_last = 0;
+    uint64_t seen = 0, t_all = 0, got_all = 0; /* partitions that delivered, as bits */
     uint64_t deadline = now_ns() + WAIT_MS * 1000000ull;
     while (got < n) {
         if (now_ns() > deadline)
@@ -421,6 +442,11 @@ static struct rate run_raw(const char *bootstrap, int round, uint64_t n)
                     t_first = now_ns();
                     cpu_first = cpu_ns();
                 }
+                seen |= 1ull << (batch[i]->partition & 63);
+                if (!t_all && seen == (1ull << partitions) - 1) {
+                    t_all = now_ns();
+                    got_all = got;
+                }
             }
             rd_kafka_message_destroy(batch[i]);
         }
@@ -433,7 +459,18 @@ static struct rate run_raw(const char *bootstrap, int round, uint64_t n)
     if (got != n)
         die("raw consumer read %" PRIu64 " messages, %" PRIu64 " were produced", got, n);
     double secs = (double)(t_last - t_first) / 1e9;
-    return (struct rate){(double)(n - 1) / secs, (double)(cpu_last - cpu_first) / 1e9 / secs, 0, 0};
+    struct rate r = {
+        (double)(n - 1) / secs, (double)(cpu_last - cpu_first) / 1e9 / secs, 0, 0, 0, 0};
+    rate_steady(&r, n, t_first, t_all ? t_all : t_last, got_all, t_last);
+    return r;
+}
+
+/* Partitions of which the ingest has applied a message (its next offset
+ * for them is past 0), from its stats source. */
+static void count_started(void *arg, const char *name, int64_t value)
+{
+    if (strncmp(name, "ingest_next_offset{", 19) == 0 && value > 0)
+        ++*(int *)arg;
 }
 
 /* --- ingest: atpd's consumer into a real store ---------------------------- */
@@ -444,7 +481,7 @@ static const struct atp_channel_config channels[] = {
 };
 
 static struct rate run_ingest(const char *bootstrap, int round, uint64_t n, const struct mix *m,
-                              int warm)
+                              int warm, int partitions)
 {
     struct atp_store_config sc;
     atp_store_config_defaults(&sc);
@@ -483,7 +520,7 @@ static struct rate run_ingest(const char *bootstrap, int round, uint64_t n, cons
 
     struct atp_ingest_stats st;
     uint64_t t_first = 0, t_last = 0, c_first = 0, cpu_first = 0, cpu_last = 0;
-    uint64_t run0 = 0, run1 = 0, wait0 = 0, wait1 = 0;
+    uint64_t run0 = 0, run1 = 0, wait0 = 0, wait1 = 0, t_all = 0, c_all = 0;
     uint64_t deadline = now_ns() + WAIT_MS * 1000000ull;
     for (;;) {
         atp_ingest_stats(ing, &st);
@@ -493,6 +530,14 @@ static struct rate run_ingest(const char *bootstrap, int round, uint64_t n, cons
             c_first = st.consumed;
             cpu_first = cpu_ns();
             thread_ns("atp-ingest", &run0, &wait0);
+        }
+        if (t_first && !t_all) {
+            int started = 0;
+            atp_ingest_collect(ing, count_started, &started);
+            if (started == partitions) {
+                t_all = t;
+                c_all = st.consumed;
+            }
         }
         if (st.consumed >= n) {
             t_last = t;
@@ -539,8 +584,14 @@ static struct rate run_ingest(const char *bootstrap, int round, uint64_t n, cons
     atp_store_free(store);
     double secs = (double)(t_last - t_first) / 1e9;
     double evs = (double)(n - c_first);
-    return (struct rate){evs / secs, (double)(cpu_last - cpu_first) / 1e9 / secs,
-                         (double)(run1 - run0) / 1e3 / evs, (double)(wait1 - wait0) / 1e3 / evs};
+    struct rate r = {evs / secs,
+                     (double)(cpu_last - cpu_first) / 1e9 / secs,
+                     (double)(run1 - run0) / 1e3 / evs,
+                     (double)(wait1 - wait0) / 1e3 / evs,
+                     0,
+                     0};
+    rate_steady(&r, n, t_first, t_all ? t_all : t_last, c_all, t_last);
+    return r;
 }
 
 /* --- main ----------------------------------------------------------------- */
@@ -614,28 +665,37 @@ int main(int argc, char **argv)
            n, (double)bytes / (double)n, partitions, (double)(now_ns() - t0) / 1e9,
            m.counts[ATP_EV_ADJUST], m.counts[ATP_EV_SET], m.counts[ATP_EV_ALLOCATE],
            m.counts[ATP_EV_DEALLOCATE], m.counts[ATP_EV_SAFETY_STOCK], nskus, NLOCS);
-    printf("%-6s %12s %6s %7s %12s %6s %7s %7s %7s %7s\n", "round", "raw msg/s", "cores", "us/msg",
-           "ingest ev/s", "cores", "us/ev", "ratio", "thr.us", "wait.us");
+    printf("%-6s %12s %6s %7s %12s %6s %7s %7s %7s %7s %8s %8s %7s\n", "round", "raw msg/s",
+           "cores", "us/msg", "ingest ev/s", "cores", "us/ev", "ratio", "thr.us", "wait.us",
+           "raw.st", "ing.st", "steady");
     fflush(stdout);
 
-    double ratios[MAX_ROUNDS];
+    double ratios[MAX_ROUNDS], steady[MAX_ROUNDS];
     for (int r = 0; r < rounds; r++) {
-        struct rate raw = run_raw(c.bootstrap, r, n);
-        struct rate ing = run_ingest(c.bootstrap, r, n, &m, warm);
+        struct rate raw = run_raw(c.bootstrap, r, n, partitions);
+        struct rate ing = run_ingest(c.bootstrap, r, n, &m, warm, partitions);
         ratios[r] = ing.per_s / raw.per_s;
-        printf("%-6d %12.0f %6.2f %7.2f %12.0f %6.2f %7.2f %7.3f %7.2f %7.2f\n", r + 1, raw.per_s,
-               raw.cores, raw.cores / raw.per_s * 1e6, ing.per_s, ing.cores,
-               ing.cores / ing.per_s * 1e6, ratios[r], ing.consumer_us, ing.consumer_wait_us);
+        steady[r] = raw.steady_per_s > 0 ? ing.steady_per_s / raw.steady_per_s : 0;
+        printf("%-6d %12.0f %6.2f %7.2f %12.0f %6.2f %7.2f %7.3f %7.2f %7.2f %8.1f %8.1f %7.3f\n",
+               r + 1, raw.per_s, raw.cores, raw.cores / raw.per_s * 1e6, ing.per_s, ing.cores,
+               ing.cores / ing.per_s * 1e6, ratios[r], ing.consumer_us, ing.consumer_wait_us,
+               raw.start_ms, ing.start_ms, steady[r]);
         fflush(stdout);
     }
     qsort(ratios, (size_t)rounds, sizeof(ratios[0]), cmp_double);
+    qsort(steady, (size_t)rounds, sizeof(steady[0]), cmp_double);
     double median =
         rounds % 2 ? ratios[rounds / 2] : (ratios[rounds / 2 - 1] + ratios[rounds / 2]) / 2;
+    double smedian =
+        rounds % 2 ? steady[rounds / 2] : (steady[rounds / 2 - 1] + steady[rounds / 2]) / 2;
     printf("median ingest/raw %.3f (min %.3f, max %.3f) over %d interleaved rounds, %s; "
            "every round checked: all %" PRIu64 " events applied, every item's on_hand and "
            "allocated as computed\n",
            median, ratios[0], ratios[rounds - 1], rounds,
            warm ? "items created before each ingest (-w)" : "a fresh store each ingest", n);
+    printf("median steady ingest/raw %.3f (min %.3f, max %.3f): both rates taken from the moment "
+           "every partition had delivered (raw) or applied (ingest) a message\n",
+           smedian, steady[0], steady[rounds - 1]);
 
     rd_kafka_mock_cluster_destroy(c.mc);
     rd_kafka_destroy(c.rk);
