@@ -270,9 +270,16 @@ def fmt_ratio(rs):
     return "%.2fx (spread %.2f-%.2f, %d rounds)" % (statistics.median(rs), min(rs), max(rs), len(rs))
 
 
+def plot_dir(args):
+    """Where the sweep's CSVs and plot go: docs/bench beside the section, or
+    the work folder with --no-doc (the section in BENCHMARKS.md, and the
+    plot it shows, stay those of the run that wrote it)."""
+    return args.work if args.no_doc else os.path.join(ROOT, "docs", "bench")
+
+
 def render_plot(args, csvs):
     gp = shutil.which("gnuplot")
-    png = os.path.join(ROOT, "docs", "bench", "lookup_latency_vs_throughput.png")
+    png = os.path.join(plot_dir(args), "lookup_latency_vs_throughput.png")
     script = os.path.join(args.work, "sweep_all.gp")
     os.makedirs(os.path.dirname(png), exist_ok=True)
     with open(script, "w") as f:
@@ -481,9 +488,10 @@ def main():
                 srv.stop()
             sweep_cmds.append(cmd)
             if os.path.exists(prefix + ".csv"):
-                dest = os.path.join(ROOT, "docs", "bench", "sweep-%s.csv" % kind)
+                dest = os.path.join(plot_dir(args), "sweep-%s.csv" % kind)
                 os.makedirs(os.path.dirname(dest), exist_ok=True)
-                shutil.copy(prefix + ".csv", dest)
+                if os.path.abspath(dest) != os.path.abspath(prefix + ".csv"):
+                    shutil.copy(prefix + ".csv", dest)
                 csvs.append((kind, dest))
     png, gp_script = render_plot(args, csvs) if csvs else (None, None)
 
