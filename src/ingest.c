@@ -1324,6 +1324,36 @@ static int64_t start_position(const struct atp_ingest *ing)
     return RD_KAFKA_OFFSET_BEGINNING;
 }
 
+/*
+ * A name Kafka accepts for a topic: 1..249 bytes of [A-Za-z0-9._-]. Checked
+ * before anything connects, so a typo is one clear error at start rather
+ * than a subscription that never matches, and so every name fits the
+ * metric labels that carry it, unescaped.
+ */
+static bool topic_name_ok(const char *name)
+{
+    size_t n = strlen(name);
+    if (n == 0 || n > ATP_INGEST_TOPIC_MAX)
+        return false;
+    for (size_t i = 0; i < n; i++) {
+        char c = name[i];
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+              c == '.' || c == '_' || c == '-'))
+            return false;
+    }
+    return true;
+}
+
+static int topic_name_check(const struct atp_ingest *ing, const char *what, const char *name)
+{
+    if (topic_name_ok(name))
+        return 0;
+    ilog(ing, ATP_INGEST_LOG_ERROR,
+         "%s '%.80s%s': expected 1..%d bytes of [A-Za-z0-9._-], as Kafka names topics", what, name,
+         strlen(name) > 80 ? "..." : "", ATP_INGEST_TOPIC_MAX);
+    return ATP_EINVAL;
+}
+
 static int ingest_init(struct atp_ingest *ing, const struct atp_ingest_config *cfg)
 {
     int rc;
@@ -1335,6 +1365,8 @@ static int ingest_init(struct atp_ingest *ing, const struct atp_ingest_config *c
                  ATP_INGEST_MAX_TOPICS);
             return ATP_EINVAL;
         }
+        if ((rc = topic_name_check(ing, "kafka topic", topics[i])))
+            return rc;
         if (topic_intern(ing, topics[i]) < 0)
             return -ENOMEM;
     }
@@ -1350,6 +1382,8 @@ static int ingest_init(struct atp_ingest *ing, const struct atp_ingest_config *c
     }
     if (!ing->group || !ing->dlq_topic)
         return -ENOMEM;
+    if ((rc = topic_name_check(ing, "dead-letter topic", ing->dlq_topic)))
+        return rc;
     if (topic_find(ing, ing->dlq_topic) >= 0) {
         ilog(ing, ATP_INGEST_LOG_ERROR, "the dead-letter topic %s is also consumed",
              ing->dlq_topic);

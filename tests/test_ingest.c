@@ -1366,12 +1366,74 @@ static void test_events_and_reservations(void **state)
     cluster_stop(&c);
 }
 
+/* Topic names as Kafka's, checked before anything connects: a bad one is a
+ * clear ATP_EINVAL from atp_ingest_new, the dead-letter topic included. */
+static void test_topic_names(void **state)
+{
+    (void)state;
+    struct atp_store *store = new_store();
+    char longest[ATP_INGEST_TOPIC_MAX + 2];
+    memset(longest, 'a', sizeof(longest));
+    longest[ATP_INGEST_TOPIC_MAX] = '\0'; /* 249 bytes: legal */
+    char dlq_too_long[ATP_INGEST_TOPIC_MAX];
+    memset(dlq_too_long, 'b', sizeof(dlq_too_long));
+    dlq_too_long[ATP_INGEST_TOPIC_MAX - 4] = '\0'; /* + ".dlq" is 249 bytes: legal */
+    static const char *const bad[] = {"inv entory", "inv\"entory", "^inv.*", "inv/x", "ïnv"};
+    struct {
+        const char *topic, *dlq;
+        int rc;
+    } cases[] = {
+        {"inventory.events_1-A", NULL, 0}, {longest, "inventory.dlq", 0},
+        {dlq_too_long, NULL, 0},           {"inventory", "dead letters", ATP_EINVAL},
+        {bad[0], NULL, ATP_EINVAL},        {bad[1], NULL, ATP_EINVAL},
+        {bad[2], NULL, ATP_EINVAL},        {bad[3], NULL, ATP_EINVAL},
+        {bad[4], NULL, ATP_EINVAL},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        struct atp_ingest_config cfg;
+        atp_ingest_config_defaults(&cfg);
+        const char *topics[] = {cases[i].topic, NULL};
+        cfg.brokers = "127.0.0.1:9"; /* never contacted: atp_ingest_start is not called */
+        cfg.topics = topics;
+        cfg.dlq_topic = cases[i].dlq;
+        cfg.log = test_log;
+        cfg.log_arg = (void *)"names";
+        struct atp_ingest *ing = NULL;
+        int rc = atp_ingest_new(&cfg, store, &ing);
+        if (rc != cases[i].rc)
+            fail_msg("topic '%.40s' dlq '%s': rc %d, want %d", cases[i].topic,
+                     cases[i].dlq ? cases[i].dlq : "(default)", rc, cases[i].rc);
+        assert_true((ing != NULL) == (rc == 0));
+        atp_ingest_free(ing);
+    }
+    /* 250 bytes, and a name whose default dead-letter topic would be 250. */
+    longest[ATP_INGEST_TOPIC_MAX] = 'a';
+    longest[ATP_INGEST_TOPIC_MAX + 1] = '\0';
+    dlq_too_long[ATP_INGEST_TOPIC_MAX - 4] = 'b';
+    dlq_too_long[ATP_INGEST_TOPIC_MAX - 3] = '\0';
+    const char *const over[] = {longest, dlq_too_long};
+    for (size_t i = 0; i < 2; i++) {
+        struct atp_ingest_config cfg;
+        atp_ingest_config_defaults(&cfg);
+        const char *topics[] = {over[i], NULL};
+        cfg.brokers = "127.0.0.1:9";
+        cfg.topics = topics;
+        cfg.log = test_log;
+        cfg.log_arg = (void *)"names";
+        struct atp_ingest *ing = NULL;
+        assert_int_equal(atp_ingest_new(&cfg, store, &ing), ATP_EINVAL);
+        assert_null(ing);
+    }
+    atp_store_free(store);
+}
+
 int main(void)
 {
     verbose = getenv("ATP_TEST_VERBOSE") != NULL;
     if (getenv("ATP_TEST_FILTER")) /* e.g. ATP_TEST_FILTER='test_restart*' */
         cmocka_set_test_filter(getenv("ATP_TEST_FILTER"));
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_topic_names),
         cmocka_unit_test(test_embedded_visible),
         cmocka_unit_test(test_duplicates_and_stale),
         cmocka_unit_test(test_dead_letters),

@@ -51,6 +51,7 @@ extern "C" {
 #define ATP_INGEST_DEFAULT_TOPIC  "atp.events"
 #define ATP_INGEST_DEFAULT_GROUP  "atpd"
 #define ATP_INGEST_MAX_TOPICS     16
+#define ATP_INGEST_TOPIC_MAX      249  /* bytes of a topic name, [A-Za-z0-9._-] as Kafka's */
 #define ATP_INGEST_MAX_PARTITIONS 4096 /* (topic, partition) pairs tracked */
 #define ATP_INGEST_FRESH_BUCKETS  16   /* freshness histogram, see below */
 
@@ -95,9 +96,10 @@ typedef void (*atp_ingest_applied_fn)(void *arg, const struct atp_ingest_applied
 
 struct atp_ingest_config {
     const char *brokers;       /* NULL or "": start the embedded mock cluster */
-    const char *const *topics; /* NULL-terminated; NULL: {ATP_INGEST_DEFAULT_TOPIC} */
+    const char *const *topics; /* NULL-terminated; NULL: {ATP_INGEST_DEFAULT_TOPIC}; */
+                               /* names as Kafka's: 1..249 bytes of [A-Za-z0-9._-] */
     const char *group_id;      /* NULL: ATP_INGEST_DEFAULT_GROUP */
-    const char *dlq_topic;     /* NULL: "<first topic>.dlq" */
+    const char *dlq_topic;     /* NULL: "<first topic>.dlq" (a legal name too) */
     /*
      * Duplicate window: the most recent `dedupe_events` event ids (0: 1 Mi,
      * which costs 32 MiB), and of those only ids that arrived within
