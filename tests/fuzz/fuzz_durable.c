@@ -1,0 +1,404 @@
+/*
+ * fuzz_durable.c - the durability files atpd reads back on start: log
+ * segments and snapshots through atp_durable_open + atp_durable_recover
+ * (atp/durable.h, src/wal.c, src/snapshot.c, src/recover.c; the formats are
+ * in src/durable_int.h and docs/DURABILITY.md).
+ *
+ * The input describes a data folder:
+ *
+ *   byte 0      flags (below)
+ *   then files  separated by FILE_SEP; each file is
+ *               u8 kind ('w' segment, 's' snapshot, 't' snapshot left-over,
+ *               anything else: a file of another name), i8 name delta, body
+ *
+ * A segment or snapshot is named after the position its header holds (at
+ * byte 16) plus the name delta, so most inputs get past the name check and
+ * a delta makes the file disagree with its name. Unless FL_RAW is set, the
+ * harness then fixes every checksum the format has, as atpd's writer would
+ * have computed them: the header check, each log record's check (walking
+ * records by their length field as long as their magic holds), each
+ * snapshot block's check and the end block's counts and chain. Mutations
+ * then reach the decoders and the replay instead of stopping at the first
+ * checksum; with FL_RAW the checks themselves are fuzzed.
+ *
+ * The files go into a fresh folder under /tmp (removed after each input),
+ * which is opened and recovered into a fresh store with the journal on, as
+ * main.c does. Properties (durable.h, store.h):
+ *  - a failed recovery returns a negative code, says why in
+ *    atp_durable_errmsg() and is not ready;
+ *  - a successful one is ready, its report is consistent (next position
+ *    after the snapshot, no more segments than files), and the store's
+ *    invariants hold: allocated and reserved never negative, every item's
+ *    atp = clamp(on_hand - allocated - reserved - safety, 0, cap);
+ *  - what was recovered survives a clean shutdown: atp_durable_close writes
+ *    a snapshot, and recovering the folder again yields the same store
+ *    (item by item, override by override, reservation by reservation).
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "../durable_check.h"
+#include "durable_int.h"
+#include "fuzz.h"
+
+#define XXH_INLINE_ALL
+#include <xxhash.h>
+
+#define FILE_SEP     "~~F~"
+#define FILE_SEP_LEN 4
+#define MAX_FILES    8
+
+enum {
+    FL_RAW = 1,    /* keep the checksums as they are */
+    FL_REPAIR = 2, /* cfg.repair: cut the log at damage */
+    FL_SMALL = 4,  /* a store with tight limits (restores run out of room) */
+    FL_NOCLOSE = 8 /* stop like a crash instead of the round trip */
+};
+
+static const char *const b2b_locs[] = {"DC-2", "DC-1"};
+static const struct atp_channel_config chans[] = {
+    {.name = "web", .cap = -1},
+    {.name = "app", .safety_units = 5, .cap = 50},
+    {.name = "b2b", .cap = -1, .locations = b2b_locs, .nlocations = 2},
+};
+#define NCHANS 3
+
+static void store_config(struct atp_store_config *c, bool small, const struct atp_journal *j)
+{
+    atp_store_config_defaults(c);
+    c->max_items = small ? 8 : 256;
+    c->max_skus = small ? 8 : 256;
+    c->max_reservations = small ? 4 : 64;
+    c->max_overrides = small ? 2 : 64;
+    c->nshards = 2;
+    c->channels = chans;
+    c->nchannels = NCHANS;
+    c->journal = j;
+}
+
+/* --- checksum fix-ups --------------------------------------------------- */
+
+static uint32_t get32(const uint8_t *p)
+{
+    uint32_t v;
+    memcpy(&v, p, 4);
+    return v;
+}
+
+static uint64_t get64(const uint8_t *p)
+{
+    uint64_t v;
+    memcpy(&v, p, 8);
+    return v;
+}
+
+/* The header check at hl - 8 when header_len is plausible; the header length or 0. */
+static size_t fix_header(uint8_t *p, size_t size, size_t min_hl)
+{
+    if (size < 16)
+        return 0;
+    uint32_t hl = get32(p + 12);
+    if (hl < min_hl || hl > size)
+        return 0;
+    uint64_t check = XXH3_64bits(p, hl - 8);
+    memcpy(p + hl - 8, &check, 8);
+    return hl;
+}
+
+/* Fix the header and record checks (unless raw). */
+static void fix_segment(uint8_t *p, size_t size, bool raw)
+{
+    size_t off = raw ? 0 : fix_header(p, size, 44);
+    if (raw && size >= 16 && get32(p + 12) >= 44 && get32(p + 12) <= size)
+        off = get32(p + 12);
+    if (!off)
+        return;
+    while (size - off >= WAL_HDR) {
+        uint8_t *rec = p + off;
+        uint16_t magic;
+        memcpy(&magic, rec + 4, 2);
+        uint32_t len = get32(rec + 8);
+        if (magic != WAL_REC_MAGIC || len > WAL_MAX_BODY || size - off - WAL_HDR < len)
+            break;
+        if (!raw) {
+            uint32_t check = (uint32_t)XXH3_64bits(rec + 4, WAL_HDR - 4 + len);
+            memcpy(rec, &check, 4);
+        }
+        off += WAL_HDR + len;
+    }
+}
+
+static void fix_snapshot(uint8_t *p, size_t size)
+{
+    size_t off = fix_header(p, size, 24);
+    if (!off)
+        return;
+    uint64_t chain = 0, counts[4] = {0};
+    while (size - off >= SNAP_BLK_HDR) {
+        uint8_t *h = p + off, *body = h + SNAP_BLK_HDR;
+        uint32_t len = get32(h + 12);
+        uint8_t section = h[4];
+        if (get32(h) != SNAP_BLK_MAGIC || size - off - SNAP_BLK_HDR < len)
+            return;
+        if (section == SEC_END && len >= 40) {
+            memcpy(body, counts, sizeof(counts));
+            memcpy(body + 32, &chain, 8);
+        }
+        uint64_t check = XXH3_64bits(body, len);
+        memcpy(h + 16, &check, 8);
+        if (section == SEC_END)
+            return;
+        chain = XXH3_64bits_withSeed(&check, 8, chain);
+        if (section >= SEC_ITEMS && section <= SEC_OFFSETS)
+            counts[section - 1] += get32(h + 8);
+        off += SNAP_BLK_HDR + len;
+    }
+}
+
+/* --- the folder ------------------------------------------------------------ */
+
+static void write_file(const char *dir, uint8_t kind, int8_t delta, uint8_t *p, size_t size,
+                       bool raw, unsigned idx)
+{
+    char path[512], name[64];
+    uint64_t pos = size >= 24 ? get64(p + 16) : (uint64_t)idx;
+    pos += (uint64_t)(int64_t)delta;
+    switch (kind) {
+    case 'w':
+        fix_segment(p, size, raw);
+        snprintf(name, sizeof(name), SEG_NAME_FMT, pos);
+        break;
+    case 's':
+        if (!raw)
+            fix_snapshot(p, size);
+        snprintf(name, sizeof(name), SNAP_NAME_FMT, pos);
+        break;
+    case 't':
+        snprintf(name, sizeof(name), SNAP_TMP_FMT, pos);
+        break;
+    default:
+        snprintf(name, sizeof(name), "other-%u", idx);
+        break;
+    }
+    snprintf(path, sizeof(path), "%s/%s", dir, name);
+    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (fd < 0)
+        abort();
+    for (size_t done = 0; done < size;) {
+        ssize_t n = write(fd, p + done, size - done);
+        if (n <= 0)
+            abort();
+        done += (size_t)n;
+    }
+    close(fd);
+}
+
+/* Splits the input into files and writes them; returns how many. */
+static unsigned write_files(const char *dir, const uint8_t *data, size_t size, bool raw)
+{
+    unsigned n = 0;
+    size_t start = 0;
+    while (start <= size && n < MAX_FILES) {
+        const uint8_t *sep = NULL;
+        for (size_t i = start; i + FILE_SEP_LEN <= size; i++)
+            if (memcmp(data + i, FILE_SEP, FILE_SEP_LEN) == 0) {
+                sep = data + i;
+                break;
+            }
+        size_t end = sep ? (size_t)(sep - data) : size;
+        if (end - start >= 2) {
+            size_t len = end - start - 2;
+            uint8_t *body = malloc(len ? len : 1);
+            if (!body)
+                abort();
+            memcpy(body, data + start + 2, len);
+            write_file(dir, data[start], (int8_t)data[start + 1], body, len, raw, n);
+            free(body);
+            n++;
+        }
+        if (!sep)
+            break;
+        start = end + FILE_SEP_LEN;
+    }
+    return n;
+}
+
+/* --- properties --------------------------------------------------------- */
+
+static bool sells_from(uint32_t ch, struct atp_slice loc)
+{
+    if (!chans[ch].locations)
+        return true;
+    for (uint32_t i = 0; i < chans[ch].nlocations; i++)
+        if (strlen(chans[ch].locations[i]) == loc.len &&
+            memcmp(chans[ch].locations[i], loc.p, loc.len) == 0)
+            return true;
+    return false;
+}
+
+static int check_item(const struct atp_item_view *it, void *arg)
+{
+    struct atp_store *store = arg;
+    /* No store call makes allocated negative, so no recovery may either
+     * (corpus/durable/snap-negative-allocated). */
+    FUZZ_CHECK(it->allocated >= 0);
+    FUZZ_CHECK(it->reserved >= 0);
+    for (uint32_t ch = 0; ch < NCHANS; ch++) {
+        struct atp_breakdown b;
+        FUZZ_CHECK(atp_store_get(store, it->sku, it->loc, ch, &b) == 0);
+        FUZZ_CHECK(b.on_hand == it->on_hand && b.allocated == it->allocated &&
+                   b.reserved == it->reserved);
+        int64_t want;
+        bool ovf = __builtin_sub_overflow(b.on_hand, b.allocated, &want) ||
+                   __builtin_sub_overflow(want, b.reserved, &want) ||
+                   __builtin_sub_overflow(want, b.safety, &want);
+        FUZZ_CHECK(b.atp >= 0 && (chans[ch].cap < 0 || b.atp <= chans[ch].cap));
+        if (ovf)
+            continue; /* counters near the int64 limits: only the range above */
+        if (want < 0 || !sells_from(ch, it->loc))
+            want = 0;
+        if (chans[ch].cap >= 0 && want > chans[ch].cap)
+            want = chans[ch].cap;
+        if (b.atp != want)
+            fprintf(stderr,
+                    "%.*s@%.*s ch %u: on_hand %lld allocated %lld reserved %lld "
+                    "safety %lld atp %lld\n",
+                    (int)it->sku.len, it->sku.p, (int)it->loc.len, it->loc.p, ch,
+                    (long long)b.on_hand, (long long)b.allocated, (long long)b.reserved,
+                    (long long)b.safety, (long long)b.atp);
+        FUZZ_CHECK(b.atp == want);
+    }
+    return 0;
+}
+
+static int check_res(const struct atp_reservation *r, void *arg)
+{
+    (void)arg;
+    FUZZ_CHECK(r->channel < NCHANS);
+    FUZZ_CHECK(r->key_len <= ATP_KEY_MAX);
+    FUZZ_CHECK(r->nlines <= ATP_MAX_LINES);
+    return 0;
+}
+
+/* store_dump of durable_check.h, without its qsort of no lines (an empty store). */
+static char *dump_store(struct atp_store *s)
+{
+    struct dump d = {0};
+    atp_store_foreach_item(s, dump_item, &d);
+    atp_store_foreach_override(s, dump_override, &d);
+    atp_store_foreach_reservation(s, dump_res, &d);
+    if (d.n > 1)
+        qsort(d.lines, d.n, sizeof(char *), dump_cmp);
+    size_t len = 1;
+    for (size_t i = 0; i < d.n; i++)
+        len += strlen(d.lines[i]) + 1;
+    char *out = malloc(len), *p = out;
+    if (!out)
+        abort();
+    for (size_t i = 0; i < d.n; i++) {
+        size_t l = strlen(d.lines[i]);
+        memcpy(p, d.lines[i], l);
+        p[l] = '\n';
+        p += l + 1;
+        free(d.lines[i]);
+    }
+    *p = 0;
+    free(d.lines);
+    return out;
+}
+
+struct opened {
+    struct atp_durable *d;
+    struct atp_store *store;
+    struct atp_store_config scfg;
+    struct atp_recovery_report rep;
+};
+
+static int open_recover(struct opened *o, const char *dir, uint8_t flags)
+{
+    struct atp_durable_config dc;
+    atp_durable_config_defaults(&dc);
+    dc.dir = dir;
+    dc.fsync = ATP_FSYNC_NO;
+    dc.ring_slots = 64;
+    dc.snapshot_interval_ms = UINT64_MAX;
+    dc.snapshot_log_bytes = UINT64_MAX;
+    dc.repair = flags & FL_REPAIR;
+    char msg[256];
+    memset(o, 0, sizeof(*o));
+    FUZZ_CHECK(atp_durable_open(&dc, &o->d, msg) == 0);
+    store_config(&o->scfg, flags & FL_SMALL, atp_durable_journal(o->d));
+    FUZZ_CHECK(atp_store_new(&o->scfg, &o->store) == 0);
+    return atp_durable_recover(o->d, o->store, &o->scfg, &o->rep);
+}
+
+static void opened_free(struct opened *o)
+{
+    atp_durable_free(o->d);
+    atp_store_free(o->store);
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+    if (size < 1)
+        return 0;
+    uint8_t flags = data[0];
+    char *dir = tmp_dir("fuzz-durable");
+    unsigned nfiles = write_files(dir, data + 1, size - 1, flags & FL_RAW);
+
+    struct opened o;
+    int rc = open_recover(&o, dir, flags);
+    if (getenv("FUZZ_DURABLE_VERBOSE"))
+        fprintf(stderr,
+                "recover: %d %s (%" PRIu64 " segments, %" PRIu64 " records, %" PRIu64 " items)\n",
+                rc, atp_durable_errmsg(o.d), o.rep.segments, o.rep.records, o.rep.items);
+    if (rc) {
+        FUZZ_CHECK(rc < 0);
+        FUZZ_CHECK(atp_durable_errmsg(o.d)[0] != '\0');
+        FUZZ_CHECK(!atp_durable_ready(o.d));
+        opened_free(&o);
+        rm_rf(dir);
+        free(dir);
+        return 0;
+    }
+    FUZZ_CHECK(atp_durable_ready(o.d));
+    FUZZ_CHECK(o.rep.next_pos >= 1 && o.rep.next_pos >= o.rep.snapshot_pos);
+    FUZZ_CHECK(o.rep.segments <= nfiles);
+    atp_store_foreach_item(o.store, check_item, o.store);
+    atp_store_foreach_reservation(o.store, check_res, NULL);
+    struct atp_durable_offset offs[4];
+    size_t noffs = atp_durable_offsets(o.d, offs, 4);
+    for (size_t i = 0; i < noffs && i < 4; i++)
+        FUZZ_CHECK(offs[i].topic[0] != '\0');
+
+    if (flags & FL_NOCLOSE) {
+        opened_free(&o);
+        rm_rf(dir);
+        free(dir);
+        return 0;
+    }
+    /* Round trip: a clean shutdown's snapshot brings back the same store. */
+    char *want = dump_store(o.store);
+    rc = atp_durable_close(o.d, o.store);
+    if (rc)
+        fprintf(stderr, "close: %s\n", atp_durable_errmsg(o.d));
+    FUZZ_CHECK(rc == 0);
+    opened_free(&o);
+    rc = open_recover(&o, dir, flags & ~FL_REPAIR);
+    if (rc)
+        fprintf(stderr, "recovering the final snapshot: %s\n", atp_durable_errmsg(o.d));
+    FUZZ_CHECK(rc == 0);
+    char *got = dump_store(o.store);
+    if (strcmp(want, got) != 0)
+        dump_diff(want, got);
+    FUZZ_CHECK(strcmp(want, got) == 0);
+    free(want);
+    free(got);
+    opened_free(&o);
+    rm_rf(dir);
+    free(dir);
+    return 0;
+}
