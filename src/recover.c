@@ -6,7 +6,8 @@
  * before P), then every log record at or after P in position order, applied
  * through the ordinary store calls with the journal off (reservations
  * through restore and forget). A record that does not decode, a position
- * that does not increase or a store call that fails is damage: recovery
+ * that does not increase or lies outside its segment (before the segment's
+ * start, or at or past the next one's) or a store call that fails is damage: recovery
  * refuses rather than serve a state nobody acknowledged. The one exception
  * is the end of the last segment: bytes that do not form a whole valid
  * record, with no valid record after them, are a write the crash cut short.
@@ -302,6 +303,10 @@ int recover_files(int dirfd, struct atp_store *store, uint64_t upto, bool live, 
                     bad = "a record whose body does not decode";
                 else if (w.pos <= last_pos)
                     bad = "a position that does not increase";
+                else if (w.pos < v.start)
+                    bad = "a position before its segment's start";
+                else if (i + 1 < l.nsegs && w.pos >= l.segs[i + 1])
+                    bad = "a position at or past the next segment's start";
             }
             if (n <= 0 || bad) {
                 uint64_t vo = 0;

@@ -1256,7 +1256,9 @@ void store_force_take(struct atp_store *s, uint32_t idx, int64_t qty)
 int atp_store_restore_item(struct atp_store *s, struct atp_slice sku, struct atp_slice loc,
                            int64_t on_hand, int64_t allocated, uint64_t set_seq)
 {
-    if (!qty_ok(on_hand) || !qty_ok(allocated) || !qty_ok(on_hand - allocated))
+    /* allocated is never negative (a deallocate beyond it is refused): a
+     * snapshot that says so is damaged, and restoring it would add to ATP. */
+    if (!qty_ok(on_hand) || !qty_ok(allocated) || allocated < 0 || !qty_ok(on_hand - allocated))
         return ATP_ERANGE;
     struct shard *sh;
     struct item *it;

@@ -452,7 +452,8 @@ int atp_store_foreach_reservation(struct atp_store *store,
                                   int (*fn)(const struct atp_reservation *r, void *arg), void *arg);
 
 /* Put an item back: on_hand, allocated and its set sequence. Reserved comes
- * from the held reservations restored afterwards. */
+ * from the held reservations restored afterwards. ATP_ERANGE for a quantity
+ * out of range or a negative allocated (which no store call can make). */
 int atp_store_restore_item(struct atp_store *store, struct atp_slice sku, struct atp_slice loc,
                            int64_t on_hand, int64_t allocated, uint64_t set_seq);
 
