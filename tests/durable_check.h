@@ -94,11 +94,14 @@ static inline char *store_dump(struct atp_store *s)
     atp_store_foreach_item(s, dump_item, &d);
     atp_store_foreach_override(s, dump_override, &d);
     atp_store_foreach_reservation(s, dump_res, &d);
-    qsort(d.lines, d.n, sizeof(char *), dump_cmp);
+    if (d.n > 1) /* an empty store has no lines, and qsort no NULL */
+        qsort(d.lines, d.n, sizeof(char *), dump_cmp);
     size_t len = 1;
     for (size_t i = 0; i < d.n; i++)
         len += strlen(d.lines[i]) + 1;
     char *out = malloc(len), *p = out;
+    if (!out)
+        abort();
     for (size_t i = 0; i < d.n; i++) {
         size_t l = strlen(d.lines[i]);
         memcpy(p, d.lines[i], l);

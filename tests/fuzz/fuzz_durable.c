@@ -283,33 +283,6 @@ static int check_res(const struct atp_reservation *r, void *arg)
     return 0;
 }
 
-/* store_dump of durable_check.h, without its qsort of no lines (an empty store). */
-static char *dump_store(struct atp_store *s)
-{
-    struct dump d = {0};
-    atp_store_foreach_item(s, dump_item, &d);
-    atp_store_foreach_override(s, dump_override, &d);
-    atp_store_foreach_reservation(s, dump_res, &d);
-    if (d.n > 1)
-        qsort(d.lines, d.n, sizeof(char *), dump_cmp);
-    size_t len = 1;
-    for (size_t i = 0; i < d.n; i++)
-        len += strlen(d.lines[i]) + 1;
-    char *out = malloc(len), *p = out;
-    if (!out)
-        abort();
-    for (size_t i = 0; i < d.n; i++) {
-        size_t l = strlen(d.lines[i]);
-        memcpy(p, d.lines[i], l);
-        p[l] = '\n';
-        p += l + 1;
-        free(d.lines[i]);
-    }
-    *p = 0;
-    free(d.lines);
-    return out;
-}
-
 struct opened {
     struct atp_durable *d;
     struct atp_store *store;
@@ -381,7 +354,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         return 0;
     }
     /* Round trip: a clean shutdown's snapshot brings back the same store. */
-    char *want = dump_store(o.store);
+    char *want = store_dump(o.store);
     rc = atp_durable_close(o.d, o.store);
     if (rc)
         fprintf(stderr, "close: %s\n", atp_durable_errmsg(o.d));
@@ -391,7 +364,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (rc)
         fprintf(stderr, "recovering the final snapshot: %s\n", atp_durable_errmsg(o.d));
     FUZZ_CHECK(rc == 0);
-    char *got = dump_store(o.store);
+    char *got = store_dump(o.store);
     if (strcmp(want, got) != 0)
         dump_diff(want, got);
     FUZZ_CHECK(strcmp(want, got) == 0);
