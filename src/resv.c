@@ -327,7 +327,7 @@ static int kt_claim(struct resv_state *rs, struct ktable *t, uint64_t h, const u
             /* W11: seq_cst claim; with A11 a Dekker pair across tables. */
             if (atomic_compare_exchange_strong(&t->slots[i], &v, mine)) {
                 /* W17: seq_cst (a locked add on x86 either way), then
-                 * expirer_kick's exchange of wake_ms; see E17. */
+                 * expirer_kick's exchange of wake_ms; see kt_over_half. */
                 uint32_t nth = atomic_fetch_add(&t->used, 1);
                 /* Read by the reaper only after this epoch's operations have
                  * left (epoch_leave's release, the reaper's seq_cst load). */
@@ -668,6 +668,20 @@ static int sweep_ms(struct atp_store *s, uint64_t m, uint64_t now_us)
  * and the epoch moves only when both steps are done, so spreading them over
  * ticks changes nothing that an operation can see.
  */
+/*
+ * More than half full: a rotation is due whatever the clock says (kt_claim
+ * kicks the expirer when a claim crosses this bound). seq_cst: in the
+ * expirer this is E17, after its seq_cst publishing of wake_ms; it pairs
+ * with W17 in kt_claim (the add to used, then the exchange of wake_ms), so
+ * either that exchange finds the plan and kicks, or this load sees the
+ * count and the expirer ticks: a kick that lands while the expirer is awake
+ * (wake_ms 0) is never lost. A plain load on x86 all the same.
+ */
+static bool kt_over_half(const struct ktable *t)
+{
+    return atomic_load(&t->used) > (t->mask + 1) / 2;
+}
+
 static void kt_rotate(struct atp_store *s, uint64_t now_us)
 {
     struct resv_state *rs = s->resv;
@@ -676,8 +690,8 @@ static void kt_rotate(struct atp_store *s, uint64_t now_us)
     struct ktable *next = &rs->kt[(e + 1) % 3];
     struct ktable *old = &rs->kt[(e + 2) % 3];
     if (rs->rot_phase == ROT_IDLE) {
-        int due = now_us - rs->last_rotate_us >= s->cfg.idempotency_window_ms * 1000 ||
-                  atomic_load_explicit(&cur->used, memory_order_relaxed) > (cur->mask + 1) / 2;
+        int due =
+            now_us - rs->last_rotate_us >= s->cfg.idempotency_window_ms * 1000 || kt_over_half(cur);
         if (!due)
             return;
         /* Operations of epoch e-1 still read and write the table we would
@@ -1352,7 +1366,7 @@ static uint64_t reaper_next_us(struct atp_store *s, uint64_t now_us, uint64_t ma
     if (rs->fifo_len && rs->fifo[rs->fifo_head].since_us + window_us < next)
         next = rs->fifo[rs->fifo_head].since_us + window_us;
     const struct ktable *cur = &rs->kt[atomic_load(&rs->epoch) % 3];
-    if (atomic_load_explicit(&cur->used, memory_order_relaxed) > (cur->mask + 1) / 2)
+    if (kt_over_half(cur))
         next = now_us; /* a rotation is due but waited for the old epoch */
     else if (rs->last_rotate_us + window_us < next)
         next = rs->last_rotate_us + window_us;
@@ -1419,20 +1433,6 @@ int atp_store_expire(struct atp_store *s, uint64_t now_us)
     return n < 0 ? 0 : n;
 }
 
-/*
- * E17: after publishing wake_ms (seq_cst), is the current key table more
- * than half full? Pairs with W17 in kt_claim: the claim that crosses half
- * adds to used and then exchanges wake_ms (both seq_cst), so either that
- * exchange finds the plan and kicks, or this load sees the count and the
- * expirer ticks. A kick that lands while the expirer is awake (wake_ms 0)
- * is then never lost.
- */
-static bool kt_half_full(struct resv_state *rs)
-{
-    const struct ktable *cur = &rs->kt[atomic_load(&rs->epoch) % 3];
-    return atomic_load(&cur->used) > (cur->mask + 1) / 2;
-}
-
 /* Sleep until the store clock reads until_us, or a kick changes wake_seq. */
 static void expirer_sleep(struct resv_state *rs, uint32_t seq, uint64_t until_us)
 {
@@ -1491,7 +1491,7 @@ static void *expirer_main(void *arg)
          */
         atomic_store(&rs->wake_ms, (next + 999) / 1000);
         if ((atomic_load(&rs->inbox) != 0 || atomic_load(&rs->reaper_runs) != run ||
-             kt_half_full(rs)) &&
+             kt_over_half(&rs->kt[atomic_load(&rs->epoch) % 3])) &&
             tick_next < next) {
             next = tick_next;
             atomic_store(&rs->wake_ms, (next + 999) / 1000);
