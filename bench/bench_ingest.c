@@ -38,8 +38,8 @@
  * A consumer does not start all its partitions at once: each first finds
  * its start offset. raw.st and ing.st are the milliseconds from a
  * consumer's first message to the first message of the last partition to
- * start (raw: delivered; ingest: applied, from its ingest_next_offset
- * stats), and `steady` is the ratio of the two rates from that moment on:
+ * start (raw: delivered; ingest: applied, from atp_ingest_offsets), and
+ * `steady` is the ratio of the two rates from that moment on:
  * what each consumer does once all partitions flow, apart from how long
  * its start took.
  *
@@ -424,7 +424,11 @@ static struct rate run_raw(const char *bootstrap, int round, uint64_t n, int par
      * one message, then take what is queued, up to 256. */
     rd_kafka_message_t *batch[256];
     uint64_t got = 0, t_first = 0, t_last = 0, cpu_first = 0, cpu_last = 0;
-    uint64_t seen = 0, t_all = 0, got_all = 0; /* partitions that delivered, as bits */
+    bool *seen = calloc((size_t)partitions, sizeof(*seen)); /* partitions that delivered */
+    int nseen = 0;
+    uint64_t t_all = 0, got_all = 0;
+    if (!seen)
+        die("out of memory");
     uint64_t deadline = now_ns() + WAIT_MS * 1000000ull;
     while (got < n) {
         if (now_ns() > deadline)
@@ -442,8 +446,12 @@ static struct rate run_raw(const char *bootstrap, int round, uint64_t n, int par
                     t_first = now_ns();
                     cpu_first = cpu_ns();
                 }
-                seen |= 1ull << (batch[i]->partition & 63);
-                if (!t_all && seen == (1ull << partitions) - 1) {
+                int32_t part = batch[i]->partition;
+                if (part >= 0 && part < partitions && !seen[part]) {
+                    seen[part] = true;
+                    nseen++;
+                }
+                if (!t_all && nseen == partitions) {
                     t_all = now_ns();
                     got_all = got;
                 }
@@ -456,6 +464,7 @@ static struct rate run_raw(const char *bootstrap, int round, uint64_t n, int par
     rd_kafka_queue_destroy(q);
     rd_kafka_consumer_close(rk);
     rd_kafka_destroy(rk);
+    free(seen);
     if (got != n)
         die("raw consumer read %" PRIu64 " messages, %" PRIu64 " were produced", got, n);
     double secs = (double)(t_last - t_first) / 1e9;
@@ -465,12 +474,15 @@ static struct rate run_raw(const char *bootstrap, int round, uint64_t n, int par
     return r;
 }
 
-/* Partitions of which the ingest has applied a message (its next offset
- * for them is past 0), from its stats source. */
-static void count_started(void *arg, const char *name, int64_t value)
+/* Partitions of which the ingest has applied a message: its next offset
+ * for them is past 0. */
+static int ingest_started(const struct atp_ingest *ing, struct atp_ingest_offset *offs, size_t cap)
 {
-    if (strncmp(name, "ingest_next_offset{", 19) == 0 && value > 0)
-        ++*(int *)arg;
+    size_t n = atp_ingest_offsets(ing, offs, cap);
+    int started = 0;
+    for (size_t i = 0; i < n && i < cap; i++)
+        started += offs[i].next_offset > 0;
+    return started;
 }
 
 /* --- ingest: atpd's consumer into a real store ---------------------------- */
@@ -521,6 +533,9 @@ static struct rate run_ingest(const char *bootstrap, int round, uint64_t n, cons
     struct atp_ingest_stats st;
     uint64_t t_first = 0, t_last = 0, c_first = 0, cpu_first = 0, cpu_last = 0;
     uint64_t run0 = 0, run1 = 0, wait0 = 0, wait1 = 0, t_all = 0, c_all = 0;
+    struct atp_ingest_offset *offs = calloc((size_t)partitions, sizeof(*offs));
+    if (!offs)
+        die("out of memory");
     uint64_t deadline = now_ns() + WAIT_MS * 1000000ull;
     for (;;) {
         atp_ingest_stats(ing, &st);
@@ -531,13 +546,9 @@ static struct rate run_ingest(const char *bootstrap, int round, uint64_t n, cons
             cpu_first = cpu_ns();
             thread_ns("atp-ingest", &run0, &wait0);
         }
-        if (t_first && !t_all) {
-            int started = 0;
-            atp_ingest_collect(ing, count_started, &started);
-            if (started == partitions) {
-                t_all = t;
-                c_all = st.consumed;
-            }
+        if (t_first && !t_all && ingest_started(ing, offs, (size_t)partitions) == partitions) {
+            t_all = t;
+            c_all = st.consumed;
         }
         if (st.consumed >= n) {
             t_last = t;
@@ -550,6 +561,7 @@ static struct rate run_ingest(const char *bootstrap, int round, uint64_t n, cons
                 WAIT_MS / 1000);
         sleep_us(1000);
     }
+    free(offs);
     atp_ingest_stop(ing);
     atp_ingest_stats(ing, &st);
     if (st.consumed != n || st.applied != n || st.duplicates || st.stale_sets || st.dead_lettered ||
@@ -600,6 +612,13 @@ static int cmp_double(const void *a, const void *b)
 {
     double x = *(const double *)a, y = *(const double *)b;
     return x < y ? -1 : x > y;
+}
+
+/* Sort v[0..n) (n >= 1) and return its median. */
+static double sort_median(double *v, int n)
+{
+    qsort(v, (size_t)n, sizeof(v[0]), cmp_double);
+    return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
 }
 
 static uint64_t parse_num(const char *s, const char *what, uint64_t lo, uint64_t hi)
@@ -682,12 +701,7 @@ int main(int argc, char **argv)
                raw.start_ms, ing.start_ms, steady[r]);
         fflush(stdout);
     }
-    qsort(ratios, (size_t)rounds, sizeof(ratios[0]), cmp_double);
-    qsort(steady, (size_t)rounds, sizeof(steady[0]), cmp_double);
-    double median =
-        rounds % 2 ? ratios[rounds / 2] : (ratios[rounds / 2 - 1] + ratios[rounds / 2]) / 2;
-    double smedian =
-        rounds % 2 ? steady[rounds / 2] : (steady[rounds / 2 - 1] + steady[rounds / 2]) / 2;
+    double median = sort_median(ratios, rounds), smedian = sort_median(steady, rounds);
     printf("median ingest/raw %.3f (min %.3f, max %.3f) over %d interleaved rounds, %s; "
            "every round checked: all %" PRIu64 " events applied, every item's on_hand and "
            "allocated as computed\n",
