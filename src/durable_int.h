@@ -20,6 +20,7 @@
 #include <liburing.h>
 
 #include "atp/durable.h"
+#include "atp/ingest.h" /* atp_ingest_topic_ok: the topic names offsets may carry */
 #include "atp/store.h"
 
 #if __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__

@@ -1325,18 +1325,16 @@ static int64_t start_position(const struct atp_ingest *ing)
 }
 
 /*
- * A name Kafka accepts for a topic: 1..249 bytes of [A-Za-z0-9._-]. Checked
- * before anything connects, so a typo is one clear error at start rather
- * than a subscription that never matches, and so every name fits the
+ * Checked before anything connects, so a typo is one clear error at start
+ * rather than a subscription that never matches, and so every name fits the
  * metric labels that carry it, unescaped.
  */
-static bool topic_name_ok(const char *name)
+bool atp_ingest_topic_ok(struct atp_slice name)
 {
-    size_t n = strlen(name);
-    if (n == 0 || n > ATP_INGEST_TOPIC_MAX)
+    if (name.len == 0 || name.len > ATP_INGEST_TOPIC_MAX)
         return false;
-    for (size_t i = 0; i < n; i++) {
-        char c = name[i];
+    for (size_t i = 0; i < name.len; i++) {
+        char c = name.p[i];
         if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
               c == '.' || c == '_' || c == '-'))
             return false;
@@ -1346,7 +1344,7 @@ static bool topic_name_ok(const char *name)
 
 static int topic_name_check(const struct atp_ingest *ing, const char *what, const char *name)
 {
-    if (topic_name_ok(name))
+    if (atp_ingest_topic_ok(atp_slice_cstr(name)))
         return 0;
     ilog(ing, ATP_INGEST_LOG_ERROR,
          "%s '%.80s%s': expected 1..%d bytes of [A-Za-z0-9._-], as Kafka names topics", what, name,

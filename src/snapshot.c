@@ -71,10 +71,14 @@ int chan_get(struct rbuf *r, struct atp_store *store, struct chan_map *m, char *
 
 /* --- Kafka offsets ------------------------------------------------------------- */
 
+_Static_assert(ATP_DURABLE_TOPIC_MAX == ATP_INGEST_TOPIC_MAX, "stored topic names are Kafka's");
+
 int offtab_set(struct offtab *t, struct atp_slice topic, int32_t partition, int64_t next,
                bool stale)
 {
-    if (topic.len == 0 || topic.len > ATP_DURABLE_TOPIC_MAX)
+    /* Only a name the ingest could have consumed: anything else (a NUL
+     * byte, say, which the lookups below would cut short) is damage. */
+    if (!atp_ingest_topic_ok(topic))
         return ATP_EINVAL;
     for (size_t i = 0; i < t->n; i++) {
         struct atp_durable_offset *o = &t->v[i];

@@ -524,14 +524,14 @@ void atp_durable_event_start(struct atp_durable *d)
 int atp_durable_note_offset(struct atp_durable *d, const char *topic, int32_t partition,
                             int64_t next_offset, bool stale)
 {
-    size_t tl = strlen(topic);
-    if (tl == 0 || tl > ATP_DURABLE_TOPIC_MAX) {
+    struct atp_slice t = atp_slice_cstr(topic);
+    /* Recovery refuses any other name: never log one. */
+    if (!atp_ingest_topic_ok(t)) {
         if (tls.held_pos && tls.ev_d == d)
             held_flush(d, NULL, 0);
         tls.ev_d = NULL;
         return ATP_EINVAL;
     }
-    struct atp_slice t = {topic, (uint32_t)tl};
     pthread_mutex_lock(&d->offmu);
     int rc = offtab_set(&d->offs, t, partition, next_offset, stale);
     pthread_mutex_unlock(&d->offmu);

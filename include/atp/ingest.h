@@ -55,6 +55,13 @@ extern "C" {
 #define ATP_INGEST_MAX_PARTITIONS 4096 /* (topic, partition) pairs tracked */
 #define ATP_INGEST_FRESH_BUCKETS  16   /* freshness histogram, see below */
 
+/*
+ * A name Kafka accepts for a topic: 1..ATP_INGEST_TOPIC_MAX bytes of
+ * [A-Za-z0-9._-]. The ingest refuses any other configured name, and
+ * recovery any other name in a stored offset.
+ */
+bool atp_ingest_topic_ok(struct atp_slice name);
+
 /* Log levels; the numbers match enum atp_log_level in src/log.h. */
 enum atp_ingest_log_level {
     ATP_INGEST_LOG_DEBUG = 0,
