@@ -6,18 +6,22 @@
  * statistics sources emit (one mapping table below); knows nothing about
  * sockets or HTTP, and never logs.
  *
- * Shards. Every thread that records gets one `struct shard` (about 30 KiB),
- * pushed once onto a lock-free list and never freed (threads come and go
- * rarely; a counter must never go backwards, so an exited thread's counts
- * stay). Its owner is the only writer: an increment is a relaxed load and a
- * relaxed store (plain instructions on x86; no lock prefix, no cache line
- * shared with another writer). A scrape reads each word with a relaxed load:
+ * Shards. Every thread that records gets one `struct shard` (about 30 KiB)
+ * on a lock-free list. A shard is never freed (a counter must never go
+ * backwards, so an exited thread's counts stay), but when its thread exits
+ * it is released, and the next thread that starts recording adopts it and
+ * counts on from there: the list is as long as the most threads that ever
+ * recorded at once, however many servers a process starts and stops. Its
+ * owner is the only writer: an increment is a relaxed load and a relaxed
+ * store (plain instructions on x86; no lock prefix, no cache line shared
+ * with another writer). A scrape reads each word with a relaxed load:
  * each value is whole, the set is not a snapshot, which Prometheus accepts.
  */
 #include "metrics.h"
 
 #include <dirent.h>
 #include <errno.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -107,6 +111,7 @@ static int code_at(unsigned idx)
 
 struct shard {
     struct shard *next; /* immutable once published */
+    _Atomic int owned;  /* a live thread writes here */
     uint64_t req[ATP_MPROTO_COUNT][ATP_MOP_COUNT];
     uint64_t err[ATP_MPROTO_COUNT][ATP_MOP_COUNT][NCODES];
     uint64_t hist[ATP_MPROTO_COUNT][ATP_MOP_COUNT][ATP_METRICS_BUCKETS + 1];
@@ -117,22 +122,70 @@ struct shard {
 /* M1: the release in shard_get pairs with the acquire in every reader. */
 static _Atomic(struct shard *) shards;
 static _Thread_local struct shard *my_shard;
+static pthread_key_t shard_key; /* its destructor releases an exiting thread's shard */
+static bool shard_key_ok;       /* else shards are never released (out of keys) */
+static pthread_once_t shard_key_once = PTHREAD_ONCE_INIT;
+
+/* M2: the release store pairs with the acquire CAS that adopts the shard,
+ * so the next owner's plain increments follow the last ones made here. */
+static void shard_release(void *arg)
+{
+    struct shard *s = arg;
+    if (my_shard == s)
+        my_shard = NULL; /* a later destructor that records adopts again */
+    atomic_store_explicit(&s->owned, 0, memory_order_release);
+}
+
+static void shard_key_init(void)
+{
+    shard_key_ok = pthread_key_create(&shard_key, shard_release) == 0;
+}
+
+static struct shard *shard_adopt(void)
+{
+    for (struct shard *s = atomic_load_explicit(&shards, memory_order_acquire); s; s = s->next) {
+        int free_ = 0;
+        if (atomic_load_explicit(&s->owned, memory_order_relaxed) == 0 &&
+            atomic_compare_exchange_strong_explicit(&s->owned, &free_, 1, memory_order_acquire,
+                                                    memory_order_relaxed))
+            return s;
+    }
+    struct shard *s = calloc(1, sizeof(*s));
+    if (s == NULL)
+        return NULL; /* out of memory: this thread's counts are lost */
+    atomic_init(&s->owned, 1);
+    struct shard *head = atomic_load_explicit(&shards, memory_order_relaxed);
+    do
+        s->next = head;
+    while (!atomic_compare_exchange_weak_explicit(&shards, &head, s, memory_order_release,
+                                                  memory_order_relaxed));
+    return s;
+}
 
 static struct shard *shard_get(void)
 {
     struct shard *s = my_shard;
     if (__builtin_expect(s != NULL, 1))
         return s;
-    s = calloc(1, sizeof(*s));
-    if (s == NULL)
-        return NULL; /* out of memory: this thread's counts are lost */
-    struct shard *head = atomic_load_explicit(&shards, memory_order_relaxed);
-    do
-        s->next = head;
-    while (!atomic_compare_exchange_weak_explicit(&shards, &head, s, memory_order_release,
-                                                  memory_order_relaxed));
+    pthread_once(&shard_key_once, shard_key_init);
+    if ((s = shard_adopt()) == NULL)
+        return NULL;
+    if (shard_key_ok && pthread_setspecific(shard_key, s) != 0) {
+        /* Without the destructor the shard would stay owned after the
+         * thread: give it back now and count nothing here. */
+        shard_release(s);
+        return NULL;
+    }
     my_shard = s;
     return s;
+}
+
+size_t atp_metrics_shards(void)
+{
+    size_t n = 0;
+    for (struct shard *s = atomic_load_explicit(&shards, memory_order_acquire); s; s = s->next)
+        n++;
+    return n;
 }
 
 /* Single writer: a relaxed load and store, never a locked add. */

@@ -104,4 +104,11 @@ int atp_metrics_render(const struct atp_metrics_scrape *s, struct atp_buf *out);
  * operation (tests, and the server's own log line). */
 uint64_t atp_metrics_requests(int proto, int op);
 
+/*
+ * Per-thread shards in existence: at most the most threads that ever
+ * recorded at the same time, since an exited thread's shard is adopted by
+ * the next thread that records (tests).
+ */
+size_t atp_metrics_shards(void);
+
 #endif /* ATP_METRICS_H */

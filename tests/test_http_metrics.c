@@ -380,6 +380,36 @@ static void test_threads_add_up(void **state)
                 before + (uint64_t)NTHREADS * PER);
 }
 
+static void *record_few(void *arg)
+{
+    (void)arg;
+    for (int i = 0; i < 10; i++)
+        atp_metrics_request(ATP_MPROTO_BIN, ATP_MOP_HELLO, 0, 1000);
+    return NULL;
+}
+
+/*
+ * A process that starts and stops servers creates threads without end:
+ * the shards stay as many as the most threads that recorded at once, and
+ * every count of the exited ones stays.
+ */
+static void test_thread_churn(void **state)
+{
+    (void)state;
+    atp_metrics_request(ATP_MPROTO_BIN, ATP_MOP_HELLO, 0, 1000); /* this thread's shard */
+    uint64_t before = atp_metrics_requests(ATP_MPROTO_BIN, ATP_MOP_HELLO);
+    size_t shards = atp_metrics_shards();
+    for (int round = 0; round < 300; round++) {
+        pthread_t t[2];
+        for (int i = 0; i < 2; i++)
+            assert_int_equal(pthread_create(&t[i], NULL, record_few, NULL), 0);
+        for (int i = 0; i < 2; i++)
+            pthread_join(t[i], NULL);
+    }
+    assert_true(atp_metrics_requests(ATP_MPROTO_BIN, ATP_MOP_HELLO) == before + 300 * 2 * 10);
+    assert_true(atp_metrics_shards() <= shards + 2);
+}
+
 static void test_names(void **state)
 {
     (void)state;
@@ -406,6 +436,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_counters_move, setup, teardown),
         cmocka_unit_test_setup_teardown(test_sources_mapped, setup, teardown),
         cmocka_unit_test(test_threads_add_up),
+        cmocka_unit_test(test_thread_churn),
         cmocka_unit_test(test_names),
     };
     return cmocka_run_group_tests_name("metrics", tests, NULL, NULL);
