@@ -319,6 +319,26 @@ static void opened_free(struct opened *o)
     atp_store_free(o->store);
 }
 
+/*
+ * Stop o (as a crash would: nothing more is written), recover the folder
+ * again and check it holds the store `want` (store_dump's text, freed here).
+ */
+static void reopen_same(struct opened *o, const char *dir, uint8_t flags, char *want,
+                        const char *what)
+{
+    opened_free(o);
+    int rc = open_recover(o, dir, flags);
+    if (rc)
+        fprintf(stderr, "recovering %s: %s\n", what, atp_durable_errmsg(o->d));
+    FUZZ_CHECK(rc == 0);
+    char *got = store_dump(o->store);
+    if (strcmp(want, got) != 0)
+        dump_diff(want, got);
+    FUZZ_CHECK(strcmp(want, got) == 0);
+    free(want);
+    free(got);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     if (size < 1)
@@ -361,17 +381,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         if (rc)
             fprintf(stderr, "live snapshot: %s\n", atp_durable_errmsg(o.d));
         FUZZ_CHECK(rc == 0);
-        opened_free(&o);
-        rc = open_recover(&o, dir, flags);
-        if (rc)
-            fprintf(stderr, "recovering the live snapshot: %s\n", atp_durable_errmsg(o.d));
-        FUZZ_CHECK(rc == 0);
-        char *got = store_dump(o.store);
-        if (strcmp(want, got) != 0)
-            dump_diff(want, got);
-        FUZZ_CHECK(strcmp(want, got) == 0);
-        free(want);
-        free(got);
+        reopen_same(&o, dir, flags, want, "the live snapshot");
     }
     if (flags & FL_NOCLOSE) {
         opened_free(&o);
@@ -385,17 +395,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (rc)
         fprintf(stderr, "close: %s\n", atp_durable_errmsg(o.d));
     FUZZ_CHECK(rc == 0);
-    opened_free(&o);
-    rc = open_recover(&o, dir, flags & ~FL_REPAIR);
-    if (rc)
-        fprintf(stderr, "recovering the final snapshot: %s\n", atp_durable_errmsg(o.d));
-    FUZZ_CHECK(rc == 0);
-    char *got = store_dump(o.store);
-    if (strcmp(want, got) != 0)
-        dump_diff(want, got);
-    FUZZ_CHECK(strcmp(want, got) == 0);
-    free(want);
-    free(got);
+    reopen_same(&o, dir, flags & ~FL_REPAIR, want, "the final snapshot");
     opened_free(&o);
     rm_rf(dir);
     free(dir);
