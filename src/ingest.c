@@ -1333,6 +1333,9 @@ bool atp_ingest_topic_ok(struct atp_slice name)
 {
     if (name.len == 0 || name.len > ATP_INGEST_TOPIC_MAX)
         return false;
+    if ((name.len == 1 && name.p[0] == '.') ||
+        (name.len == 2 && name.p[0] == '.' && name.p[1] == '.'))
+        return false; /* Kafka refuses these two as well */
     for (size_t i = 0; i < name.len; i++) {
         char c = name.p[i];
         if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||

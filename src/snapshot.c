@@ -572,9 +572,15 @@ int snap_load(int dirfd, uint64_t pos, struct atp_store *store, struct offtab *o
                 bool stale = rb_u8(&b) & 1;
                 if (b.bad)
                     break;
-                if ((e = offtab_set(offs, topic, part, next, stale)))
+                if (!atp_ingest_topic_ok(topic)) {
+                    e = ATP_EINVAL;
+                    snprintf(why, sizeof(why),
+                             "Kafka offset of partition %" PRId32
+                             ": its topic is not a name Kafka allows",
+                             part);
+                } else if ((e = offtab_set(offs, topic, part, next, stale))) {
                     snprintf(why, sizeof(why), "Kafka offset: %s", atp_strerror(e));
-                else
+                } else
                     rep->offsets++;
             }
             if (e) {

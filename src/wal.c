@@ -292,6 +292,9 @@ int wal_decode(const uint8_t *p, size_t size, struct wal_rec *out)
         out->partition = (int32_t)rb_u32(&r);
         out->next_offset = (int64_t)rb_u64(&r);
         out->stale = rb_u8(&r) & 1;
+        /* atp_durable_note_offset logs no other name: one is damage. */
+        if (!r.bad && !atp_ingest_topic_ok(out->topic))
+            return ATP_EINVAL;
     }
     if (r.bad || r.off != r.len)
         return ATP_EINVAL;

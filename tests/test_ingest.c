@@ -1387,7 +1387,8 @@ static void test_topic_names(void **state)
         {dlq_too_long, NULL, 0},           {"inventory", "dead letters", ATP_EINVAL},
         {bad[0], NULL, ATP_EINVAL},        {bad[1], NULL, ATP_EINVAL},
         {bad[2], NULL, ATP_EINVAL},        {bad[3], NULL, ATP_EINVAL},
-        {bad[4], NULL, ATP_EINVAL},
+        {bad[4], NULL, ATP_EINVAL},        {"..", "inventory.dlq", ATP_EINVAL},
+        {"inventory", ".", ATP_EINVAL},    {"...", NULL, 0},
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         struct atp_ingest_config cfg;

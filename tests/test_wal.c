@@ -659,6 +659,7 @@ static void test_offsets_exactly_once(void **state)
      * (recovery would refuse the record): the count below stays 41. */
     assert_int_equal(atp_durable_note_offset(e.d, "", 3, 17, true), ATP_EINVAL);
     assert_int_equal(atp_durable_note_offset(e.d, "atp/events", 3, 17, true), ATP_EINVAL);
+    assert_int_equal(atp_durable_note_offset(e.d, "..", 3, 17, true), ATP_EINVAL);
     env_crash(&e);
 
     char *src = seg_path(dir, 1);

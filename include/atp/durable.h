@@ -146,7 +146,8 @@ size_t atp_durable_offsets(struct atp_durable *d, struct atp_durable_offset *out
  * offset as one record, so a crash keeps both or neither; when the event made
  * no record, note_offset() writes the offset alone. Call both on the same
  * thread. note_offset: 0, ATP_EINVAL (not a name Kafka allows for a topic,
- * atp_ingest_topic_ok: nothing is logged), ATP_EREADONLY.
+ * atp_ingest_topic_ok: the offset is not logged, and an event record held
+ * for it is written alone), ATP_EREADONLY.
  */
 void atp_durable_event_start(struct atp_durable *d);
 int atp_durable_note_offset(struct atp_durable *d, const char *topic, int32_t partition,

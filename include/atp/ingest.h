@@ -57,8 +57,8 @@ extern "C" {
 
 /*
  * A name Kafka accepts for a topic: 1..ATP_INGEST_TOPIC_MAX bytes of
- * [A-Za-z0-9._-]. The ingest refuses any other configured name, and
- * recovery any other name in a stored offset.
+ * [A-Za-z0-9._-], other than "." and "..". The ingest refuses any other
+ * configured name, and recovery any other name in a stored offset.
  */
 bool atp_ingest_topic_ok(struct atp_slice name);
 
