@@ -21,13 +21,14 @@
 #include <netinet/in.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/time.h>
 #include <unistd.h>
 
 #include "atp/client.h"
 #include "atp/error.h"
 #include "fuzz.h"
 
-#define MAX_SEND  (64u << 10) /* below a loopback socket's buffer: one send never blocks */
+#define MAX_SEND  (32u << 10) /* below a loopback socket's buffers: sending never blocks */
 #define FILL_BYTE 0xa5
 
 enum call {
@@ -237,6 +238,8 @@ static void pipelined(struct atp_client *c)
             int d = atp_client_decode_resv(c, &f, &r, sf, 2);
             FUZZ_CHECK(d <= 0);
             check_resv(d, &r);
+            if (d != ATP_EINSUFFICIENT)
+                FUZZ_CHECK(all_bytes(sf, sizeof(sf), FILL_BYTE));
         } else {
             FUZZ_CHECK(atp_client_decode_status(c, &f) <= 0);
         }
@@ -259,6 +262,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     FUZZ_CHECK(atp_client_set_timeout(c, 2000) == 0);
     int sfd = accept(lfd, NULL, NULL);
     FUZZ_CHECK(sfd >= 0);
+    /* Should the buffers be smaller after all, fail clearly, not hang. */
+    struct timeval tv = {.tv_sec = 2};
+    FUZZ_CHECK(setsockopt(sfd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv)) == 0);
     size_t off = 0;
     while (off < size) {
         ssize_t n = send(sfd, data + off, size - off, MSG_NOSIGNAL);

@@ -32,7 +32,8 @@
  *    atp = clamp(on_hand - allocated - reserved - safety, 0, cap);
  *  - what was recovered survives a clean shutdown: atp_durable_close writes
  *    a snapshot, and recovering the folder again yields the same store
- *    (item by item, override by override, reservation by reservation);
+ *    (item by item, override by override, reservation by reservation) and
+ *    the same Kafka offsets;
  *  - with FL_LIVE, it also survives a snapshot taken while serving
  *    (atp_durable_snapshot, which rebuilds its own copy from the previous
  *    snapshot and the log) followed by a crash: the folder recovers to the
@@ -319,15 +320,45 @@ static void opened_free(struct opened *o)
     atp_store_free(o->store);
 }
 
+#define MAX_OFFSETS 64
+
+static int offset_cmp(const void *a, const void *b)
+{
+    const struct atp_durable_offset *x = a, *y = b;
+    int c = strcmp(x->topic, y->topic);
+    return c ? c : (x->partition > y->partition) - (x->partition < y->partition);
+}
+
+/* The Kafka offsets d holds, sorted, as text (malloc'd). */
+static char *offsets_dump(struct atp_durable *d)
+{
+    static struct atp_durable_offset v[MAX_OFFSETS];
+    size_t n = atp_durable_offsets(d, v, MAX_OFFSETS);
+    FUZZ_CHECK(n <= MAX_OFFSETS); /* a fuzz input names a few partitions at most */
+    qsort(v, n, sizeof(v[0]), offset_cmp);
+    size_t cap = n * (ATP_DURABLE_TOPIC_MAX + 48) + 1, len = 0;
+    char *out = malloc(cap);
+    FUZZ_CHECK(out != NULL);
+    out[0] = '\0';
+    for (size_t i = 0; i < n; i++)
+        len += (size_t)snprintf(out + len, cap - len, "%s [%" PRId32 "] next %" PRId64 "%s\n",
+                                v[i].topic, v[i].partition, v[i].next_offset,
+                                v[i].stale ? " stale" : "");
+    return out;
+}
+
 /*
  * Stop o (as a crash would: nothing more is written), recover the folder
- * again and check it holds the store `want` (store_dump's text, freed here).
+ * again (never with repair: nothing may be damaged now) and check it holds
+ * the store `want` (store_dump's text, freed here) and the same Kafka
+ * offsets.
  */
 static void reopen_same(struct opened *o, const char *dir, uint8_t flags, char *want,
                         const char *what)
 {
+    char *want_offs = offsets_dump(o->d);
     opened_free(o);
-    int rc = open_recover(o, dir, flags);
+    int rc = open_recover(o, dir, flags & ~FL_REPAIR);
     if (rc)
         fprintf(stderr, "recovering %s: %s\n", what, atp_durable_errmsg(o->d));
     FUZZ_CHECK(rc == 0);
@@ -335,8 +366,14 @@ static void reopen_same(struct opened *o, const char *dir, uint8_t flags, char *
     if (strcmp(want, got) != 0)
         dump_diff(want, got);
     FUZZ_CHECK(strcmp(want, got) == 0);
+    char *got_offs = offsets_dump(o->d);
+    if (strcmp(want_offs, got_offs) != 0)
+        dump_diff(want_offs, got_offs);
+    FUZZ_CHECK(strcmp(want_offs, got_offs) == 0);
     free(want);
     free(got);
+    free(want_offs);
+    free(got_offs);
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
@@ -395,7 +432,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (rc)
         fprintf(stderr, "close: %s\n", atp_durable_errmsg(o.d));
     FUZZ_CHECK(rc == 0);
-    reopen_same(&o, dir, flags & ~FL_REPAIR, want, "the final snapshot");
+    reopen_same(&o, dir, flags, want, "the final snapshot");
     opened_free(&o);
     rm_rf(dir);
     free(dir);

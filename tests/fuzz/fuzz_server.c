@@ -17,7 +17,9 @@
  *   - binary: what comes back is a sequence of whole response frames (a
  *     reset may cut the last one short);
  *   - HTTP: what comes back starts as an HTTP/1.1 response;
- *   - afterwards the server still answers a PING on a new connection, and
+ *   - binary: a whole first frame is answered (if only with an error);
+ *   - afterwards the server still answers a PING and a GET /livez on new
+ *     connections, and
  *     every connection is closed and forgotten (the open connection count
  *     returns to 0);
  *   - the server drains and stops.
@@ -100,8 +102,11 @@ static bool send_chunks(int fd, const uint8_t *data, size_t size, uint32_t seed,
             return false; /* closed by the server: a bad frame, a limit */
         if (w > 0)
             off += (size_t)w;
-        ssize_t r = recv(fd, in + *in_len, MAX_READ - *in_len, MSG_DONTWAIT);
-        if (r > 0)
+        uint8_t sink[4096];
+        bool full = *in_len >= MAX_READ;
+        ssize_t r = recv(fd, full ? sink : in + *in_len, full ? sizeof(sink) : MAX_READ - *in_len,
+                         MSG_DONTWAIT);
+        if (r > 0 && !full)
             *in_len += (size_t)r;
         else if (r == 0)
             return false;
@@ -154,13 +159,45 @@ static void check_binary(const uint8_t *in, size_t len, bool cut_ok)
     }
 }
 
+static void send_all(int fd, const void *p, size_t n)
+{
+    while (n) {
+        ssize_t w = send(fd, p, n, MSG_NOSIGNAL);
+        if (w < 0 && errno == EINTR)
+            continue;
+        FUZZ_CHECK(w > 0);
+        p = (const char *)p + w;
+        n -= (size_t)w;
+    }
+}
+
+/* GET /livez on a new HTTP connection gets a 200. */
+static void check_http_alive(uint16_t port)
+{
+    int fd = connect_to(port);
+    static const char req[] = "GET /livez HTTP/1.1\r\nHost: fuzz\r\nConnection: close\r\n\r\n";
+    send_all(fd, req, sizeof(req) - 1);
+    char in[512];
+    size_t len = 0;
+    while (len < 12) {
+        ssize_t r = recv(fd, in + len, sizeof(in) - len, 0);
+        if (r < 0 && errno == EINTR)
+            continue;
+        FUZZ_CHECK(r > 0);
+        len += (size_t)r;
+    }
+    FUZZ_CHECK(memcmp(in, "HTTP/1.1 200", 12) == 0);
+    close(fd);
+}
+
 /* A PING on a new connection gets its answer. */
 static void check_alive(uint16_t port)
 {
     int fd = connect_to(port);
     uint8_t req[64], in[256];
     ssize_t n = atp_proto_enc_ping_req(req, sizeof(req), 7, atp_slice_cstr("alive"));
-    FUZZ_CHECK(n > 0 && send(fd, req, (size_t)n, MSG_NOSIGNAL) == n);
+    FUZZ_CHECK(n > 0);
+    send_all(fd, req, (size_t)n);
     size_t len = 0;
     for (;;) {
         struct atp_frame f;
@@ -262,13 +299,18 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     close(fd);
     if (len > MAX_READ)
         len = MAX_READ;
-    if (flags & F_HTTP)
+    if (flags & F_HTTP) {
         FUZZ_CHECK(len == 0 || (len >= 9 && memcmp(in, "HTTP/1.1 ", 9) == 0) ||
                    (!whole && len < 9 && memcmp(in, "HTTP/1.1 ", len) == 0));
-    else
+    } else {
         check_binary(in, len, !whole || len >= MAX_READ);
+        struct atp_frame f;
+        if (whole && atp_proto_frame(data, size, UINT32_MAX, &f) > 0)
+            FUZZ_CHECK(len > 0); /* every whole frame is answered, if only with an error */
+    }
 
     check_alive(atp_server_port(srv));
+    check_http_alive(atp_server_http_port(srv));
     check_open(srv, 0);
     atp_server_drain(srv);
     FUZZ_CHECK(atp_server_wait(srv) == 0);
