@@ -119,7 +119,11 @@ struct shard {
     uint64_t resv_rejected[ATP_MAX_CHANNELS][NCODES];
 };
 
-/* M1: the release in shard_get pairs with the acquire in every reader. */
+/* M1: the release CAS that pushes a shard (shard_adopt) pairs with the
+ * acquire in every reader. A shard is never freed and its next never
+ * changes, so readers may walk the list while shards are pushed. A thread
+ * that records after its last key destructor (or a child after fork())
+ * keeps its shard owned for good: one shard, not a race. */
 static _Atomic(struct shard *) shards;
 static _Thread_local struct shard *my_shard;
 static pthread_key_t shard_key; /* its destructor releases an exiting thread's shard */

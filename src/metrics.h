@@ -5,9 +5,10 @@
  *
  *   Pushed, on the request path: request counts, errors and durations per
  *   protocol and operation, and reservation outcomes per channel. Each thread
- *   writes its own shard (created on its first call, kept until exit of the
- *   process), with plain relaxed loads and stores: no lock, no atomic
- *   read-modify-write, no shared cache line. A scrape sums the shards.
+ *   writes its own shard (taken on its first call: one an exited thread left,
+ *   counts and all, or a new one; never freed), with plain relaxed loads and
+ *   stores: no lock, no atomic read-modify-write, no shared cache line. A
+ *   scrape sums the shards.
  *
  *   Pulled, at scrape time: the store's statistics (atp_store_stats), every
  *   statistics source (struct atp_stats_source in cmd.h: the server's
