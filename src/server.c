@@ -67,6 +67,7 @@
 #include <netinet/tcp.h>
 #include <pthread.h>
 #include <semaphore.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -1373,6 +1374,34 @@ out:
     return false;
 }
 
+static void *probe_thread(void *arg)
+{
+    *(bool *)arg = probe_multishot();
+    return NULL;
+}
+
+/*
+ * probe_multishot, on a thread of its own: the probe's ring leaves io_uring
+ * task work with the thread that used it, and a later blocking call with a
+ * timeout on that thread then fails with EINTR (seen on the caller of
+ * atp_server_new: most of its next timed receives, test_server_embed). A
+ * "yes" is kept for the process; the kernel does not lose the feature.
+ */
+static bool have_multishot(void)
+{
+    static _Atomic bool known_yes;
+    if (atomic_load_explicit(&known_yes, memory_order_relaxed))
+        return true;
+    bool ok = false;
+    pthread_t t;
+    if (pthread_create(&t, NULL, probe_thread, &ok) != 0)
+        return false; /* no thread, no probe: plain receives work everywhere */
+    pthread_join(t, NULL);
+    if (ok)
+        atomic_store_explicit(&known_yes, true, memory_order_relaxed);
+    return ok;
+}
+
 /*
  * A listening socket of the SO_REUSEPORT group on bind:port (port 0: a free
  * one), or with `probe` a plain bind that is closed at once: it fails with
@@ -1572,7 +1601,7 @@ int atp_server_new(const struct atp_server_config *cfg, const struct atp_cmd_ctx
     if (cfg->recv_mode == ATP_RECV_PLAIN) {
         srv->multishot = false;
     } else {
-        srv->multishot = probe_multishot();
+        srv->multishot = have_multishot();
         if (!srv->multishot && cfg->recv_mode == ATP_RECV_MULTISHOT) {
             atp_server_free(srv);
             return -EOPNOTSUPP;
