@@ -16,7 +16,8 @@
  * Properties (server.h, protocol/PROTOCOL.md), besides ASan/UBSan:
  *   - binary: what comes back is a sequence of whole response frames (a
  *     reset may cut the last one short);
- *   - HTTP: what comes back starts as an HTTP/1.1 response;
+ *   - HTTP: what comes back parses as HTTP/1.1 responses (http-parser in
+ *     response mode), every one whole (a reset may cut the last);
  *   - binary: a whole first frame is answered (if only with an error);
  *   - afterwards the server still answers a PING and a GET /livez on new
  *     connections, and
@@ -30,6 +31,7 @@
  * them; the probe now runs on a thread of its own: test_server_embed).
  */
 #include <errno.h>
+#include <http_parser.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
@@ -142,6 +144,49 @@ static bool read_all(int fd, uint8_t *in, size_t *in_len)
     }
 }
 
+/* HTTP answers: messages begun and completed by the response parser. */
+struct http_count {
+    unsigned begun, done;
+};
+
+static int http_begun(http_parser *p)
+{
+    ((struct http_count *)p->data)->begun++;
+    return 0;
+}
+
+static int http_done(http_parser *p)
+{
+    ((struct http_count *)p->data)->done++;
+    return 0;
+}
+
+/*
+ * The answers parse as HTTP/1.1 responses with no parse error; all of them
+ * whole when the server closed the connection itself (a reset may cut the
+ * last one).
+ */
+static void check_http(const uint8_t *in, size_t len, bool cut_ok)
+{
+    static const http_parser_settings settings = {
+        .on_message_begin = http_begun,
+        .on_message_complete = http_done,
+    };
+    struct http_count n = {0, 0};
+    http_parser p;
+    http_parser_init(&p, HTTP_RESPONSE);
+    p.data = &n;
+    size_t used = http_parser_execute(&p, &settings, (const char *)in, len);
+    if (HTTP_PARSER_ERRNO(&p) != HPE_OK)
+        fprintf(stderr, "answer %zu/%zu: %s\n", used, len,
+                http_errno_description(HTTP_PARSER_ERRNO(&p)));
+    FUZZ_CHECK(HTTP_PARSER_ERRNO(&p) == HPE_OK && used == len);
+    if (len)
+        FUZZ_CHECK(p.http_major == 1 && p.http_minor == 1);
+    if (!cut_ok)
+        FUZZ_CHECK(n.begun == n.done);
+}
+
 /* Every frame is a whole response frame; a cut last one only if reset. */
 static void check_binary(const uint8_t *in, size_t len, bool cut_ok)
 {
@@ -229,8 +274,14 @@ static void check_open(struct atp_server *srv, uint64_t want)
         if (st.connections_open == want)
             return;
         if (now_ms() > deadline) {
-            fprintf(stderr, "connections open: %llu, want %llu\n",
-                    (unsigned long long)st.connections_open, (unsigned long long)want);
+            fprintf(stderr,
+                    "connections open: %llu, want %llu (accepted %llu, closed: peer %llu, "
+                    "protocol %llu, idle %llu; requests %llu, bytes in %llu, out %llu)\n",
+                    (unsigned long long)st.connections_open, (unsigned long long)want,
+                    (unsigned long long)st.connections_accepted, (unsigned long long)st.closed_peer,
+                    (unsigned long long)st.closed_protocol, (unsigned long long)st.closed_idle,
+                    (unsigned long long)st.requests, (unsigned long long)st.bytes_in,
+                    (unsigned long long)st.bytes_out);
             FUZZ_CHECK(0);
         }
         usleep(1000);
@@ -300,8 +351,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (len > MAX_READ)
         len = MAX_READ;
     if (flags & F_HTTP) {
-        FUZZ_CHECK(len == 0 || (len >= 9 && memcmp(in, "HTTP/1.1 ", 9) == 0) ||
-                   (!whole && len < 9 && memcmp(in, "HTTP/1.1 ", len) == 0));
+        check_http(in, len, !whole || len >= MAX_READ);
     } else {
         check_binary(in, len, !whole || len >= MAX_READ);
         struct atp_frame f;
