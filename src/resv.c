@@ -333,8 +333,8 @@ static int kt_claim(struct resv_state *rs, struct ktable *t, uint64_t h, const u
                  * left (epoch_leave's release, the reaper's seq_cst load). */
                 if (nth < t->claimed_cap)
                     atomic_store_explicit(&t->claimed[nth], i, memory_order_relaxed);
-                /* Half full: a rotation is due now, not at the expirer's
-                 * planned wake-up (kt_rotate checks the same bound). */
+                /* This claim makes kt_over_half true: a rotation is due
+                 * now, not at the expirer's planned wake-up. */
                 if (nth == (t->mask + 1) / 2)
                     expirer_kick(rs);
                 *ret_slot = i;
@@ -654,20 +654,6 @@ static int sweep_ms(struct atp_store *s, uint64_t m, uint64_t now_us)
 
 /* --- key table rotation (reaper only) ---------------------------------------- */
 
-#define ROT_STEP 2048
-
-/*
- * Rotation runs in steps of ROT_STEP slots per tick (more when the window
- * used more keys, so that it always ends in 64 ticks): clearing the
- * table that comes back into use and carrying the live keys of the one that
- * drops out of sight cost a random miss or two per key used in a window
- * (measured: ~20 ms for 76k keys in one go), and a tick that long would make
- * the next tick's expiries that late. Nothing but the reaper touches the
- * table being cleared (operations of the epoch that used it have left) or
- * writes the one being carried (operations of the current epoch only read it),
- * and the epoch moves only when both steps are done, so spreading them over
- * ticks changes nothing that an operation can see.
- */
 /*
  * More than half full: a rotation is due whatever the clock says (kt_claim
  * kicks the expirer when a claim crosses this bound). seq_cst: in the
@@ -682,6 +668,20 @@ static bool kt_over_half(const struct ktable *t)
     return atomic_load(&t->used) > (t->mask + 1) / 2;
 }
 
+#define ROT_STEP 2048
+
+/*
+ * Rotation runs in steps of ROT_STEP slots per tick (more when the window
+ * used more keys, so that it always ends in 64 ticks): clearing the
+ * table that comes back into use and carrying the live keys of the one that
+ * drops out of sight cost a random miss or two per key used in a window
+ * (measured: ~20 ms for 76k keys in one go), and a tick that long would make
+ * the next tick's expiries that late. Nothing but the reaper touches the
+ * table being cleared (operations of the epoch that used it have left) or
+ * writes the one being carried (operations of the current epoch only read it),
+ * and the epoch moves only when both steps are done, so spreading them over
+ * ticks changes nothing that an operation can see.
+ */
 static void kt_rotate(struct atp_store *s, uint64_t now_us)
 {
     struct resv_state *rs = s->resv;

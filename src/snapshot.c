@@ -76,9 +76,10 @@ _Static_assert(ATP_DURABLE_TOPIC_MAX == ATP_INGEST_TOPIC_MAX, "stored topic name
 int offtab_set(struct offtab *t, struct atp_slice topic, int32_t partition, int64_t next,
                bool stale)
 {
-    /* Only a name the ingest could have consumed: anything else (a NUL
-     * byte, say, which the lookups below would cut short) is damage. */
-    if (!atp_ingest_topic_ok(topic))
+    /* Names are checked where they come in (atp_ingest_topic_ok in
+     * atp_durable_note_offset, wal_decode and snap_load): a NUL byte, say,
+     * would cut the lookups below short. This bounds only the copy. */
+    if (topic.len == 0 || topic.len > ATP_DURABLE_TOPIC_MAX)
         return ATP_EINVAL;
     for (size_t i = 0; i < t->n; i++) {
         struct atp_durable_offset *o = &t->v[i];
