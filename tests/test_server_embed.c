@@ -61,15 +61,7 @@ static void run(int recv_mode)
     const char *first_mode = NULL;
     for (int i = 0; i < 10; i++) {
         struct atp_store *store = small_store();
-        static const volatile int refuse = 0;
-        struct atp_cmd_ctx ctx = {
-            .store = store,
-            .build = "atpd test",
-            .max_frame = 16384,
-            .max_keys = 8,
-            .max_lines = 4,
-            .refuse_writes = &refuse,
-        };
+        struct atp_cmd_ctx ctx = {.store = store}; /* default limits */
         struct atp_server_config sc = {
             .bind = "127.0.0.1",
             .workers = 1,

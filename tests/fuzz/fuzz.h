@@ -14,6 +14,7 @@
 #ifndef ATP_FUZZ_H
 #define ATP_FUZZ_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -41,5 +42,26 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
  * in *ret_held and *ret_committed (may be NULL). Aborts if it cannot be built.
  */
 struct atp_store *fuzz_store_new(uint64_t *ret_held, uint64_t *ret_committed);
+
+/*
+ * The command layer's context over store, as the harnesses that answer
+ * requests use it: small limits (a 16 KiB frame, 8 keys, 4 lines) that an
+ * input can go over, refuse_writes, and one statistics source.
+ */
+struct atp_cmd_ctx;
+void fuzz_cmd_ctx_init(struct atp_cmd_ctx *ctx, struct atp_store *store,
+                       const volatile int *refuse);
+
+/* The fuzz store's channels (a harness with a store of its own uses them too). */
+#define FUZZ_NCHANNELS 3
+extern const struct atp_channel_config fuzz_channels[FUZZ_NCHANNELS];
+
+/*
+ * (sku, loc) reads back in every channel of fuzz_channels as SPEC.md says:
+ * atp = clamp(on_hand - allocated - reserved - safety, 0, cap), and 0 where
+ * the channel does not sell from loc (only the range is checked when the
+ * difference overflows). False, checking nothing, if the item does not exist.
+ */
+bool fuzz_check_atp(struct atp_store *store, struct atp_slice sku, struct atp_slice loc);
 
 #endif /* ATP_FUZZ_H */

@@ -18,24 +18,6 @@
 
 #define OUT_LIMIT (1u << 20)
 
-static void source_collect(void *arg, atp_stat_emit_fn emit, void *emit_arg)
-{
-    emit(emit_arg, "fuzz_source", 42);
-}
-
-static void ctx_init(struct atp_cmd_ctx *ctx, struct atp_store *store, const volatile int *refuse)
-{
-    memset(ctx, 0, sizeof(*ctx));
-    ctx->store = store;
-    ctx->build = "atpd fuzz";
-    ctx->max_frame = 16384; /* small enough for an input to go over it */
-    ctx->max_keys = 8;
-    ctx->max_lines = 4;
-    ctx->refuse_writes = refuse;
-    ctx->sources[0] = (struct atp_stats_source){source_collect, NULL};
-    ctx->nsources = 1;
-}
-
 /* Every frame of out is a whole response frame. */
 static void check_out(const struct atp_buf *out)
 {
@@ -67,7 +49,7 @@ static void run(const uint8_t *data, size_t size, struct atp_buf *out, bool many
     static const volatile int refuse = 0;
     struct atp_store *store = fuzz_store_new(NULL, NULL);
     struct atp_cmd_ctx ctx;
-    ctx_init(&ctx, store, &refuse);
+    fuzz_cmd_ctx_init(&ctx, store, &refuse);
     size_t off = 0;
     while (off < size) {
         size_t used;

@@ -64,14 +64,6 @@ enum {
     FL_LIVE = 16    /* first a snapshot while serving, then a crash */
 };
 
-static const char *const b2b_locs[] = {"DC-2", "DC-1"};
-static const struct atp_channel_config chans[] = {
-    {.name = "web", .cap = -1},
-    {.name = "app", .safety_units = 5, .cap = 50},
-    {.name = "b2b", .cap = -1, .locations = b2b_locs, .nlocations = 2},
-};
-#define NCHANS 3
-
 static void store_config(struct atp_store_config *c, bool small, const struct atp_journal *j)
 {
     atp_store_config_defaults(c);
@@ -80,8 +72,8 @@ static void store_config(struct atp_store_config *c, bool small, const struct at
     c->max_reservations = small ? 4 : 64;
     c->max_overrides = small ? 2 : 64;
     c->nshards = 2;
-    c->channels = chans;
-    c->nchannels = NCHANS;
+    c->channels = fuzz_channels;
+    c->nchannels = FUZZ_NCHANNELS;
     c->journal = j;
 }
 
@@ -234,17 +226,6 @@ static unsigned write_files(const char *dir, const uint8_t *data, size_t size, b
 
 /* --- properties --------------------------------------------------------- */
 
-static bool sells_from(uint32_t ch, struct atp_slice loc)
-{
-    if (!chans[ch].locations)
-        return true;
-    for (uint32_t i = 0; i < chans[ch].nlocations; i++)
-        if (strlen(chans[ch].locations[i]) == loc.len &&
-            memcmp(chans[ch].locations[i], loc.p, loc.len) == 0)
-            return true;
-    return false;
-}
-
 static int check_item(const struct atp_item_view *it, void *arg)
 {
     struct atp_store *store = arg;
@@ -252,38 +233,18 @@ static int check_item(const struct atp_item_view *it, void *arg)
      * (corpus/durable/snap-negative-allocated). */
     FUZZ_CHECK(it->allocated >= 0);
     FUZZ_CHECK(it->reserved >= 0);
-    for (uint32_t ch = 0; ch < NCHANS; ch++) {
-        struct atp_breakdown b;
-        FUZZ_CHECK(atp_store_get(store, it->sku, it->loc, ch, &b) == 0);
-        FUZZ_CHECK(b.on_hand == it->on_hand && b.allocated == it->allocated &&
-                   b.reserved == it->reserved);
-        int64_t want;
-        bool ovf = __builtin_sub_overflow(b.on_hand, b.allocated, &want) ||
-                   __builtin_sub_overflow(want, b.reserved, &want) ||
-                   __builtin_sub_overflow(want, b.safety, &want);
-        FUZZ_CHECK(b.atp >= 0 && (chans[ch].cap < 0 || b.atp <= chans[ch].cap));
-        if (ovf)
-            continue; /* counters near the int64 limits: only the range above */
-        if (want < 0 || !sells_from(ch, it->loc))
-            want = 0;
-        if (chans[ch].cap >= 0 && want > chans[ch].cap)
-            want = chans[ch].cap;
-        if (b.atp != want)
-            fprintf(stderr,
-                    "%.*s@%.*s ch %u: on_hand %lld allocated %lld reserved %lld "
-                    "safety %lld atp %lld\n",
-                    (int)it->sku.len, it->sku.p, (int)it->loc.len, it->loc.p, ch,
-                    (long long)b.on_hand, (long long)b.allocated, (long long)b.reserved,
-                    (long long)b.safety, (long long)b.atp);
-        FUZZ_CHECK(b.atp == want);
-    }
+    struct atp_breakdown b;
+    FUZZ_CHECK(atp_store_get(store, it->sku, it->loc, 0, &b) == 0);
+    FUZZ_CHECK(b.on_hand == it->on_hand && b.allocated == it->allocated &&
+               b.reserved == it->reserved);
+    FUZZ_CHECK(fuzz_check_atp(store, it->sku, it->loc));
     return 0;
 }
 
 static int check_res(const struct atp_reservation *r, void *arg)
 {
     (void)arg;
-    FUZZ_CHECK(r->channel < NCHANS);
+    FUZZ_CHECK(r->channel < FUZZ_NCHANNELS);
     FUZZ_CHECK(r->key_len <= ATP_KEY_MAX);
     FUZZ_CHECK(r->nlines <= ATP_MAX_LINES);
     return 0;

@@ -23,8 +23,6 @@
 
 #define SENTINEL 0xA5
 
-static const int64_t caps[] = {-1, 50, -1}; /* of web, app, b2b (fuzz_store.c) */
-
 /* The contract of atp_event_parse (event.h) for one call's outcome. */
 static void check_parse(int rc, const struct atp_event *ev, const struct atp_event_error *err,
                         bool with_err)
@@ -53,20 +51,9 @@ static void check_parse(int rc, const struct atp_event *ev, const struct atp_eve
 /* The item an applied event names reads back consistently in every channel. */
 static void check_item(struct atp_store *store, const struct atp_event *ev)
 {
-    if (ev->sku_len == 0 || ev->loc_len == 0)
-        return;
-    struct atp_slice sku = {ev->sku, ev->sku_len}, loc = {ev->loc, ev->loc_len};
-    for (uint32_t ch = 0; ch < 2; ch++) { /* b2b may not sell everywhere */
-        struct atp_breakdown b;
-        if (atp_store_get(store, sku, loc, ch, &b) != 0)
-            continue;
-        int64_t want = b.on_hand - b.allocated - b.reserved - b.safety;
-        if (want < 0)
-            want = 0;
-        if (caps[ch] >= 0 && want > caps[ch])
-            want = caps[ch];
-        FUZZ_CHECK(b.atp == want);
-    }
+    if (ev->sku_len && ev->loc_len)
+        fuzz_check_atp(store, (struct atp_slice){ev->sku, ev->sku_len},
+                       (struct atp_slice){ev->loc, ev->loc_len});
 }
 
 static bool same_str(const char *a, uint32_t alen, const char *b, uint32_t blen)

@@ -123,6 +123,15 @@ static bool send_chunks(int fd, const uint8_t *data, size_t size, uint32_t seed,
     return true;
 }
 
+/* recv, again when interrupted (see above). */
+static ssize_t recv_some(int fd, void *p, size_t cap)
+{
+    ssize_t r;
+    while ((r = recv(fd, p, cap, 0)) < 0 && errno == EINTR)
+        ;
+    return r;
+}
+
 /* Read to the end of the stream; false on a reset. */
 static bool read_all(int fd, uint8_t *in, size_t *in_len)
 {
@@ -130,12 +139,10 @@ static bool read_all(int fd, uint8_t *in, size_t *in_len)
     for (;;) {
         uint8_t *p = *in_len < MAX_READ ? in + *in_len : sink;
         size_t cap = *in_len < MAX_READ ? MAX_READ - *in_len : sizeof(sink);
-        ssize_t r = recv(fd, p, cap, 0);
+        ssize_t r = recv_some(fd, p, cap);
         if (r == 0)
             return true;
         if (r < 0) {
-            if (errno == EINTR)
-                continue;
             FUZZ_CHECK(errno != EAGAIN); /* the server neither answered nor closed */
             return false;
         }
@@ -225,9 +232,7 @@ static void check_http_alive(uint16_t port)
     char in[512];
     size_t len = 0;
     while (len < 12) {
-        ssize_t r = recv(fd, in + len, sizeof(in) - len, 0);
-        if (r < 0 && errno == EINTR)
-            continue;
+        ssize_t r = recv_some(fd, in + len, sizeof(in) - len);
         FUZZ_CHECK(r > 0);
         len += (size_t)r;
     }
@@ -252,9 +257,7 @@ static void check_alive(uint16_t port)
             FUZZ_CHECK(f.id == 7 && f.status == 0 && f.opcode == (ATP_OP_PING | ATP_OP_RESPONSE));
             break;
         }
-        ssize_t r = recv(fd, in + len, sizeof(in) - len, 0);
-        if (r < 0 && errno == EINTR)
-            continue;
+        ssize_t r = recv_some(fd, in + len, sizeof(in) - len);
         if (r <= 0)
             fprintf(stderr, "ping: recv %zd (%s), %zu bytes before\n", r,
                     r ? strerror(errno) : "closed", len);
@@ -291,14 +294,11 @@ static void check_open(struct atp_server *srv, uint64_t want)
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     static uint8_t *in;
-    static bool quiet;
-    if (!quiet) {
+    if (!in) {
         atp_log_setup(ATP_LOG_ERROR, ATP_LOG_LOGFMT); /* notes about clients are not findings */
-        quiet = true;
-    }
-    if (!in)
         in = malloc(MAX_READ);
-    FUZZ_CHECK(in != NULL);
+        FUZZ_CHECK(in != NULL);
+    }
     if (size < 1)
         return 0;
     uint8_t flags = data[0];
@@ -308,14 +308,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
     static const volatile int refuse = 0;
     struct atp_store *store = fuzz_store_new(NULL, NULL);
-    struct atp_cmd_ctx ctx = {
-        .store = store,
-        .build = "atpd fuzz",
-        .max_frame = 16384,
-        .max_keys = 8,
-        .max_lines = 4,
-        .refuse_writes = &refuse,
-    };
+    struct atp_cmd_ctx ctx;
+    fuzz_cmd_ctx_init(&ctx, store, &refuse);
     struct atp_http_ctx http = {.max_header = 4096, .max_body = 16384, .version = "fuzz"};
     struct atp_server_config sc = {
         .bind = "127.0.0.1",
@@ -337,23 +331,21 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     int fd = connect_to(port);
     size_t len = 0;
     bool open = send_chunks(fd, data, size, (uint32_t)flags >> SEED_SHIFT, in, &len);
-    bool whole = true;
+    bool whole = false; /* every answer read, up to the server's close */
     if (flags & F_RESET) {
         struct linger l = {.l_onoff = 1, .l_linger = 0};
         setsockopt(fd, SOL_SOCKET, SO_LINGER, &l, sizeof(l));
-        whole = false;
     } else {
         if (open)
             shutdown(fd, SHUT_WR);
         whole = read_all(fd, in, &len) && open;
     }
     close(fd);
-    if (len > MAX_READ)
-        len = MAX_READ;
+    bool cut_ok = !whole || len == MAX_READ; /* the last answer may be cut */
     if (flags & F_HTTP) {
-        check_http(in, len, !whole || len >= MAX_READ);
+        check_http(in, len, cut_ok);
     } else {
-        check_binary(in, len, !whole || len >= MAX_READ);
+        check_binary(in, len, cut_ok);
         struct atp_frame f;
         if (whole && atp_proto_frame(data, size, UINT32_MAX, &f) > 0)
             FUZZ_CHECK(len > 0); /* every whole frame is answered, if only with an error */

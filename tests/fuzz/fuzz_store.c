@@ -2,15 +2,59 @@
  * fuzz_store.c - the store every stateful harness starts each input from
  * (fuzz.h). Small capacities, so that an input can also exhaust them.
  */
+#include <string.h>
+
+#include "cmd.h"
 #include "fuzz.h"
 
 static const char *const b2b_locs[] = {"DC-2", "DC-1"};
 
-static const struct atp_channel_config channels[] = {
+const struct atp_channel_config fuzz_channels[FUZZ_NCHANNELS] = {
     {.name = "web", .cap = -1},
     {.name = "app", .safety_units = 5, .safety_pct = 10, .cap = 50},
     {.name = "b2b", .cap = -1, .locations = b2b_locs, .nlocations = 2},
 };
+
+static bool sells_from(uint32_t ch, struct atp_slice loc)
+{
+    if (!fuzz_channels[ch].locations)
+        return true;
+    for (uint32_t i = 0; i < fuzz_channels[ch].nlocations; i++)
+        if (strlen(fuzz_channels[ch].locations[i]) == loc.len &&
+            memcmp(fuzz_channels[ch].locations[i], loc.p, loc.len) == 0)
+            return true;
+    return false;
+}
+
+bool fuzz_check_atp(struct atp_store *store, struct atp_slice sku, struct atp_slice loc)
+{
+    for (uint32_t ch = 0; ch < FUZZ_NCHANNELS; ch++) {
+        struct atp_breakdown b;
+        int rc = atp_store_get(store, sku, loc, ch, &b);
+        if (rc == ATP_ENOTFOUND && ch == 0)
+            return false;
+        FUZZ_CHECK(rc == 0);
+        int64_t cap = fuzz_channels[ch].cap, want;
+        FUZZ_CHECK(b.atp >= 0 && (cap < 0 || b.atp <= cap));
+        if (__builtin_sub_overflow(b.on_hand, b.allocated, &want) ||
+            __builtin_sub_overflow(want, b.reserved, &want) ||
+            __builtin_sub_overflow(want, b.safety, &want))
+            continue; /* counters near the int64 limits: only the range above */
+        if (want < 0 || !sells_from(ch, loc))
+            want = 0;
+        if (cap >= 0 && want > cap)
+            want = cap;
+        if (b.atp != want)
+            fprintf(stderr,
+                    "%.*s@%.*s ch %u: on_hand %lld allocated %lld reserved %lld safety %lld "
+                    "atp %lld\n",
+                    (int)sku.len, sku.p, (int)loc.len, loc.p, ch, (long long)b.on_hand,
+                    (long long)b.allocated, (long long)b.reserved, (long long)b.safety,
+                    (long long)b.atp);
+        FUZZ_CHECK(b.atp == want);
+    }
+    return true;
+}
 
 static void must(int rc, const char *what)
 {
@@ -30,8 +74,8 @@ struct atp_store *fuzz_store_new(uint64_t *ret_held, uint64_t *ret_committed)
     cfg.max_overrides = 8;
     cfg.nshards = 2;
     cfg.max_ttl_ms = 3600 * 1000;
-    cfg.channels = channels;
-    cfg.nchannels = 3;
+    cfg.channels = fuzz_channels;
+    cfg.nchannels = FUZZ_NCHANNELS;
     struct atp_store *s = NULL;
     must(atp_store_new(&cfg, &s), "atp_store_new");
     must(atp_store_set(s, ATP_SLICE("SKU-1"), ATP_SLICE("DC-1"), 100, 0), "set");
@@ -65,4 +109,23 @@ struct atp_store *fuzz_store_new(uint64_t *ret_held, uint64_t *ret_committed)
     if (ret_committed)
         *ret_committed = committed.id;
     return s;
+}
+
+static void source_collect(void *arg, atp_stat_emit_fn emit, void *emit_arg)
+{
+    (void)arg;
+    emit(emit_arg, "fuzz_source", 42);
+}
+
+void fuzz_cmd_ctx_init(struct atp_cmd_ctx *ctx, struct atp_store *store, const volatile int *refuse)
+{
+    memset(ctx, 0, sizeof(*ctx));
+    ctx->store = store;
+    ctx->build = "atpd fuzz";
+    ctx->max_frame = 16384; /* small enough for an input to go over it */
+    ctx->max_keys = 8;
+    ctx->max_lines = 4;
+    ctx->refuse_writes = refuse;
+    ctx->sources[0] = (struct atp_stats_source){source_collect, NULL};
+    ctx->nsources = 1;
 }
