@@ -106,8 +106,8 @@ struct parsed {
     int rc; /* atp_event_parse's */
     struct atp_event ev;
     struct atp_event_error err;
-    XXH128_hash_t h; /* of ev.event_id when rc == 0 */
-    uint64_t made_us;  /* applied: its timestamp, for the freshness histogram (0: none) */
+    XXH128_hash_t h;  /* of ev.event_id when rc == 0 */
+    uint64_t made_us; /* applied: its timestamp, for the freshness histogram (0: none) */
 };
 
 /* A batch's item lookups, made only to bring the items into the cache. */
