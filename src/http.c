@@ -91,12 +91,52 @@ static inline void jb_lit(struct jb *j, const char *s)
 #define PUT_LIT(p, s) (memcpy((p), (s), sizeof(s) - 1), (p) + sizeof(s) - 1)
 
 /* A JSON string of n bytes, quoted and escaped: at most 6 * n + 2 bytes. */
+/*
+ * Length of the well-formed UTF-8 sequence (RFC 3629: no overlong forms, no
+ * surrogates, nothing above U+10FFFF) that starts s[0] >= 0x80, or 0. By
+ * hand: ten lines, and the JSON writer needs it byte by byte.
+ */
+static size_t utf8_seq(const unsigned char *s, size_t n)
+{
+    unsigned c = s[0];
+    size_t len = c >= 0xc2 && c <= 0xdf   ? 2
+                 : c >= 0xe0 && c <= 0xef ? 3
+                 : c >= 0xf0 && c <= 0xf4 ? 4
+                                          : 0;
+    if (len == 0 || n < len)
+        return 0;
+    for (size_t i = 1; i < len; i++)
+        if ((s[i] & 0xc0) != 0x80)
+            return 0;
+    if ((c == 0xe0 && s[1] < 0xa0) || (c == 0xed && s[1] > 0x9f) || (c == 0xf0 && s[1] < 0x90) ||
+        (c == 0xf4 && s[1] > 0x8f))
+        return 0;
+    return len;
+}
+
+/*
+ * A JSON string of n bytes: at most 6n + 2 out. Control characters, quotes
+ * and backslashes are escaped; bytes that are not well-formed UTF-8 (a
+ * client's raw path or sku echoed back, or a detail cut short) become
+ * U+FFFD, so every answer is valid JSON.
+ */
 static char *put_str(char *p, const char *s, size_t n)
 {
     static const char hex[] = "0123456789abcdef";
     *p++ = '"';
     for (size_t i = 0; i < n; i++) {
         unsigned char c = (unsigned char)s[i];
+        if (c >= 0x80) {
+            size_t k = utf8_seq((const unsigned char *)s + i, n - i);
+            if (k == 0) {
+                p = PUT_LIT(p, "\\ufffd");
+                continue;
+            }
+            memcpy(p, s + i, k);
+            p += k;
+            i += k - 1;
+            continue;
+        }
         if (c >= 0x20 && c != '"' && c != '\\') {
             *p++ = (char)c;
             continue;
@@ -350,7 +390,7 @@ static int emit(struct atp_http_ctx *ctx, struct atp_buf *out, const struct repl
     jb_lit(&j, "\r\nServer: atpd\r\nDate: ");
     jb_lit(&j, date);
     jb_put(&j, "\r\n", 2);
-    if (status != 304) {
+    if (status != 304 && status != 204) { /* neither has a body (RFC 9110 8.6) */
         if (ctype) {
             jb_lit(&j, "Content-Type: ");
             jb_lit(&j, ctype);
@@ -367,7 +407,7 @@ static int emit(struct atp_http_ctx *ctx, struct atp_buf *out, const struct repl
     else if (r->keep_alive)
         jb_lit(&j, "Connection: keep-alive\r\n");
     jb_put(&j, "\r\n", 2);
-    if (status != 304 && !r->head && blen)
+    if (status != 304 && status != 204 && !r->head && blen)
         jb_put(&j, body, blen);
     if (j.err) {
         out->len = start;
@@ -489,6 +529,8 @@ void atp_http_ctx_free(struct atp_http_ctx *ctx)
 
 /* --- request parsing ------------------------------------------------------------- */
 
+#define INM_LINES 8 /* If-None-Match header lines kept; with more, no 304 */
+
 enum hdr {
     H_OTHER = 0,
     H_HOST,
@@ -506,6 +548,8 @@ struct req {
     bool in_value;
     struct atp_slice hv[H_EXPECT + 1];
     unsigned hcount[H_EXPECT + 1];
+    struct atp_slice inm[INM_LINES]; /* If-None-Match lines: together one list */
+    unsigned ninm;
     bool folded; /* a header we read was folded over lines: refused */
     const char *body;
     size_t body_len;
@@ -572,6 +616,8 @@ static int on_header_value(http_parser *p, const char *at, size_t len)
     while (len && (at[len - 1] == ' ' || at[len - 1] == '\t'))
         len--;
     q->hv[q->cur] = (struct atp_slice){at, (uint32_t)len};
+    if (q->cur == H_INM && q->ninm < INM_LINES)
+        q->inm[q->ninm++] = q->hv[H_INM];
     return 0;
 }
 
@@ -820,6 +866,7 @@ static struct json_object *parse_json(struct atp_http_ctx *ctx, const char *body
     }
     struct json_tokener *tok = ctx->tok;
     json_tokener_reset(tok);
+    json_tokener_set_flags(tok, JSON_TOKENER_VALIDATE_UTF8); /* JSON text is UTF-8 (RFC 8259) */
     struct json_object *o = json_tokener_parse_ex(tok, body, (int)len);
     enum json_tokener_error e = json_tokener_get_error(tok);
     if (!o && e == json_tokener_continue)
@@ -911,9 +958,18 @@ static int refused(const struct call *c)
     return rw ? *rw : 0;
 }
 
+/*
+ * Every route checks its method first and sends any other here, OPTIONS
+ * included: OPTIONS is answered 204 with the route's own methods, anything
+ * else 405. (An unknown path is a 404 whatever the method.)
+ */
 static int method_not_allowed(struct call *c, const char *allow)
 {
     char extra[96], detail[96];
+    if (c->p->method == HTTP_OPTIONS) {
+        snprintf(extra, sizeof(extra), "Allow: %s, OPTIONS\r\n", allow);
+        return emit(c->ctx, c->out, &c->r, 204, NULL, extra, NULL, 0, c->now_us);
+    }
     snprintf(extra, sizeof(extra), "Allow: %s\r\n", allow);
     snprintf(detail, sizeof(detail), "%s is not allowed here; allowed: %s",
              http_method_str((enum http_method)c->p->method), allow);
@@ -983,7 +1039,7 @@ static void breakdown_members(struct jb *j, const struct atp_breakdown *b)
 }
 
 /* Does an If-None-Match list match this entity tag (weak comparison)? */
-static bool etag_matches(struct atp_slice inm, const char *etag)
+static bool etag_in(struct atp_slice inm, const char *etag)
 {
     size_t elen = strlen(etag);
     const char *p = inm.p, *end = inm.p + inm.len;
@@ -1010,6 +1066,21 @@ static bool etag_matches(struct atp_slice inm, const char *etag)
             return true;
         p = q;
     }
+    return false;
+}
+
+/*
+ * The same over every If-None-Match line of the request, which RFC 9110 5.3
+ * reads as one comma-separated list. Beyond INM_LINES lines: no match (a
+ * 200 is always a correct answer, a 304 only when sure).
+ */
+static bool etag_matches(const struct req *q, const char *etag)
+{
+    if (q->hcount[H_INM] > INM_LINES)
+        return false;
+    for (unsigned i = 0; i < q->ninm; i++)
+        if (etag_in(q->inm[i], etag))
+            return true;
     return false;
 }
 
@@ -1109,7 +1180,7 @@ static int op_availability(struct call *c, const char *sku_raw, size_t sku_len)
     char etag[19];
     memcpy(etag, extra + 6, 18); /* "<16 hex digits>" with the quotes */
     etag[18] = '\0';
-    if (c->q->hcount[H_INM] && etag_matches(c->q->hv[H_INM], etag))
+    if (c->q->hcount[H_INM] && etag_matches(c->q, etag))
         return emit(c->ctx, c->out, &c->r, 304, NULL, extra, NULL, 0, c->now_us);
     return emit_json(c->ctx, c->out, &c->r, 200, extra, &j, c->now_us);
 }
@@ -1790,13 +1861,17 @@ ssize_t atp_http_handle(struct atp_http_ctx *ctx, const uint8_t *in, size_t len,
         snprintf(detail, sizeof(detail), "malformed HTTP request: %s", http_errno_description(e));
         return bad_request(ctx, out, ATP_EMALFORMED, detail, now_us, t0);
     }
-    if (p.upgrade)
-        return bad_request(ctx, out, ATP_EMALFORMED, "protocol upgrades are not supported", now_us,
-                           t0);
+    /* An Upgrade (h2c, websocket) is ignored, as RFC 9110 7.8 allows: the
+     * request is answered in HTTP/1.1 and the connection stays HTTP/1.1.
+     * http-parser stops right after such a request, so the next one is
+     * parsed from there. CONNECT would turn the rest into a tunnel. */
+    if (p.upgrade && p.method == HTTP_CONNECT)
+        return bad_request(ctx, out, ATP_EMALFORMED, "CONNECT is not supported", now_us, t0);
     if (!q.complete) {
         /* A client that waits for "100 Continue" before its body gets it
          * once: when exactly the header block is there. */
-        if (used == len && len == hend && q.hcount[H_EXPECT] && q.hv[H_EXPECT].len == 12 &&
+        if (used == len && len == hend && (p.http_major > 1 || p.http_minor >= 1) &&
+            q.hcount[H_EXPECT] && q.hv[H_EXPECT].len == 12 &&
             strncasecmp(q.hv[H_EXPECT].p, "100-continue", 12) == 0) {
             struct jb j = {.b = out};
             jb_lit(&j, "HTTP/1.1 100 Continue\r\n\r\n");
@@ -1825,9 +1900,6 @@ ssize_t atp_http_handle(struct atp_http_ctx *ctx, const uint8_t *in, size_t len,
         rc = fail(&c, ATP_EMALFORMED, "folded header lines are not accepted");
     } else if (!split_target(&c, q.url, q.url_len)) {
         rc = fail(&c, ATP_EMALFORMED, "the request target is not a valid path");
-    } else if (p.method == HTTP_OPTIONS) {
-        rc =
-            emit(ctx, out, &c.r, 204, NULL, "Allow: GET, HEAD, POST, OPTIONS\r\n", NULL, 0, now_us);
     } else {
         rc = route(&c);
     }

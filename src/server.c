@@ -1152,9 +1152,13 @@ static void cut_slow_requests(struct worker *w)
     struct conn *c, *next;
     for (c = w->active.head; c; c = next) {
         next = c->next;
-        if (c->http && c->in_len > 0 && !c->paused && c->req_ms + timeout <= w->now_ms)
+        if (c->http && c->in_len > 0 && !c->paused && c->req_ms + timeout <= w->now_ms) {
             conn_close_with_error(w, c, ATP_ETIMEDOUT, "the request did not arrive in time",
                                   R_SLOW);
+            /* Answered (408) without reaching http.c: counted here. */
+            atp_metrics_request(ATP_MPROTO_HTTP, ATP_MOP_OTHER, ATP_ETIMEDOUT,
+                                (w->now_ms - c->req_ms) * 1000000u);
+        }
     }
 }
 

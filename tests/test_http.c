@@ -369,6 +369,26 @@ static void test_etag(void **state)
                   "If-None-Match: *\r\n\r\n");
     assert_int_equal(r->status, 304);
     resp_free(r);
+    /* Several If-None-Match lines are one list (RFC 9110 5.3): the tag may
+     * be on any line; no line matching is a 200. */
+    snprintf(req, sizeof(req),
+             "GET /v1/availability/SKU-2?channel=web&location=DC-1 HTTP/1.1\r\nHost: t\r\n"
+             "If-None-Match: %s\r\nIf-None-Match: \"x\"\r\n\r\n",
+             etag);
+    r = do_req(x, req);
+    assert_int_equal(r->status, 304);
+    resp_free(r);
+    snprintf(req, sizeof(req),
+             "GET /v1/availability/SKU-2?channel=web&location=DC-1 HTTP/1.1\r\nHost: t\r\n"
+             "If-None-Match: \"x\"\r\nIf-None-Match: \"y\", %s\r\n\r\n",
+             etag);
+    r = do_req(x, req);
+    assert_int_equal(r->status, 304);
+    resp_free(r);
+    r = do_req(x, "GET /v1/availability/SKU-2?channel=web&location=DC-1 HTTP/1.1\r\nHost: t\r\n"
+                  "If-None-Match: \"x\"\r\nIf-None-Match: \"y\"\r\n\r\n");
+    assert_int_equal(r->status, 200);
+    resp_free(r);
 
     /* A change gives another tag, and the old one no longer matches. */
     int64_t oh;
@@ -834,9 +854,19 @@ static void test_health(void **state)
     r = do_req(x, "POST /livez HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\n\r\n");
     assert_problem(r, ATP_EMETHOD);
     resp_free(r);
+    /* OPTIONS: the path's own methods, no body and no Content-Length (RFC
+     * 9110 8.6); an unknown path is a 404 as for any method. */
     r = do_req(x, "OPTIONS /livez HTTP/1.1\r\nHost: t\r\n\r\n");
     assert_int_equal(r->status, 204);
-    assert_non_null(hdr(r, "Allow"));
+    assert_string_equal(hdr(r, "Allow"), "GET, HEAD, OPTIONS");
+    assert_null(hdr(r, "Content-Length"));
+    resp_free(r);
+    r = do_req(x, "OPTIONS /v1/reservations/42:commit HTTP/1.1\r\nHost: t\r\n\r\n");
+    assert_int_equal(r->status, 204);
+    assert_string_equal(hdr(r, "Allow"), "POST, OPTIONS");
+    resp_free(r);
+    r = do_req(x, "OPTIONS /nowhere HTTP/1.1\r\nHost: t\r\n\r\n");
+    assert_problem(r, ATP_ENOTFOUND);
     resp_free(r);
 }
 
@@ -1023,10 +1053,26 @@ static void test_bad_framing(void **state)
     r = do_req_ex(x, both, strlen(both), true);
     assert_int_equal(r->status, 400);
     resp_free(r);
-    /* Upgrade requests are refused. */
-    const char *up = "GET /livez HTTP/1.1\r\nHost: t\r\nConnection: Upgrade\r\nUpgrade: "
-                     "websocket\r\n\r\n";
-    r = do_req_ex(x, up, strlen(up), true);
+    /* An Upgrade (curl --http2 sends h2c) is ignored: answered in HTTP/1.1,
+     * the connection stays, and the request after it is parsed as HTTP. */
+    const char *up = "GET /livez HTTP/1.1\r\nHost: t\r\nConnection: Upgrade, HTTP2-Settings\r\n"
+                     "Upgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQCAAAAAAIAAAAA\r\n\r\n"
+                     "GET /readyz HTTP/1.1\r\nHost: t\r\n\r\n";
+    x->out.len = 0;
+    ssize_t used = atp_http_handle(&x->http, (const uint8_t *)up, strlen(up), &x->out, T0);
+    assert_true(used > 0 && (size_t)used < strlen(up));
+    assert_memory_equal(up + used, "GET /readyz", 11);
+    size_t off = 0;
+    r = parse_resp(&x->out, &off, false);
+    assert_int_equal(r->status, 200);
+    assert_null(hdr(r, "Connection"));
+    resp_free(r);
+    r = do_req(x, up + used);
+    assert_int_equal(r->status, 200);
+    resp_free(r);
+    /* CONNECT would make the rest a tunnel: refused, closed. */
+    const char *connect = "CONNECT db:5432 HTTP/1.1\r\nHost: db:5432\r\n\r\n";
+    r = do_req_ex(x, connect, strlen(connect), true);
     assert_int_equal(r->status, 400);
     resp_free(r);
     /* Unknown path: 404, the connection stays. */
@@ -1035,6 +1081,69 @@ static void test_bad_framing(void **state)
     resp_free(r);
     r = do_req(x, GET("/v1/availability/%"));
     assert_problem(r, ATP_EINVAL_SKU);
+    resp_free(r);
+}
+
+/* Well-formed UTF-8 (RFC 3629), checked independently of http.c's writer. */
+static bool utf8_ok(const unsigned char *s, size_t n)
+{
+    for (size_t i = 0; i < n;) {
+        unsigned c = s[i];
+        size_t k = c < 0x80             ? 1
+                   : (c & 0xe0) == 0xc0 ? 2
+                   : (c & 0xf0) == 0xe0 ? 3
+                   : (c & 0xf8) == 0xf0 ? 4
+                                        : 0;
+        if (k == 0 || i + k > n)
+            return false;
+        uint32_t cp = k == 1 ? c : k == 2 ? c & 0x1f : k == 3 ? c & 0x0f : c & 0x07;
+        for (size_t j = 1; j < k; j++) {
+            if ((s[i + j] & 0xc0) != 0x80)
+                return false;
+            cp = cp << 6 | (s[i + j] & 0x3f);
+        }
+        static const uint32_t min[5] = {0, 0, 0x80, 0x800, 0x10000};
+        if (cp < min[k] || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
+            return false;
+        i += k;
+    }
+    return true;
+}
+
+/*
+ * Every answer is valid JSON, so valid UTF-8: a body that is not UTF-8 is
+ * refused (400), and bytes of the client's own that are not (a raw path, or
+ * a path cut in the middle of a character) come back as U+FFFD.
+ */
+static void test_utf8(void **state)
+{
+    struct fx *x = *state;
+    const char body[] = "{\"channel\":\"web\",\"items\":[{\"sku\":\"A\xff\xfe"
+                        "B\"}]}";
+    char req[512];
+    snprintf(req, sizeof(req),
+             "POST /v1/availability:batchGet HTTP/1.1\r\nHost: t\r\nContent-Type: "
+             "application/json\r\nContent-Length: %zu\r\n\r\n%s",
+             strlen(body), body);
+    struct resp *r = do_req(x, req);
+    assert_problem(r, ATP_EMALFORMED);
+    resp_free(r);
+    /* "/" and 40 two-byte characters: the detail quotes 64 bytes of the path,
+     * which ends in half a character. */
+    char path[128] = "/";
+    for (int i = 0; i < 40; i++)
+        strcat(path, "\xc3\xa9");
+    snprintf(req, sizeof(req), "GET %s HTTP/1.1\r\nHost: t\r\n\r\n", path);
+    r = do_req(x, req);
+    assert_problem(r, ATP_ENOTFOUND);
+    assert_true(utf8_ok((const unsigned char *)r->body, r->blen));
+    assert_non_null(strstr(r->body, "\xc3\xa9\\ufffd\""));
+    resp_free(r);
+    /* A lone continuation byte and an overlong form in the path: U+FFFD each. */
+    r = do_req(x, "GET /x\x80y\xc0\xaf HTTP/1.1\r\nHost: t\r\n\r\n");
+    assert_problem(r, ATP_ENOTFOUND);
+    assert_true(utf8_ok((const unsigned char *)r->body, r->blen));
+    assert_non_null(strstr(r->body, "/x\\ufffdy\\ufffd\\ufffd"));
     resp_free(r);
 }
 
@@ -1064,6 +1173,14 @@ static void test_blank_lines_and_continue(void **state)
     r = do_req(x, full);
     assert_int_equal(r->status, 200);
     resp_free(r);
+    /* An HTTP/1.0 client gets no 100 (RFC 9110 10.1.1: the expectation is
+     * ignored); it sends its body anyway. */
+    const char *head10 = "POST /v1/availability:batchGet HTTP/1.0\r\nContent-Type: "
+                         "application/json\r\nExpect: 100-continue\r\nContent-Length: 43\r\n\r\n";
+    x->out.len = 0;
+    assert_int_equal(
+        atp_http_handle(&x->http, (const uint8_t *)head10, strlen(head10), &x->out, T0), 0);
+    assert_int_equal(x->out.len, 0);
 }
 
 static void test_error_helpers(void **state)
@@ -1201,6 +1318,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_availability, setup, teardown),
         cmocka_unit_test_setup_teardown(test_etag, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_utf8, setup, teardown),
         cmocka_unit_test_setup_teardown(test_head, setup, teardown),
         cmocka_unit_test_setup_teardown(test_batch, setup, teardown),
         cmocka_unit_test_setup_teardown(test_reserve, setup, teardown),

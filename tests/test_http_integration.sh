@@ -405,6 +405,12 @@ if served > 5:
 else:
     bad("other client served only %d times" % served)
 slow.close()
+_, after408 = scrape()
+k408 = 'atp_request_errors_total{protocol="http",operation="other",code="etimedout"}'
+if after408.get(k408, 0) >= 1:
+    ok("metrics: the 408 counted as an http etimedout error (%d)" % after408[k408])
+else:
+    bad("metrics: no %s after a 408" % k408)
 
 # --- every path of openapi.yaml answers as documented ----------------------------
 spec = yaml.safe_load(open(openapi_path))
