@@ -1085,10 +1085,20 @@ int store_item_ship(struct atp_store *s, uint32_t idx, int64_t qty,
     struct item *it = item_at(s, idx);
     struct shard *sh = shard_of(s, XXH3_64bits(it->sku, it->sku_len));
     pthread_mutex_lock(&sh->lock);
+    /*
+     * The line's qty left allocated when it was committed, but a deallocate
+     * event may have taken some of it since (allocated does not say whose an
+     * allocation is). The shipment happened all the same: on_hand drops by
+     * qty, allocated by as much as is left of it, never below 0 (otherwise
+     * ATP would count stock that left, and the item would not load from a
+     * snapshot). The free quantity drops by the part not found allocated.
+     */
+    int64_t alloc = atomic_load_explicit(&it->allocated, memory_order_relaxed);
+    int64_t from_alloc = alloc < qty ? (alloc > 0 ? alloc : 0) : qty;
     /* Logged under the shard lock: orders it against sets of the item. */
     uint64_t pos = j_begin(s);
-    word_bump(it, 0);
-    atomic_fetch_sub_explicit(&it->allocated, qty, memory_order_relaxed);
+    word_bump(it, from_alloc - qty);
+    atomic_fetch_sub_explicit(&it->allocated, from_alloc, memory_order_relaxed);
     atomic_store_explicit(&it->on_hand,
                           atomic_load_explicit(&it->on_hand, memory_order_relaxed) - qty,
                           memory_order_release);

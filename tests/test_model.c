@@ -93,6 +93,7 @@ struct mitem {
     int exists;
     int64_t on_hand, allocated, reserved;
     int64_t ext_alloc; /* allocated by allocate events (the rest is commits) */
+    int64_t eaten;     /* commits' allocation that deallocate events took */
     uint64_t set_seq;
     int64_t ovr[NCHAN]; /* item override, -1 none */
 };
@@ -482,8 +483,11 @@ static void check_all(void)
     for (int k = 0; k < NSKU; k++)
         for (int l = 0; l < NLOC; l++) {
             CHECK(held[k][l] == md.items[k][l].reserved, "model reserved drifted");
-            CHECK(alloc[k][l] + md.items[k][l].ext_alloc == md.items[k][l].allocated,
+            CHECK(alloc[k][l] + md.items[k][l].ext_alloc - md.items[k][l].eaten ==
+                      md.items[k][l].allocated,
                   "model allocated drifted");
+            CHECK(md.items[k][l].eaten >= 0 && md.items[k][l].allocated >= 0,
+                  "model allocated below 0");
         }
 }
 
@@ -615,8 +619,11 @@ static void op_allocate(int dealloc)
     if (dealloc) {
         if (!it->exists)
             return;
-        if (it->ext_alloc > 0 && chance(80))
+        int pick = rn(10);
+        if (it->ext_alloc > 0 && pick < 7)
             q = 1 + (int64_t)(rnd() % (uint64_t)it->ext_alloc);
+        else if (it->allocated > 0 && pick < 9) /* may take what a commit allocated */
+            q = 1 + (int64_t)(rnd() % (uint64_t)it->allocated);
         else
             q = it->allocated + 1 + rn(3); /* more than is allocated: refused */
     }
@@ -643,6 +650,10 @@ static void op_allocate(int dealloc)
             want = 0;
             it->allocated += s;
             it->ext_alloc += s;
+            if (it->ext_alloc < 0) { /* the rest came out of committed lines' allocation */
+                it->eaten -= it->ext_alloc;
+                it->ext_alloc = 0;
+            }
         }
     }
     CHECK_RC(rc, want);
@@ -1083,8 +1094,14 @@ static void op_fulfill(void)
         want = 0;
         struct mline *ln = &t->lines[line];
         struct mitem *it = &md.items[ln->sku][ln->loc];
-        it->allocated -= ln->qty;
+        /* The shipment takes the line's qty from on_hand, and from allocated
+         * what is left of it there (a deallocate may have taken some). */
+        int64_t from_alloc =
+            it->allocated < ln->qty ? (it->allocated > 0 ? it->allocated : 0) : ln->qty;
+        it->allocated -= from_alloc;
+        it->eaten -= ln->qty - from_alloc;
         it->on_hand -= ln->qty;
+        CHECK(it->allocated >= 0, "fulfill: allocated %lld", (long long)it->allocated);
         ln->fulfilled = true;
         md.fulfillments++;
         int all = 1;

@@ -284,6 +284,50 @@ static void test_snapshot_roundtrip(void **state)
     free(dir);
 }
 
+/*
+ * A deallocate that took a committed line's allocation, then that line's
+ * shipment: allocated stops at 0 (store.c, store_item_ship), so the log
+ * replays to the same item and the snapshot loads (with allocated -4 it was
+ * refused as out of range, and the data folder could not be opened).
+ */
+static void test_fulfill_after_deallocate(void **state)
+{
+    (void)state;
+    char *dir = tmp_dir("rec-dealloc");
+    struct env e;
+    env_open(&e, dir);
+    assert_int_equal(atp_store_set(e.s, S("D1"), S("DC1"), 10, 1), 0);
+    struct atp_line_req one[] = {{S("D1"), S("DC1"), 4}};
+    struct atp_reserve_req req = {S("d1"), 0, 60000, one, 1};
+    struct atp_reservation r;
+    bool replayed;
+    assert_int_equal(atp_store_reserve(e.s, &req, T0, &r, &replayed, NULL), 0);
+    assert_int_equal(atp_store_commit(e.s, r.id, T0 + MS, NULL), 0);
+    assert_int_equal(atp_store_deallocate(e.s, S("D1"), S("DC1"), 4), 0);
+    assert_int_equal(atp_store_fulfill(e.s, S("d1"), 0, NULL), 0);
+    char *want = store_dump(e.s);
+    env_crash(&e); /* from the log */
+    env_open(&e, dir);
+    char *got = store_dump(e.s);
+    assert_string_equal(got, want);
+    free(got);
+    assert_int_equal(atp_durable_close(e.d, e.s), 0); /* a snapshot */
+    env_crash(&e);
+    env_open(&e, dir);
+    assert_true(e.rep.snapshot_pos > 0);
+    got = store_dump(e.s);
+    assert_string_equal(got, want);
+    struct atp_breakdown b;
+    assert_int_equal(atp_store_get(e.s, S("D1"), S("DC1"), 0, &b), 0);
+    assert_int_equal(b.on_hand, 6);
+    assert_int_equal(b.allocated, 0);
+    env_crash(&e);
+    free(got);
+    free(want);
+    rm_rf(dir);
+    free(dir);
+}
+
 /* A periodic snapshot: rebuilt from the closed log, the log before it deleted. */
 static void test_compaction(void **state)
 {
@@ -608,9 +652,8 @@ static void test_concurrent_replay(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_snapshot_roundtrip),
-        cmocka_unit_test(test_compaction),
-        cmocka_unit_test(test_snapshot_damage),
+        cmocka_unit_test(test_snapshot_roundtrip),       cmocka_unit_test(test_compaction),
+        cmocka_unit_test(test_fulfill_after_deallocate), cmocka_unit_test(test_snapshot_damage),
         cmocka_unit_test(test_concurrent_replay),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -1449,6 +1449,49 @@ static void test_extend(void **state)
     assert_int_equal(r.expires_us, T0 + 2001 * MS);
 }
 
+/*
+ * A deallocate event may take allocation a commit made (allocated does not
+ * say whose it is); the shipment of that line then still takes its qty from
+ * on_hand, and from allocated only what is left: never below 0, which would
+ * show stock that left as available (and oversell it).
+ */
+static void test_fulfill_after_deallocate(void **state)
+{
+    struct atp_store *s = *state;
+    SET(s, "D", "DC1", 10);
+    struct atp_line_req lines[] = {{S("D"), S("DC1"), 4}, {S("D"), S("DC1"), 3}};
+    struct atp_reserve_req req = {S("d1"), WEB, 1000, lines, 2};
+    struct atp_reservation r;
+    bool rp;
+    RC(0, atp_store_reserve(s, &req, T0, &r, &rp, NULL));
+    RC(0, atp_store_commit(s, r.id, T0 + 1, NULL));
+    assert_int_equal(BD(s, "D", "DC1", WEB).allocated, 7);
+    /* the ERP deallocates 6 of the 7: 4 of line 0 and 2 of line 1, say */
+    RC(0, atp_store_deallocate(s, S("D"), S("DC1"), 6));
+    struct atp_breakdown b = BD(s, "D", "DC1", WEB);
+    assert_int_equal(b.allocated, 1);
+    assert_int_equal(b.atp, 9);
+    /* line 0 ships 4: on_hand 6, allocated 1 -> 0 (not -3) */
+    RC(0, atp_store_fulfill(s, S("d1"), 0, NULL));
+    b = BD(s, "D", "DC1", WEB);
+    assert_int_equal(b.on_hand, 6);
+    assert_int_equal(b.allocated, 0);
+    assert_int_equal(b.atp, 6);
+    /* line 1 ships 3 with nothing allocated left: on_hand 3 */
+    RC(0, atp_store_fulfill(s, S("d1"), 1, &r));
+    assert_int_equal(r.state, ATP_RES_FULFILLED);
+    b = BD(s, "D", "DC1", WEB);
+    assert_int_equal(b.on_hand, 3);
+    assert_int_equal(b.allocated, 0);
+    assert_int_equal(b.atp, 3);
+    /* and exactly that much can be held */
+    struct atp_line_req more[] = {{S("D"), S("DC1"), 4}};
+    struct atp_reserve_req req2 = {S("d2"), WEB, 1000, more, 1};
+    RC(ATP_EINSUFFICIENT, atp_store_reserve(s, &req2, T0 + 2, &r, &rp, NULL));
+    more[0].qty = 3;
+    RC(0, atp_store_reserve(s, &req2, T0 + 2, &r, &rp, NULL));
+}
+
 static void test_fulfill(void **state)
 {
     struct atp_store *s = *state;
@@ -2220,6 +2263,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_commit_expired, setup, teardown),
         cmocka_unit_test_setup_teardown(test_extend, setup, teardown),
         cmocka_unit_test_setup_teardown(test_fulfill, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_fulfill_after_deallocate, setup, teardown),
         cmocka_unit_test_setup_teardown(test_expire, setup, teardown),
         cmocka_unit_test_setup_teardown(test_expire_many, setup, teardown),
         cmocka_unit_test(test_idempotency_window),

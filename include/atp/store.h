@@ -359,7 +359,8 @@ int atp_store_reservation_find(struct atp_store *store, struct atp_slice key,
 
 /*
  * Shipment of one committed line (0-based) of the reservation with this key:
- * allocated and on_hand both drop by the line's qty. Once every line is
+ * allocated and on_hand both drop by the line's qty (allocated only by what
+ * is left of it if a deallocate took part of it: never below 0). Once every line is
  * fulfilled the reservation is fulfilled. ATP_ESTATE if not committed or the
  * line is already fulfilled; ATP_EINVAL for a line number out of range.
  */
