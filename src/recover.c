@@ -112,7 +112,7 @@ static int apply(struct atp_store *st, struct wal_rec *w, const struct chan_map 
         rc = atp_store_restore_reservation(st, &w->res);
         break;
     case ATP_J_COMMIT:
-        rc = atp_store_commit(st, j->id, j->now_us, NULL);
+        rc = atp_store_commit_logged(st, j->id, j->now_us);
         break;
     case ATP_J_RELEASE:
         rc = atp_store_release(st, j->id, j->now_us, NULL);

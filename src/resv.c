@@ -1113,7 +1113,26 @@ static inline int ctl_matches(uint64_t c, uint32_t g)
            ctl_state(c) != ST_FREE;
 }
 
-enum held_op { HELD_COMMIT, HELD_RELEASE, HELD_EXTEND };
+enum held_op { HELD_COMMIT, HELD_COMMIT_LOGGED, HELD_RELEASE, HELD_EXTEND };
+
+/*
+ * May held reservation `r` be committed now? Only if every line's item has
+ * ATP >= 0 for its channel (before the clamp): the commit leaves ATP as it
+ * is, and if a set or an adjust took the item's stock below what is held on
+ * it since the hold, committing would promise what is not there (SPEC.md's
+ * invariant covers holds and commits). Each line is read at one moment
+ * before the commit's CAS, as a reservation's lines are taken one by one.
+ */
+static int commit_admissible(struct atp_store *s, const struct resv *r)
+{
+    uint32_t ch = atomic_load_explicit(&r->channel, memory_order_relaxed);
+    uint32_t n = atomic_load_explicit(&r->nlines, memory_order_relaxed);
+    for (uint32_t i = 0; i < n; i++)
+        if (store_item_margin(s, atomic_load_explicit(&r->line[i].item, memory_order_relaxed), ch) <
+            0)
+            return ATP_EINSUFFICIENT;
+    return 0;
+}
 
 /*
  * Every change of a held reservation made by a client: resolve the id, expire
@@ -1138,7 +1157,8 @@ static int held_transition(struct atp_store *s, uint64_t id, uint64_t now_us, en
         if (!ctl_matches(c, g))
             return ATP_ENOTFOUND;
         unsigned st = ctl_state(c);
-        if (op == HELD_COMMIT && (st == ATP_RES_COMMITTED || st == ATP_RES_FULFILLED))
+        bool commit = op == HELD_COMMIT || op == HELD_COMMIT_LOGGED;
+        if (commit && (st == ATP_RES_COMMITTED || st == ATP_RES_FULFILLED))
             return 1;
         if (st == ATP_RES_EXPIRED)
             return ATP_EEXPIRED;
@@ -1149,10 +1169,13 @@ static int held_transition(struct atp_store *s, uint64_t id, uint64_t now_us, en
             c = atomic_load_explicit(&r->ctl, memory_order_acquire);
             continue;
         }
+        if (op == HELD_COMMIT && (rc = commit_admissible(s, r)) != 0)
+            return rc;
         struct atp_journal_rec jr = {.id = id, .now_us = now_us};
         uint64_t nc;
         switch (op) {
         case HELD_COMMIT:
+        case HELD_COMMIT_LOGGED:
             nc = ctl_make(g, 0, ATP_RES_COMMITTED);
             jr.type = ATP_J_COMMIT;
             break;
@@ -1177,11 +1200,12 @@ static int held_transition(struct atp_store *s, uint64_t id, uint64_t now_us, en
     }
 }
 
-int atp_store_commit(struct atp_store *s, uint64_t id, uint64_t now_us, struct atp_reservation *ret)
+static int commit_common(struct atp_store *s, uint64_t id, uint64_t now_us, enum held_op op,
+                         struct atp_reservation *ret)
 {
     struct resv_state *rs = s->resv;
     uint32_t idx, g;
-    int rc = held_transition(s, id, now_us, HELD_COMMIT, 0, &idx, &g);
+    int rc = held_transition(s, id, now_us, op, 0, &idx, &g);
     if (rc == 1)
         return finish_copy(s, idx, g, ret); /* a retried commit */
     if (rc)
@@ -1194,6 +1218,16 @@ int atp_store_commit(struct atp_store *s, uint64_t id, uint64_t now_us, struct a
     atomic_fetch_add_explicit(&rs->committed, 1, memory_order_relaxed);
     atomic_fetch_add_explicit(&rs->commits, 1, memory_order_relaxed);
     return finish_copy(s, idx, g, ret);
+}
+
+int atp_store_commit(struct atp_store *s, uint64_t id, uint64_t now_us, struct atp_reservation *ret)
+{
+    return commit_common(s, id, now_us, HELD_COMMIT, ret);
+}
+
+int atp_store_commit_logged(struct atp_store *s, uint64_t id, uint64_t now_us)
+{
+    return commit_common(s, id, now_us, HELD_COMMIT_LOGGED, NULL);
 }
 
 int atp_store_release(struct atp_store *s, uint64_t id, uint64_t now_us,

@@ -591,6 +591,21 @@ int64_t store_item_avail(struct atp_store *s, const struct item *it, uint32_t ch
 }
 
 /*
+ * ATP of item `idx` for `channel` before the clamp: on_hand - allocated -
+ * reserved - safety, read as store_item_avail reads it. A commit leaves it
+ * as it is (reserved moves to allocated), so a commit may be granted only
+ * while it is >= 0 (SPEC.md: a hold or commit leaves ATP >= 0).
+ */
+int64_t store_item_margin(struct atp_store *s, uint32_t idx, uint32_t channel)
+{
+    const struct item *it = item_at(s, idx);
+    /* A6: pairs with writers' release CAS of the word (R6). */
+    uint64_t w = atomic_load_explicit(&it->word, memory_order_acquire);
+    int64_t on_hand = atomic_load_explicit(&it->on_hand, memory_order_acquire);
+    return word_free(w) - item_safety(s, it, channel, on_hand);
+}
+
+/*
  * The breakdown of one item: ATP from the word and the on_hand read after it
  * (as store_item_avail), and that same on_hand and safety stock reported, so
  * the figures of one answer agree with each other; allocated and reserved

@@ -195,6 +195,7 @@ int store_take(struct atp_store *s, const struct atp_line_req *line,
                int64_t *ret_avail);
 void store_give_back(struct atp_store *s, uint32_t idx, int64_t qty);
 void store_commit_qty(struct atp_store *s, uint32_t idx, int64_t qty);
+int64_t store_item_margin(struct atp_store *s, uint32_t idx, uint32_t channel);
 struct atp_slice store_item_sku(const struct atp_store *s, uint32_t idx);
 struct atp_slice store_item_loc(const struct atp_store *s, uint32_t idx);
 void store_force_take(struct atp_store *s, uint32_t idx, int64_t qty);

@@ -194,6 +194,13 @@ static int64_t safety(int k, int l, uint32_t c)
     return p > chan_cfg[c].safety_units ? p : chan_cfg[c].safety_units;
 }
 
+/* on_hand - allocated - reserved - safety: ATP before the clamp */
+static int64_t margin(int k, int l, uint32_t c)
+{
+    const struct mitem *it = &md.items[k][l];
+    return it->on_hand - it->allocated - it->reserved - safety(k, l, c);
+}
+
 /* ATP(i, c) = clamp(on_hand - allocated - reserved - safety, 0, cap); 0 where c may not sell */
 static int64_t atp(int k, int l, uint32_t c)
 {
@@ -996,6 +1003,16 @@ static struct mres *pick_res(void)
     return &md.res[rn(md.nres)];
 }
 
+/* A commit leaves ATP as it is; it is granted only where ATP >= 0 (before
+ * the clamp) on every line's item for the reservation's channel. */
+static bool commit_ok(const struct mres *m)
+{
+    for (uint32_t i = 0; i < m->nlines; i++)
+        if (margin(m->lines[i].sku, m->lines[i].loc, m->channel) < 0)
+            return false;
+    return true;
+}
+
 /* commit, release, extend share the held/expired logic */
 static void op_transition(int kind)
 {
@@ -1033,6 +1050,8 @@ static void op_transition(int kind)
     else if (target->expires <= now) {
         expire_one(target, now, 0); /* expired on the spot */
         want = ATP_EEXPIRED;
+    } else if (kind == 0 && !commit_ok(target)) {
+        want = ATP_EINSUFFICIENT; /* SPEC: a commit leaves ATP >= 0; it stays held */
     } else {
         want = 0;
         if (kind == 0) {

@@ -1492,6 +1492,59 @@ static void test_fulfill_after_deallocate(void **state)
     RC(0, atp_store_reserve(s, &req2, T0 + 2, &r, &rp, NULL));
 }
 
+/*
+ * SPEC: a hold or commit is granted only if it leaves ATP >= 0. A commit
+ * leaves ATP as it is; after a cycle count took the stock below what is held
+ * it is refused (the hold stays held), and granted again once stock is back.
+ */
+static void test_commit_needs_stock(void **state)
+{
+    struct atp_store *s = *state;
+    SET(s, "C", "DC1", 50);
+    struct atp_line_req l1[] = {{S("C"), S("DC1"), 40}};
+    struct atp_reserve_req req = {S("c1"), WEB, 60000, l1, 1};
+    struct atp_reservation r;
+    bool rp;
+    RC(0, atp_store_reserve(s, &req, T0, &r, &rp, NULL));
+    uint64_t id = r.id;
+    RC(0, atp_store_set(s, S("C"), S("DC1"), 10, 2)); /* the count found 10 */
+    struct atp_breakdown b = BD(s, "C", "DC1", WEB);
+    assert_int_equal(b.reserved, 40);
+    assert_int_equal(b.atp, 0);
+    fill(&r, sizeof(r));
+    RC(ATP_EINSUFFICIENT, atp_store_commit(s, id, T0 + 1, &r));
+    UNTOUCHED(r);
+    assert_int_equal(state_of(s, id), ATP_RES_HELD);
+    b = BD(s, "C", "DC1", WEB);
+    assert_int_equal(b.reserved, 40);
+    assert_int_equal(b.allocated, 0);
+    /* 29 more: still 1 short */
+    RC(0, atp_store_adjust(s, S("C"), S("DC1"), 29, NULL));
+    RC(ATP_EINSUFFICIENT, atp_store_commit(s, id, T0 + 2, NULL));
+    /* exactly enough: ATP 0 after the commit, granted */
+    RC(0, atp_store_adjust(s, S("C"), S("DC1"), 1, NULL));
+    RC(0, atp_store_commit(s, id, T0 + 3, &r));
+    assert_int_equal(r.state, ATP_RES_COMMITTED);
+    b = BD(s, "C", "DC1", WEB);
+    assert_int_equal(b.allocated, 40);
+    assert_int_equal(b.reserved, 0);
+    assert_int_equal(b.atp, 0);
+    /* a retried commit is still a success, whatever the stock now */
+    RC(0, atp_store_set(s, S("C"), S("DC1"), 5, 3));
+    RC(0, atp_store_commit(s, id, T0 + 4, NULL));
+    /* the reservation's own channel counts, safety stock included: APP keeps
+     * 2, so with 9 on hand and 8 held its ATP is -1 (WEB's would be 1) */
+    SET(s, "E", "DC1", 10);
+    struct atp_line_req l2[] = {{S("E"), S("DC1"), 8}};
+    struct atp_reserve_req rq2 = {S("c2"), APP, 60000, l2, 1};
+    RC(0, atp_store_reserve(s, &rq2, T0, &r, &rp, NULL));
+    id = r.id;
+    RC(0, atp_store_adjust(s, S("E"), S("DC1"), -1, NULL));
+    RC(ATP_EINSUFFICIENT, atp_store_commit(s, id, T0 + 1, NULL));
+    RC(0, atp_store_adjust(s, S("E"), S("DC1"), 1, NULL));
+    RC(0, atp_store_commit(s, id, T0 + 2, NULL));
+}
+
 static void test_fulfill(void **state)
 {
     struct atp_store *s = *state;
@@ -2263,6 +2316,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_commit_expired, setup, teardown),
         cmocka_unit_test_setup_teardown(test_extend, setup, teardown),
         cmocka_unit_test_setup_teardown(test_fulfill, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_commit_needs_stock, setup, teardown),
         cmocka_unit_test_setup_teardown(test_fulfill_after_deallocate, setup, teardown),
         cmocka_unit_test_setup_teardown(test_expire, setup, teardown),
         cmocka_unit_test_setup_teardown(test_expire_many, setup, teardown),

@@ -121,6 +121,7 @@ struct worker {
     _Atomic uint32_t ring_tail; /* written by the worker */
     /* counters */
     uint64_t commits, releases, extends, rejected, full, replays, expired_seen;
+    uint64_t commits_refused; /* ATP_EINSUFFICIENT: stock fell below the holds */
     char err[256];
 };
 
@@ -238,6 +239,12 @@ static void act(struct worker *w)
             g->fate = F_EXPIRED;
             g->end[0] = g->end[1] = g->expires;
             w->expired_seen++;
+        } else if (rc == ATP_EINSUFFICIENT) {
+            /* The event thread took the stock below what is held: the
+             * commit is refused and the hold stays held (it is released,
+             * committed or expires later, like any open one). */
+            w->commits_refused++;
+            return;
         } else {
             set_err(w->err, "commit of %llu: %s", (unsigned long long)g->id, atp_error_name(rc));
         }
@@ -903,8 +910,9 @@ static void test_stress(void **state)
         bad += audit_item(i, &nl);
         lines += nl;
     }
-    uint64_t rejected = 0, full = 0, replays = 0, extends = 0, expired_seen = 0;
+    uint64_t rejected = 0, full = 0, replays = 0, extends = 0, expired_seen = 0, refused = 0;
     for (int w = 0; w < NWORKERS; w++) {
+        refused += workers[w].commits_refused;
         rejected += workers[w].rejected;
         full += workers[w].full;
         replays += workers[w].replays;
@@ -912,18 +920,20 @@ static void test_stress(void **state)
         expired_seen += workers[w].expired_seen;
     }
     print_message("stress: %.2f s; %llu grants (%llu lines), %llu refused, %llu full, %llu "
-                  "replays; %llu commits, %llu releases, %llu extends, %llu seen expired, %llu "
+                  "replays; %llu commits (%llu refused), %llu releases, %llu extends, %llu seen "
+                  "expired, %llu "
                   "expirations in all; %u on_hand events, %llu stale sets refused, %llu "
                   "lines shipped; %llu reads; %llu expire calls by the hammer (%llu expired); "
                   "expiry lateness max %llu us\n",
                   (double)elapsed / 1e6, (unsigned long long)grants, (unsigned long long)lines,
                   (unsigned long long)rejected, (unsigned long long)full,
                   (unsigned long long)replays, (unsigned long long)commits,
-                  (unsigned long long)releases, (unsigned long long)extends,
-                  (unsigned long long)expired_seen, (unsigned long long)st.expirations, nevents,
-                  (unsigned long long)ev_stale_refused, (unsigned long long)ev_fulfillments,
-                  (unsigned long long)rd_reads, (unsigned long long)hammer_calls,
-                  (unsigned long long)hammer_expired, (unsigned long long)run_lateness_max);
+                  (unsigned long long)refused, (unsigned long long)releases,
+                  (unsigned long long)extends, (unsigned long long)expired_seen,
+                  (unsigned long long)st.expirations, nevents, (unsigned long long)ev_stale_refused,
+                  (unsigned long long)ev_fulfillments, (unsigned long long)rd_reads,
+                  (unsigned long long)hammer_calls, (unsigned long long)hammer_expired,
+                  (unsigned long long)run_lateness_max);
     if (bad)
         fail_msg("%llu grants exceeded what was available (seed %llu)", (unsigned long long)bad,
                  (unsigned long long)seed);

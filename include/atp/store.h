@@ -334,8 +334,13 @@ void atp_store_set_admit(struct atp_store *store, atp_admit_fn fn, void *arg);
  * Held -> committed: reserved moves to allocated and the TTL no longer
  * applies. Committing a committed (or already fulfilled) reservation is a
  * no-op success (retries are safe). ATP_EEXPIRED if its TTL has passed (it is expired on the spot),
- * ATP_ESTATE if released, ATP_ENOTFOUND for an unknown id. *ret (may be NULL)
- * receives the reservation after the call.
+ * ATP_ESTATE if released, ATP_ENOTFOUND for an unknown id. ATP_EINSUFFICIENT
+ * if a line's item has ATP below 0 for the reservation's channel before the
+ * clamp (on_hand - allocated - reserved - safety < 0: a set or adjust took
+ * its stock below what is held on it since the hold); a commit leaves ATP as
+ * it is, so committing then would promise what is not there. The hold stays
+ * held (release it, or commit again once stock is back). *ret (may be NULL)
+ * receives the reservation after a successful call.
  */
 int atp_store_commit(struct atp_store *store, uint64_t id, uint64_t now_us,
                      struct atp_reservation *ret);
@@ -464,6 +469,10 @@ int atp_store_restore_item(struct atp_store *store, struct atp_slice sku, struct
  * takes its stock again. ATP_EINVAL if the id's slot is taken or out of range.
  */
 int atp_store_restore_reservation(struct atp_store *store, const struct atp_reservation *r);
+
+/* Commit as atp_store_commit, without its availability check (replay of a
+ * logged commit: it was granted when it was logged). */
+int atp_store_commit_logged(struct atp_store *store, uint64_t id, uint64_t now_us);
 
 /* Expire one held reservation now (replay of a logged expiry). */
 int atp_store_expire_id(struct atp_store *store, uint64_t id, uint64_t now_us);
