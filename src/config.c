@@ -85,6 +85,9 @@ static const struct directive directives[] = {
       K_SIZE, output_buffer_limit, 4096, 1ull << 32, 0),
     D("shutdown-timeout", "DURATION", "bound on the graceful drain after SIGTERM (default 5s)",
       K_DURATION, shutdown_timeout_ms, 0, 3600ull * 1000, 1000),
+    D("drain-delay", "DURATION", "after SIGTERM, keep serving this long with /readyz at 503 "
+      "before the drain begins, so load balancers stop sending work first (default 0)",
+      K_DURATION, drain_delay_ms, 0, 3600ull * 1000, 1000),
     D("http", "yes|no", "serve the HTTP/JSON API, /metrics, /livez and /readyz (default yes)",
       K_BOOL, http, 0, 0, 0),
     D("http-bind", "ADDR", "numeric address of the HTTP listener (default 127.0.0.1)",

@@ -79,6 +79,7 @@ struct atp_config {
     uint64_t idle_timeout_ms;     /* 0: never */
     uint64_t output_buffer_limit; /* bytes pending per connection before reads pause */
     uint64_t shutdown_timeout_ms; /* drain bound on SIGTERM */
+    uint64_t drain_delay_ms;      /* serving with /readyz 503 before the drain */
     /* HTTP/JSON facade, /metrics and health checks */
     bool http; /* serve HTTP at all */
     char http_bind[ATP_CONFIG_BIND_MAX];

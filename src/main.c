@@ -4,9 +4,10 @@
  * Start-up: defaults < config file (-c) < ATPD_* environment < flags; then the
  * store (and its expirer thread), the optional demo catalogue, the server.
  * Signals are blocked in every thread and read here through a signalfd:
- * the first SIGTERM/SIGINT drains (bounded by shutdown-timeout), a second
- * one forces the exit. Nothing else lives here: every piece it wires can be
- * used and tested without it.
+ * the first SIGTERM/SIGINT drains (after drain-delay, during which /readyz
+ * answers 503 and everything is served; the drain itself bounded by
+ * shutdown-timeout), a second one forces the exit. Nothing else lives here: every piece it wires
+ * can be used and tested without it.
  */
 #include <errno.h>
 #include <getopt.h>
@@ -335,7 +336,8 @@ static void *wait_workers(void *arg)
 }
 
 /* Read signals until the workers are done; returns the exit status. */
-static int run_until_stopped(struct atp_server *srv, int sfd, uint64_t shutdown_ms)
+static int run_until_stopped(struct atp_server *srv, int sfd, uint64_t shutdown_ms,
+                             uint64_t delay_ms)
 {
     struct waiter wt = {.srv = srv, .donefd = eventfd(0, EFD_CLOEXEC), .rc = 0};
     pthread_t th;
@@ -343,20 +345,29 @@ static int run_until_stopped(struct atp_server *srv, int sfd, uint64_t shutdown_
         atp_log(ATP_LOG_ERROR, "cannot start the waiter thread", LOG_ERR(-errno));
         return 1;
     }
-    bool draining = false;
-    uint64_t deadline = 0;
+    bool draining = false, drain_pending = false;
+    uint64_t deadline = 0, drain_at = 0;
     for (;;) {
         struct pollfd pfd[2] = {{sfd, POLLIN, 0}, {wt.donefd, POLLIN, 0}};
         int timeout = -1;
         if (draining) {
-            uint64_t now = mono_ms();
-            timeout = now >= deadline ? 0 : (int)(deadline - now);
+            uint64_t now = mono_ms(), until = drain_pending ? drain_at : deadline;
+            timeout = now >= until ? 0 : (int)(until - now);
         }
         int n = poll(pfd, 2, timeout);
         if (n < 0 && errno == EINTR)
             continue;
         if (pfd[1].revents & POLLIN)
             break; /* the workers stopped (after a drain, or on an error) */
+        if (n == 0 && drain_pending) {
+            /* drain-delay is over: load balancers have seen /readyz 503 */
+            drain_pending = false;
+            deadline = mono_ms() + shutdown_ms + DRAIN_SLACK_MS;
+            atp_log(ATP_LOG_INFO, "drain delay over, draining",
+                    LOG_UINT("drain_delay_ms", delay_ms));
+            atp_server_drain(srv);
+            continue;
+        }
         if (n == 0 && draining) {
             atp_log(ATP_LOG_ERROR, "drain did not finish in time, exiting",
                     LOG_UINT("shutdown_timeout_ms", shutdown_ms));
@@ -372,11 +383,18 @@ static int run_until_stopped(struct atp_server *srv, int sfd, uint64_t shutdown_
                 return FORCE_EXIT;
             }
             draining = true;
-            deadline = mono_ms() + shutdown_ms + DRAIN_SLACK_MS;
             atp_log(ATP_LOG_INFO, "draining", LOG_STR("signal", name),
-                    LOG_UINT("shutdown_timeout_ms", shutdown_ms));
+                    LOG_UINT("shutdown_timeout_ms", shutdown_ms),
+                    LOG_UINT("drain_delay_ms", delay_ms));
             notify("STOPPING=1");
-            atp_server_drain(srv);
+            if (delay_ms > 0) {
+                drain_pending = true;
+                drain_at = mono_ms() + delay_ms;
+                atp_server_unready(srv); /* still serving; /readyz 503 */
+            } else {
+                deadline = mono_ms() + shutdown_ms + DRAIN_SLACK_MS;
+                atp_server_drain(srv);
+            }
         }
     }
     pthread_join(th, NULL);
@@ -675,7 +693,7 @@ static int serve(const struct atp_config *cfg)
     }
     notify("READY=1");
 
-    status = run_until_stopped(srv, sfd, cfg->shutdown_timeout_ms);
+    status = run_until_stopped(srv, sfd, cfg->shutdown_timeout_ms, cfg->drain_delay_ms);
     close(sfd);
     if (status == FORCE_EXIT) {
         /* Workers may still run: leave without touching what they use. */

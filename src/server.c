@@ -263,6 +263,7 @@ struct atp_server {
     bool multishot;
     uint32_t open;     /* counted connections, all workers (atomic) */
     int drain;         /* set once by atp_server_drain (atomic) */
+    int unready;       /* set once by atp_server_unready (atomic): /readyz 503 */
     size_t hard_limit; /* atp_buf.limit: the soft limit plus room for one response */
     sem_t ready;       /* each worker posts once its ring is set up */
 };
@@ -1581,7 +1582,8 @@ static void stats_collect(void *arg, atp_stat_emit_fn emit, void *emit_arg)
 static bool http_ready(void *arg, char *reason, size_t len)
 {
     const struct worker *w = arg;
-    if (__atomic_load_n(&w->srv->drain, __ATOMIC_ACQUIRE)) {
+    if (__atomic_load_n(&w->srv->drain, __ATOMIC_ACQUIRE) ||
+        __atomic_load_n(&w->srv->unready, __ATOMIC_ACQUIRE)) {
         snprintf(reason, len, "draining");
         return false;
     }
@@ -1789,6 +1791,11 @@ void atp_server_drain(struct atp_server *srv)
         if (srv->workers[i].efd >= 0)
             (void)!write(srv->workers[i].efd, &one, sizeof(one));
     }
+}
+
+void atp_server_unready(struct atp_server *srv)
+{
+    __atomic_store_n(&srv->unready, 1, __ATOMIC_RELEASE);
 }
 
 int atp_server_wait(struct atp_server *srv)

@@ -79,6 +79,13 @@ int atp_server_start(struct atp_server *srv);
 void atp_server_drain(struct atp_server *srv);
 
 /*
+ * Before a drain: /readyz answers 503 "draining" from now on while
+ * everything else is served as before, so load balancers take this
+ * instance out before it stops accepting (main's drain-delay). Any thread.
+ */
+void atp_server_unready(struct atp_server *srv);
+
+/*
  * Wait for the workers to stop. They stop only after a drain; each closes
  * what is left when shutdown_timeout_ms has passed. 0, or the first worker
  * error.

@@ -66,7 +66,7 @@ wait_file() {
 
 "$ATPD" --port 0 --port-file "$T/bin.port" --http-port 0 --http-port-file "$T/http.port" \
     --workers 2 --demo --http-request-timeout 1s --http-max-body 64kb --http-max-header 4kb \
-    --shutdown-timeout 5s --dir "$T/data" --kafka-embedded >"$T/atpd.log" 2>&1 &
+    --shutdown-timeout 5s --drain-delay 2s --dir "$T/data" --kafka-embedded >"$T/atpd.log" 2>&1 &
 PID=$!
 if ! wait_file "$T/http.port"; then
     echo "atpd did not start:"
@@ -559,6 +559,18 @@ if st0 == 200 and seen and seen.get("reason") == "draining" and live and live[0]
     ok("readyz 200 before SIGTERM, 503 draining after it (livez still 200)")
 else:
     bad("readyz during drain: before %s, after %r, livez %r" % (st0, seen, live and live[0]))
+# drain-delay 2s: new connections are still accepted and served meanwhile, and
+# their /readyz says draining, so a load balancer takes the instance out first.
+n = Conn()
+rz = n.request("GET", "/readyz")
+av = n.request("GET", "/v1/availability/SKU-000001?channel=web")
+n.close()
+elapsed = time.monotonic() - t0
+if rz and rz[0] == 503 and json.loads(rz[2]).get("reason") == "draining" and av and av[0] == 200 \
+        and elapsed < 1.8:
+    ok("during the drain delay a new connection is served (readyz 503 draining, a lookup 200)")
+else:
+    bad("drain delay: readyz %r, lookup %r, %.2f s after SIGTERM" % (rz and rz[0], av and av[0], elapsed))
 sys.exit(1 if failed else 0)
 PY
 [ $? -eq 0 ] && ok "socket-level checks" || bad "socket-level checks"
