@@ -597,9 +597,10 @@ static const struct rule rules[] = {
      "reason=\"peer\"", 1, 0, "Client connections closed, by reason."},
     {"server_connections_closed_drain", false, "atp_connections_closed_total", "", T_COUNTER,
      "reason=\"drain\"", 1, 0, "Client connections closed, by reason."},
-    {"server_recv_stalls", false, "atp_recv_stalls_total", "", T_COUNTER, NULL, 1, 0,
-     "Connections whose multishot receive had not reported the client's close, reset or bytes "
-     "after a second of quiet (found by the quiet check, then handled)."},
+    {"server_recv_restarts", false, "atp_recv_restarts_total", "", T_COUNTER, NULL, 1, 0,
+     "Multishot receives restarted by the quiet check: after a second without a completion "
+     "the connection's socket held an end of file, an error or bytes (most often a close "
+     "whose completion was on its way; rarely one the kernel never reported)."},
     {"server_requests", false, "atp_server_requests_total", "", T_COUNTER, NULL, 1, 0,
      "Requests handled by the network workers (all protocols)."},
     {"server_bytes_in", false, "atp_network_receive_bytes_total", "", T_COUNTER, NULL, 1, 0,

@@ -69,8 +69,13 @@
  * would stay open, holding its fd and a max-connections slot, until the
  * idle timeout. So each open conn that has been quiet for QUIET_MS is
  * checked once (until its next activity) with a non-blocking MSG_PEEK
- * recv: end of file or a socket error is handled as if its completion had
- * arrived; bytes waiting that no completion delivered restart its recv.
+ * recv; if the socket holds anything (an end of file, an error, bytes), its
+ * recv is restarted: cancelled, and re-armed by the flush when the cancel
+ * completes, so the new recv reports what the socket holds. The peek
+ * itself is never taken as the answer: completions of that very recv (the
+ * last request's bytes, read from the socket before the peek) may still
+ * wait later in the same batch, and must be handled before the end of file
+ * is (a first version that closed on the peek dropped such requests).
  * `quiet_next` is the first conn of the active list not checked since its
  * last activity; every conn before it has been, so a tick's work is the
  * conns that went quiet since the last tick, not every idle conn.
@@ -194,7 +199,7 @@ struct worker_stats {
     uint64_t bytes_in;
     uint64_t bytes_out;
     uint64_t pauses;
-    uint64_t recv_stalls; /* the quiet check found what a multishot recv had not reported */
+    uint64_t recv_restarts; /* multishot recvs the quiet check restarted */
 };
 
 /* A relaxed load and store: plain instructions on x86, no lock prefix; a
@@ -957,11 +962,12 @@ static void peer_gone(struct worker *w, struct conn *c, int res)
 }
 
 /*
- * The quiet check of an open conn (see the top of the file): what does its
- * socket hold that its multishot recv has not reported? Bytes: restart the
- * recv (the cancel's completion re-arms it in the flush). End of file or an
- * error: handled as that completion would have been, and the recv is
- * cancelled as well as shut down, so its last completion comes either way.
+ * The quiet check of an open conn (see the top of the file): does its
+ * socket hold anything (an end of file, an error, bytes) after a quiet
+ * second? Then its multishot recv is restarted: the cancel's completion
+ * (-ECANCELED, after any completion the recv had already posted) leaves the
+ * conn to the flush, which arms a new recv, and that one reports what the
+ * socket holds through the usual paths.
  */
 static void quiet_check(struct worker *w, struct conn *c)
 {
@@ -969,14 +975,10 @@ static void quiet_check(struct worker *w, struct conn *c)
         return;
     char b;
     ssize_t r = recv(c->fd, &b, 1, MSG_PEEK | MSG_DONTWAIT);
-    int err = r < 0 ? errno : 0;
-    if (err == EAGAIN || err == EWOULDBLOCK || err == EINTR)
+    if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
         return;
-    STAT_ADD(w, recv_stalls, 1);
+    STAT_ADD(w, recv_restarts, 1);
     cancel_recv(w, c);
-    if (r <= 0)
-        peer_gone(w, c, -err);
-    mark_dirty(w, c);
 }
 
 static void on_recv(struct worker *w, struct conn *c, const struct io_uring_cqe *cqe)
@@ -1549,7 +1551,7 @@ void atp_server_stats(const struct atp_server *srv, struct atp_server_stats *ret
         ret->bytes_in += LD(bytes_in);
         ret->bytes_out += LD(bytes_out);
         ret->backpressure_pauses += LD(pauses);
-        ret->recv_stalls += LD(recv_stalls);
+        ret->recv_restarts += LD(recv_restarts);
 #undef LD
     }
 }
@@ -1569,7 +1571,7 @@ static void stats_collect(void *arg, atp_stat_emit_fn emit, void *emit_arg)
     emit(emit_arg, "server_connections_closed_peer", (int64_t)s.closed_peer);
     emit(emit_arg, "server_connections_closed_drain", (int64_t)s.closed_drain);
     emit(emit_arg, "server_connections_closed_slow", (int64_t)s.closed_slow);
-    emit(emit_arg, "server_recv_stalls", (int64_t)s.recv_stalls);
+    emit(emit_arg, "server_recv_restarts", (int64_t)s.recv_restarts);
     emit(emit_arg, "server_requests", (int64_t)s.requests);
     emit(emit_arg, "server_bytes_in", (int64_t)s.bytes_in);
     emit(emit_arg, "server_bytes_out", (int64_t)s.bytes_out);

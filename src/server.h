@@ -106,7 +106,7 @@ struct atp_server_stats {
     uint64_t bytes_in;
     uint64_t bytes_out;
     uint64_t backpressure_pauses; /* times reading from a client paused */
-    uint64_t recv_stalls;         /* multishot recvs the quiet check found behind their socket */
+    uint64_t recv_restarts;       /* multishot recvs the quiet check restarted */
 };
 void atp_server_stats(const struct atp_server *srv, struct atp_server_stats *ret);
 
