@@ -1116,20 +1116,22 @@ static inline int ctl_matches(uint64_t c, uint32_t g)
 enum held_op { HELD_COMMIT, HELD_COMMIT_LOGGED, HELD_RELEASE, HELD_EXTEND };
 
 /*
- * May held reservation `r` be committed now? Only if every line's item has
- * ATP >= 0 for its channel (before the clamp): the commit leaves ATP as it
- * is, and if a set or an adjust took the item's stock below what is held on
- * it since the hold, committing would promise what is not there (SPEC.md's
- * invariant covers holds and commits). Each line is read at one moment
- * before the commit's CAS, as a reservation's lines are taken one by one.
+ * May held reservation `r` be committed now? Only if every line's item
+ * still has the units: free (on_hand - allocated - reserved) >= 0. A
+ * commit leaves free as it is; below 0 a set or an adjust took on_hand
+ * below what is held and allocated on the item since the hold, and
+ * committing would promise units that are not there. Safety stock is not
+ * looked at again: the hold was granted within its channel's safety stock
+ * (SPEC.md's invariant), and a later hold of another channel with less
+ * safety stock, or a raised safety stock, must not fail an order whose
+ * units are on hand. Each line is read at one moment before the commit's
+ * CAS, as a reservation's lines are taken one by one.
  */
 static int commit_admissible(struct atp_store *s, const struct resv *r)
 {
-    uint32_t ch = atomic_load_explicit(&r->channel, memory_order_relaxed);
     uint32_t n = atomic_load_explicit(&r->nlines, memory_order_relaxed);
     for (uint32_t i = 0; i < n; i++)
-        if (store_item_margin(s, atomic_load_explicit(&r->line[i].item, memory_order_relaxed), ch) <
-            0)
+        if (store_item_free(s, atomic_load_explicit(&r->line[i].item, memory_order_relaxed)) < 0)
             return ATP_EINSUFFICIENT;
     return 0;
 }
@@ -1646,6 +1648,9 @@ int atp_store_restore_reservation(struct atp_store *s, const struct atp_reservat
         inbox_push(rs, idx);
         break;
     case ATP_RES_COMMITTED:
+        for (uint32_t i = 0; i < in->nlines; i++)
+            if (!(ff >> i & 1))
+                store_restore_committed(s, items[i], in->lines[i].qty);
         atomic_fetch_add_explicit(&rs->committed, 1, memory_order_relaxed);
         break;
     default:

@@ -367,7 +367,7 @@ int store_find_sku(struct atp_store *s, struct atp_slice sku, uint64_t h, uint32
 /*
  * Prefetch the lines of item `it` that a lookup of a `sku_len`-byte key reads:
  * its header and its key bytes, which sit on the next line for most items
- * (a 56-byte header at any 8-byte offset). Issued together, their misses
+ * (a 64-byte header at any 8-byte offset). Issued together, their misses
  * overlap instead of the key's waiting for the header's compare.
  */
 static inline void item_prefetch(const struct item *it, uint32_t sku_len)
@@ -591,18 +591,14 @@ int64_t store_item_avail(struct atp_store *s, const struct item *it, uint32_t ch
 }
 
 /*
- * ATP of item `idx` for `channel` before the clamp: on_hand - allocated -
- * reserved - safety, read as store_item_avail reads it. A commit leaves it
- * as it is (reserved moves to allocated), so a commit may be granted only
- * while it is >= 0 (SPEC.md: a hold or commit leaves ATP >= 0).
+ * The free quantity of item `idx` (on_hand - allocated - reserved), read as
+ * store_item_avail reads it. A commit leaves it as it is (reserved moves to
+ * allocated); below 0, units held or allocated are no longer on hand.
  */
-int64_t store_item_margin(struct atp_store *s, uint32_t idx, uint32_t channel)
+int64_t store_item_free(struct atp_store *s, uint32_t idx)
 {
-    const struct item *it = item_at(s, idx);
     /* A6: pairs with writers' release CAS of the word (R6). */
-    uint64_t w = atomic_load_explicit(&it->word, memory_order_acquire);
-    int64_t on_hand = atomic_load_explicit(&it->on_hand, memory_order_acquire);
-    return word_free(w) - item_safety(s, it, channel, on_hand);
+    return word_free(atomic_load_explicit(&item_at(s, idx)->word, memory_order_acquire));
 }
 
 /*
@@ -619,7 +615,7 @@ static inline void item_breakdown(struct atp_store *s, const struct item *it, ui
     int64_t on_hand = atomic_load_explicit(&it->on_hand, memory_order_acquire);
     int64_t safety = item_safety(s, it, channel, on_hand);
     b->on_hand = on_hand;
-    b->allocated = atomic_load_explicit(&it->allocated, memory_order_relaxed);
+    b->allocated = item_allocated(it);
     b->reserved = atomic_load_explicit(&it->reserved, memory_order_relaxed);
     b->safety = safety;
     b->atp = channel_allows(s, channel, it->loc_id)
@@ -979,15 +975,17 @@ static int allocate_common(struct atp_store *s, struct atp_slice sku, struct atp
     int rc = writer_item(s, sku, loc, &sh, &it);
     if (rc)
         return rc;
-    int64_t al = atomic_load_explicit(&it->allocated, memory_order_relaxed);
+    int64_t ext = atomic_load_explicit(&it->ext_alloc, memory_order_relaxed);
     int64_t fr = word_free(atomic_load_explicit(&it->word, memory_order_relaxed));
-    if (!qty_ok(al + qty) || !qty_ok(fr - qty) || al + qty < 0) {
-        rc = ATP_ERANGE; /* includes deallocating more than is allocated */
+    if (!qty_ok(item_allocated(it) + qty) || !qty_ok(fr - qty) || ext + qty < 0) {
+        /* includes deallocating more than allocate events allocated: what
+         * commits allocated only their shipments take */
+        rc = ATP_ERANGE;
     } else {
         /* Allocation only lowers free: move the word first. */
         uint64_t pos = j_begin(s);
         word_bump(it, -qty);
-        atomic_fetch_add_explicit(&it->allocated, qty, memory_order_relaxed);
+        atomic_fetch_add_explicit(&it->ext_alloc, qty, memory_order_relaxed);
         j_end(s, pos,
               &(struct atp_journal_rec){
                   .type = jtype, .sku = sku, .loc = loc, .qty = qty < 0 ? -qty : qty});
@@ -1100,20 +1098,12 @@ int store_item_ship(struct atp_store *s, uint32_t idx, int64_t qty,
     struct item *it = item_at(s, idx);
     struct shard *sh = shard_of(s, XXH3_64bits(it->sku, it->sku_len));
     pthread_mutex_lock(&sh->lock);
-    /*
-     * The line's qty left allocated when it was committed, but a deallocate
-     * event may have taken some of it since (allocated does not say whose an
-     * allocation is). The shipment happened all the same: on_hand drops by
-     * qty, allocated by as much as is left of it, never below 0 (otherwise
-     * ATP would count stock that left, and the item would not load from a
-     * snapshot). The free quantity drops by the part not found allocated.
-     */
-    int64_t alloc = atomic_load_explicit(&it->allocated, memory_order_relaxed);
-    int64_t from_alloc = alloc < qty ? (alloc > 0 ? alloc : 0) : qty;
-    /* Logged under the shard lock: orders it against sets of the item. */
+    /* Logged under the shard lock: orders it against sets of the item. The
+     * line's qty is in `committed` (its commit put it there, and nothing
+     * else takes from it), so both drop by qty and free stays. */
     uint64_t pos = j_begin(s);
-    word_bump(it, from_alloc - qty);
-    atomic_fetch_sub_explicit(&it->allocated, from_alloc, memory_order_relaxed);
+    word_bump(it, 0);
+    atomic_fetch_sub_explicit(&it->committed, qty, memory_order_relaxed);
     atomic_store_explicit(&it->on_hand,
                           atomic_load_explicit(&it->on_hand, memory_order_relaxed) - qty,
                           memory_order_release);
@@ -1254,8 +1244,20 @@ void store_give_back(struct atp_store *s, uint32_t idx, int64_t qty)
 void store_commit_qty(struct atp_store *s, uint32_t idx, int64_t qty)
 {
     struct item *it = item_at(s, idx);
-    atomic_fetch_add_explicit(&it->allocated, qty, memory_order_relaxed);
+    atomic_fetch_add_explicit(&it->committed, qty, memory_order_relaxed);
     atomic_fetch_sub_explicit(&it->reserved, qty, memory_order_relaxed);
+}
+
+/*
+ * Recovery only: a restored committed reservation's unshipped line. The
+ * item's snapshot allocation (restored as allocate events' own) includes
+ * it: it moves to the commits' part, where only its shipment takes it.
+ */
+void store_restore_committed(struct atp_store *s, uint32_t idx, int64_t qty)
+{
+    struct item *it = item_at(s, idx);
+    atomic_fetch_sub_explicit(&it->ext_alloc, qty, memory_order_relaxed);
+    atomic_fetch_add_explicit(&it->committed, qty, memory_order_relaxed);
 }
 
 struct atp_slice store_item_sku(const struct atp_store *s, uint32_t idx)
@@ -1293,7 +1295,10 @@ int atp_store_restore_item(struct atp_store *s, struct atp_slice sku, struct atp
     int64_t reserved = atomic_load_explicit(&it->reserved, memory_order_relaxed);
     uint64_t w = atomic_load_explicit(&it->word, memory_order_relaxed);
     atomic_store_explicit(&it->on_hand, on_hand, memory_order_relaxed);
-    atomic_store_explicit(&it->allocated, allocated, memory_order_relaxed);
+    /* all of it as events' until the committed reservations come back
+     * (store_restore_committed moves their lines' share) */
+    atomic_store_explicit(&it->ext_alloc, allocated, memory_order_relaxed);
+    atomic_store_explicit(&it->committed, 0, memory_order_relaxed);
     atomic_store_explicit(&it->set_seq, set_seq, memory_order_relaxed);
     atomic_store_explicit(&it->word,
                           word_make(on_hand - allocated - reserved, (w & WORD_VER_MASK) + 1),
@@ -1345,7 +1350,7 @@ int atp_store_foreach_item(struct atp_store *s,
                 .sku = {it->sku, it->sku_len},
                 .loc = store_loc_name(s, it->loc_id),
                 .on_hand = atomic_load_explicit(&it->on_hand, memory_order_relaxed),
-                .allocated = atomic_load_explicit(&it->allocated, memory_order_relaxed),
+                .allocated = item_allocated(it),
                 .reserved = atomic_load_explicit(&it->reserved, memory_order_relaxed),
                 .set_seq = atomic_load_explicit(&it->set_seq, memory_order_relaxed),
             };

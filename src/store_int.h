@@ -42,7 +42,7 @@ static inline uint64_t word_make(int64_t free_qty, uint64_t ver)
 #define ITEM_SKU_OVERRIDE 2u /* a sku-level override exists (mirror of the sku's flag) */
 
 /*
- * One (sku, location) pair: 56 bytes of state followed by the sku bytes,
+ * One (sku, location) pair: 64 bytes of state followed by the sku bytes,
  * rounded up to 8, in one arena, so a lookup compares its key on the same or
  * the next cache line and a short sku costs a short item. An item is named by
  * its offset in the arena in 8-byte units (its "ref"). Items are never
@@ -53,7 +53,13 @@ static inline uint64_t word_make(int64_t free_qty, uint64_t ver)
 struct item {
     _Atomic uint64_t word;     /* free | version, see above */
     _Atomic int64_t on_hand;   /* physical stock */
-    _Atomic int64_t allocated; /* committed, awaiting shipment */
+    /*
+     * allocated = ext_alloc + committed. The two halves are kept apart so a
+     * deallocate event can only take what allocate events allocated, never
+     * an atpd commit's units (which only their shipment takes).
+     */
+    _Atomic int64_t ext_alloc; /* by allocate/deallocate events (shard lock) */
+    _Atomic int64_t committed; /* by atpd's commits, awaiting shipment */
     _Atomic int64_t reserved;  /* held with a TTL */
     _Atomic uint64_t set_seq;  /* last applied set sequence (shard lock) */
     _Atomic uint32_t next;     /* next item of the same sku, ref+1 */
@@ -162,6 +168,13 @@ static inline struct item *item_at(const struct atp_store *s, uint32_t ref)
     return (struct item *)(void *)(s->arena + (size_t)ref * ITEM_UNIT);
 }
 
+/* What is allocated on an item: by events and by commits (two reads). */
+static inline int64_t item_allocated(const struct item *it)
+{
+    return atomic_load_explicit(&it->ext_alloc, memory_order_relaxed) +
+           atomic_load_explicit(&it->committed, memory_order_relaxed);
+}
+
 static inline uint32_t item_ref(const struct atp_store *s, const struct item *it)
 {
     return (uint32_t)(((const uint8_t *)it - s->arena) / ITEM_UNIT);
@@ -195,7 +208,8 @@ int store_take(struct atp_store *s, const struct atp_line_req *line,
                int64_t *ret_avail);
 void store_give_back(struct atp_store *s, uint32_t idx, int64_t qty);
 void store_commit_qty(struct atp_store *s, uint32_t idx, int64_t qty);
-int64_t store_item_margin(struct atp_store *s, uint32_t idx, uint32_t channel);
+void store_restore_committed(struct atp_store *s, uint32_t idx, int64_t qty);
+int64_t store_item_free(struct atp_store *s, uint32_t idx);
 struct atp_slice store_item_sku(const struct atp_store *s, uint32_t idx);
 struct atp_slice store_item_loc(const struct atp_store *s, uint32_t idx);
 void store_force_take(struct atp_store *s, uint32_t idx, int64_t qty);

@@ -93,7 +93,6 @@ struct mitem {
     int exists;
     int64_t on_hand, allocated, reserved;
     int64_t ext_alloc; /* allocated by allocate events (the rest is commits) */
-    int64_t eaten;     /* commits' allocation that deallocate events took */
     uint64_t set_seq;
     int64_t ovr[NCHAN]; /* item override, -1 none */
 };
@@ -192,13 +191,6 @@ static int64_t safety(int k, int l, uint32_t c)
     if (chan_cfg[c].safety_pct && it->on_hand > 0)
         p = (it->on_hand * chan_cfg[c].safety_pct + 99) / 100; /* rounded up */
     return p > chan_cfg[c].safety_units ? p : chan_cfg[c].safety_units;
-}
-
-/* on_hand - allocated - reserved - safety: ATP before the clamp */
-static int64_t margin(int k, int l, uint32_t c)
-{
-    const struct mitem *it = &md.items[k][l];
-    return it->on_hand - it->allocated - it->reserved - safety(k, l, c);
 }
 
 /* ATP(i, c) = clamp(on_hand - allocated - reserved - safety, 0, cap); 0 where c may not sell */
@@ -490,11 +482,9 @@ static void check_all(void)
     for (int k = 0; k < NSKU; k++)
         for (int l = 0; l < NLOC; l++) {
             CHECK(held[k][l] == md.items[k][l].reserved, "model reserved drifted");
-            CHECK(alloc[k][l] + md.items[k][l].ext_alloc - md.items[k][l].eaten ==
-                      md.items[k][l].allocated,
+            CHECK(alloc[k][l] + md.items[k][l].ext_alloc == md.items[k][l].allocated,
                   "model allocated drifted");
-            CHECK(md.items[k][l].eaten >= 0 && md.items[k][l].allocated >= 0,
-                  "model allocated below 0");
+            CHECK(md.items[k][l].ext_alloc >= 0, "model events' allocation below 0");
         }
 }
 
@@ -629,8 +619,8 @@ static void op_allocate(int dealloc)
         int pick = rn(10);
         if (it->ext_alloc > 0 && pick < 7)
             q = 1 + (int64_t)(rnd() % (uint64_t)it->ext_alloc);
-        else if (it->allocated > 0 && pick < 9) /* may take what a commit allocated */
-            q = 1 + (int64_t)(rnd() % (uint64_t)it->allocated);
+        else if (it->allocated > it->ext_alloc && pick < 9) /* reaches into commits': refused */
+            q = it->ext_alloc + 1 + (int64_t)(rnd() % (uint64_t)(it->allocated - it->ext_alloc));
         else
             q = it->allocated + 1 + rn(3); /* more than is allocated: refused */
     }
@@ -651,16 +641,14 @@ static void op_allocate(int dealloc)
     else {
         item_create(k, l);
         int64_t s = dealloc ? -q : q;
-        if (!qty_ok(it->allocated + s) || !qty_ok(mfree(it) - s) || it->allocated + s < 0)
-            want = ATP_ERANGE; /* out of range, or deallocating more than is allocated */
+        /* out of range, or deallocating more than allocate events allocated
+         * (what commits allocated only their shipments take) */
+        if (!qty_ok(it->allocated + s) || !qty_ok(mfree(it) - s) || it->ext_alloc + s < 0)
+            want = ATP_ERANGE;
         else {
             want = 0;
             it->allocated += s;
             it->ext_alloc += s;
-            if (it->ext_alloc < 0) { /* the rest came out of committed lines' allocation */
-                it->eaten -= it->ext_alloc;
-                it->ext_alloc = 0;
-            }
         }
     }
     CHECK_RC(rc, want);
@@ -1003,12 +991,12 @@ static struct mres *pick_res(void)
     return &md.res[rn(md.nres)];
 }
 
-/* A commit leaves ATP as it is; it is granted only where ATP >= 0 (before
- * the clamp) on every line's item for the reservation's channel. */
+/* A commit leaves free stock as it is; it is granted only where every
+ * line's item still has free >= 0 (safety stock is not looked at again). */
 static bool commit_ok(const struct mres *m)
 {
     for (uint32_t i = 0; i < m->nlines; i++)
-        if (margin(m->lines[i].sku, m->lines[i].loc, m->channel) < 0)
+        if (mfree(&md.items[m->lines[i].sku][m->lines[i].loc]) < 0)
             return false;
     return true;
 }
@@ -1051,7 +1039,7 @@ static void op_transition(int kind)
         expire_one(target, now, 0); /* expired on the spot */
         want = ATP_EEXPIRED;
     } else if (kind == 0 && !commit_ok(target)) {
-        want = ATP_EINSUFFICIENT; /* SPEC: a commit leaves ATP >= 0; it stays held */
+        want = ATP_EINSUFFICIENT; /* the units are gone; it stays held */
     } else {
         want = 0;
         if (kind == 0) {
@@ -1113,14 +1101,10 @@ static void op_fulfill(void)
         want = 0;
         struct mline *ln = &t->lines[line];
         struct mitem *it = &md.items[ln->sku][ln->loc];
-        /* The shipment takes the line's qty from on_hand, and from allocated
-         * what is left of it there (a deallocate may have taken some). */
-        int64_t from_alloc =
-            it->allocated < ln->qty ? (it->allocated > 0 ? it->allocated : 0) : ln->qty;
-        it->allocated -= from_alloc;
-        it->eaten -= ln->qty - from_alloc;
+        it->allocated -= ln->qty;
         it->on_hand -= ln->qty;
-        CHECK(it->allocated >= 0, "fulfill: allocated %lld", (long long)it->allocated);
+        CHECK(it->allocated >= it->ext_alloc, "fulfill: allocated %lld below events' %lld",
+              (long long)it->allocated, (long long)it->ext_alloc);
         ln->fulfilled = true;
         md.fulfillments++;
         int all = 1;

@@ -1450,12 +1450,12 @@ static void test_extend(void **state)
 }
 
 /*
- * A deallocate event may take allocation a commit made (allocated does not
- * say whose it is); the shipment of that line then still takes its qty from
- * on_hand, and from allocated only what is left: never below 0, which would
- * show stock that left as available (and oversell it).
+ * allocated holds what allocate events allocated and what commits did; a
+ * deallocate may take only the first: a commit's units leave allocated only
+ * with their shipment. (When a deallocate could take them, its shipment
+ * afterwards left allocated at -4 and showed stock that had left.)
  */
-static void test_fulfill_after_deallocate(void **state)
+static void test_deallocate_leaves_commits(void **state)
 {
     struct atp_store *s = *state;
     SET(s, "D", "DC1", 10);
@@ -1465,37 +1465,35 @@ static void test_fulfill_after_deallocate(void **state)
     bool rp;
     RC(0, atp_store_reserve(s, &req, T0, &r, &rp, NULL));
     RC(0, atp_store_commit(s, r.id, T0 + 1, NULL));
-    assert_int_equal(BD(s, "D", "DC1", WEB).allocated, 7);
-    /* the ERP deallocates 6 of the 7: 4 of line 0 and 2 of line 1, say */
-    RC(0, atp_store_deallocate(s, S("D"), S("DC1"), 6));
+    RC(0, atp_store_allocate(s, S("D"), S("DC1"), 2)); /* an EDI order */
+    assert_int_equal(BD(s, "D", "DC1", WEB).allocated, 9);
+    /* the ERP deallocates 4: only its own 2 are there to take */
+    RC(ATP_ERANGE, atp_store_deallocate(s, S("D"), S("DC1"), 4));
+    RC(ATP_ERANGE, atp_store_deallocate(s, S("D"), S("DC1"), 3));
     struct atp_breakdown b = BD(s, "D", "DC1", WEB);
-    assert_int_equal(b.allocated, 1);
-    assert_int_equal(b.atp, 9);
-    /* line 0 ships 4: on_hand 6, allocated 1 -> 0 (not -3) */
+    assert_int_equal(b.allocated, 9);
+    assert_int_equal(b.atp, 1);
+    /* line 0 ships 4: on_hand 6, allocated 5 (3 committed, 2 the EDI's) */
     RC(0, atp_store_fulfill(s, S("d1"), 0, NULL));
     b = BD(s, "D", "DC1", WEB);
     assert_int_equal(b.on_hand, 6);
-    assert_int_equal(b.allocated, 0);
-    assert_int_equal(b.atp, 6);
-    /* line 1 ships 3 with nothing allocated left: on_hand 3 */
+    assert_int_equal(b.allocated, 5);
+    assert_int_equal(b.atp, 1);
+    RC(0, atp_store_deallocate(s, S("D"), S("DC1"), 2)); /* the EDI order is cancelled */
+    RC(ATP_ERANGE, atp_store_deallocate(s, S("D"), S("DC1"), 1));
     RC(0, atp_store_fulfill(s, S("d1"), 1, &r));
     assert_int_equal(r.state, ATP_RES_FULFILLED);
     b = BD(s, "D", "DC1", WEB);
     assert_int_equal(b.on_hand, 3);
     assert_int_equal(b.allocated, 0);
     assert_int_equal(b.atp, 3);
-    /* and exactly that much can be held */
-    struct atp_line_req more[] = {{S("D"), S("DC1"), 4}};
-    struct atp_reserve_req req2 = {S("d2"), WEB, 1000, more, 1};
-    RC(ATP_EINSUFFICIENT, atp_store_reserve(s, &req2, T0 + 2, &r, &rp, NULL));
-    more[0].qty = 3;
-    RC(0, atp_store_reserve(s, &req2, T0 + 2, &r, &rp, NULL));
 }
 
 /*
- * SPEC: a hold or commit is granted only if it leaves ATP >= 0. A commit
- * leaves ATP as it is; after a cycle count took the stock below what is held
- * it is refused (the hold stays held), and granted again once stock is back.
+ * A commit leaves the free stock (on_hand - allocated - reserved) as it is;
+ * after a cycle count took on_hand below what is held it is refused (the
+ * hold stays held), and granted again once the units are back. Safety stock
+ * is not looked at again: it was applied when the hold was granted.
  */
 static void test_commit_needs_stock(void **state)
 {
@@ -1532,17 +1530,26 @@ static void test_commit_needs_stock(void **state)
     /* a retried commit is still a success, whatever the stock now */
     RC(0, atp_store_set(s, S("C"), S("DC1"), 5, 3));
     RC(0, atp_store_commit(s, id, T0 + 4, NULL));
-    /* the reservation's own channel counts, safety stock included: APP keeps
-     * 2, so with 9 on hand and 8 held its ATP is -1 (WEB's would be 1) */
+    /* APP keeps 2 units of safety stock: it holds 8 of 10, then WEB (no
+     * safety stock) holds the last 2, which takes APP's ATP before the clamp
+     * to -2; all 10 units are on hand for the two orders, so both commit */
     SET(s, "E", "DC1", 10);
     struct atp_line_req l2[] = {{S("E"), S("DC1"), 8}};
     struct atp_reserve_req rq2 = {S("c2"), APP, 60000, l2, 1};
     RC(0, atp_store_reserve(s, &rq2, T0, &r, &rp, NULL));
-    id = r.id;
-    RC(0, atp_store_adjust(s, S("E"), S("DC1"), -1, NULL));
-    RC(ATP_EINSUFFICIENT, atp_store_commit(s, id, T0 + 1, NULL));
-    RC(0, atp_store_adjust(s, S("E"), S("DC1"), 1, NULL));
-    RC(0, atp_store_commit(s, id, T0 + 2, NULL));
+    uint64_t app_id = r.id;
+    struct atp_line_req l3[] = {{S("E"), S("DC1"), 2}};
+    struct atp_reserve_req rq3 = {S("c3"), WEB, 60000, l3, 1};
+    RC(0, atp_store_reserve(s, &rq3, T0, &r, &rp, NULL));
+    RC(0, atp_store_commit(s, app_id, T0 + 1, NULL));
+    RC(0, atp_store_commit(s, r.id, T0 + 1, NULL));
+    /* one unit fewer on hand than held and allocated: the next commit fails */
+    SET(s, "F", "DC1", 5);
+    struct atp_line_req l4[] = {{S("F"), S("DC1"), 5}};
+    struct atp_reserve_req rq4 = {S("c4"), WEB, 60000, l4, 1};
+    RC(0, atp_store_reserve(s, &rq4, T0, &r, &rp, NULL));
+    RC(0, atp_store_adjust(s, S("F"), S("DC1"), -1, NULL));
+    RC(ATP_EINSUFFICIENT, atp_store_commit(s, r.id, T0 + 1, NULL));
 }
 
 static void test_fulfill(void **state)
@@ -2317,7 +2324,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_extend, setup, teardown),
         cmocka_unit_test_setup_teardown(test_fulfill, setup, teardown),
         cmocka_unit_test_setup_teardown(test_commit_needs_stock, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_fulfill_after_deallocate, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_deallocate_leaves_commits, setup, teardown),
         cmocka_unit_test_setup_teardown(test_expire, setup, teardown),
         cmocka_unit_test_setup_teardown(test_expire_many, setup, teardown),
         cmocka_unit_test(test_idempotency_window),

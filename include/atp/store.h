@@ -223,8 +223,10 @@ int atp_store_set(struct atp_store *store, struct atp_slice sku, struct atp_slic
                   int64_t on_hand_abs, uint64_t seq);
 
 /* Orders taken outside atpd: allocated += qty / allocated -= qty (qty > 0).
- * Both create the item, like every event.
- * Deallocating more than is allocated is ATP_ERANGE and changes nothing. */
+ * Both create the item, like every event. A deallocate takes only what
+ * allocate events allocated: deallocating more than that (units of atpd's
+ * commits included, which only their shipment takes) is ATP_ERANGE and
+ * changes nothing. */
 int atp_store_allocate(struct atp_store *store, struct atp_slice sku, struct atp_slice loc,
                        int64_t qty);
 int atp_store_deallocate(struct atp_store *store, struct atp_slice sku, struct atp_slice loc,
@@ -335,11 +337,12 @@ void atp_store_set_admit(struct atp_store *store, atp_admit_fn fn, void *arg);
  * applies. Committing a committed (or already fulfilled) reservation is a
  * no-op success (retries are safe). ATP_EEXPIRED if its TTL has passed (it is expired on the spot),
  * ATP_ESTATE if released, ATP_ENOTFOUND for an unknown id. ATP_EINSUFFICIENT
- * if a line's item has ATP below 0 for the reservation's channel before the
- * clamp (on_hand - allocated - reserved - safety < 0: a set or adjust took
- * its stock below what is held on it since the hold); a commit leaves ATP as
- * it is, so committing then would promise what is not there. The hold stays
- * held (release it, or commit again once stock is back). *ret (may be NULL)
+ * if a line's item no longer has the units: on_hand - allocated - reserved <
+ * 0 (a set or adjust took on_hand below what is held and allocated on it
+ * since the hold); a commit leaves that as it is, so committing then would
+ * promise what is not there. Safety stock is not looked at again (the hold
+ * was granted within it). The hold stays held (release it, or commit again
+ * once stock is back). *ret (may be NULL)
  * receives the reservation after a successful call.
  */
 int atp_store_commit(struct atp_store *store, uint64_t id, uint64_t now_us,
@@ -364,8 +367,7 @@ int atp_store_reservation_find(struct atp_store *store, struct atp_slice key,
 
 /*
  * Shipment of one committed line (0-based) of the reservation with this key:
- * allocated and on_hand both drop by the line's qty (allocated only by what
- * is left of it if a deallocate took part of it: never below 0). Once every line is
+ * allocated and on_hand both drop by the line's qty. Once every line is
  * fulfilled the reservation is fulfilled. ATP_ESTATE if not committed or the
  * line is already fulfilled; ATP_EINVAL for a line number out of range.
  */
