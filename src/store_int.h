@@ -51,8 +51,8 @@ static inline uint64_t word_make(int64_t free_qty, uint64_t ver)
  * (release store of its index slot) and never again.
  */
 struct item {
-    _Atomic uint64_t word;     /* free | version, see above */
-    _Atomic int64_t on_hand;   /* physical stock */
+    _Atomic uint64_t word;   /* free | version, see above */
+    _Atomic int64_t on_hand; /* physical stock */
     /*
      * allocated = ext_alloc + committed. The two halves are kept apart so a
      * deallocate event can only take what allocate events allocated, never
