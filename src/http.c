@@ -864,9 +864,20 @@ static struct json_object *parse_json(struct atp_http_ctx *ctx, const char *body
         snprintf(detail, dlen, "out of memory");
         return NULL;
     }
+    /* JSON text is UTF-8 (RFC 8259), well-formed as RFC 3629 says: json-c's
+     * own check lets overlong forms, surrogates and bytes over F4 through. */
+    for (size_t i = 0; i < len; i++) {
+        if ((unsigned char)body[i] < 0x80)
+            continue;
+        size_t k = utf8_seq((const unsigned char *)body + i, len - i);
+        if (k == 0) {
+            snprintf(detail, dlen, "body is not valid JSON: not UTF-8 at byte %zu", i);
+            return NULL;
+        }
+        i += k - 1;
+    }
     struct json_tokener *tok = ctx->tok;
     json_tokener_reset(tok);
-    json_tokener_set_flags(tok, JSON_TOKENER_VALIDATE_UTF8); /* JSON text is UTF-8 (RFC 8259) */
     struct json_object *o = json_tokener_parse_ex(tok, body, (int)len);
     enum json_tokener_error e = json_tokener_get_error(tok);
     if (!o && e == json_tokener_continue)
@@ -967,6 +978,7 @@ static int method_not_allowed(struct call *c, const char *allow)
 {
     char extra[96], detail[96];
     if (c->p->method == HTTP_OPTIONS) {
+        c->op = ATP_MOP_OTHER; /* not the route's operation in the metrics */
         snprintf(extra, sizeof(extra), "Allow: %s, OPTIONS\r\n", allow);
         return emit(c->ctx, c->out, &c->r, 204, NULL, extra, NULL, 0, c->now_us);
     }
