@@ -1249,14 +1249,23 @@ void store_commit_qty(struct atp_store *s, uint32_t idx, int64_t qty)
 }
 
 /*
- * Recovery only: a restored committed reservation's unshipped line. The
- * item's snapshot allocation (restored as allocate events' own) includes
- * it: it moves to the commits' part, where only its shipment takes it.
+ * Recovery only (one thread, before serving): a restored committed
+ * reservation's unshipped line. The item's snapshot allocation (restored as
+ * allocate events' own) includes it: it moves to the commits' part, where
+ * only its shipment takes it. A snapshot written before the two parts were
+ * kept apart may hold less allocation than its commits' unshipped lines (a
+ * deallocate event could take a commit's units then): the line is counted
+ * in full all the same and the allocation raised by the difference, so the
+ * item never shows units its committed orders will still ship.
  */
 void store_restore_committed(struct atp_store *s, uint32_t idx, int64_t qty)
 {
     struct item *it = item_at(s, idx);
-    atomic_fetch_sub_explicit(&it->ext_alloc, qty, memory_order_relaxed);
+    int64_t ext = atomic_load_explicit(&it->ext_alloc, memory_order_relaxed);
+    int64_t from_ext = ext >= qty ? qty : (ext > 0 ? ext : 0);
+    if (from_ext < qty)
+        word_bump(it, from_ext - qty); /* more allocated: less free */
+    atomic_store_explicit(&it->ext_alloc, ext - from_ext, memory_order_relaxed);
     atomic_fetch_add_explicit(&it->committed, qty, memory_order_relaxed);
 }
 

@@ -1552,6 +1552,43 @@ static void test_commit_needs_stock(void **state)
     RC(ATP_EINSUFFICIENT, atp_store_commit(s, r.id, T0 + 1, NULL));
 }
 
+/*
+ * A snapshot written before commits' allocation was kept apart may hold less
+ * allocation than its committed reservations' unshipped lines (a deallocate
+ * could take a commit's units then). Restoring counts the lines in full and
+ * raises the allocation: ATP never shows units a committed order will ship.
+ */
+static void test_restore_commits_beyond_allocation(void **state)
+{
+    struct atp_store *s = *state;
+    RC(0, atp_store_restore_item(s, S("R"), S("DC1"), 6, 2, 0));
+    struct atp_reservation in;
+    memset(&in, 0, sizeof(in));
+    in.id = (UINT64_C(2) << 32) | 1;
+    in.state = ATP_RES_COMMITTED;
+    in.channel = WEB;
+    in.nlines = 1;
+    in.key_len = 2;
+    memcpy(in.key, "k1", 2);
+    in.created_us = T0;
+    in.ttl_ms = 1000;
+    in.lines[0].sku = S("R");
+    in.lines[0].loc = S("DC1");
+    in.lines[0].qty = 5;
+    RC(0, atp_store_restore_reservation(s, &in));
+    atp_store_restore_done(s);
+    struct atp_breakdown b = BD(s, "R", "DC1", WEB);
+    assert_int_equal(b.on_hand, 6);
+    assert_int_equal(b.allocated, 5);
+    assert_int_equal(b.atp, 1);
+    RC(ATP_ERANGE, atp_store_deallocate(s, S("R"), S("DC1"), 1)); /* none of it is the events' */
+    RC(0, atp_store_fulfill(s, S("k1"), 0, NULL));
+    b = BD(s, "R", "DC1", WEB);
+    assert_int_equal(b.on_hand, 1);
+    assert_int_equal(b.allocated, 0);
+    assert_int_equal(b.atp, 1);
+}
+
 static void test_fulfill(void **state)
 {
     struct atp_store *s = *state;
@@ -2325,6 +2362,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_fulfill, setup, teardown),
         cmocka_unit_test_setup_teardown(test_commit_needs_stock, setup, teardown),
         cmocka_unit_test_setup_teardown(test_deallocate_leaves_commits, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_restore_commits_beyond_allocation, setup, teardown),
         cmocka_unit_test_setup_teardown(test_expire, setup, teardown),
         cmocka_unit_test_setup_teardown(test_expire_many, setup, teardown),
         cmocka_unit_test(test_idempotency_window),
