@@ -90,7 +90,6 @@ static inline void jb_lit(struct jb *j, const char *s)
  */
 #define PUT_LIT(p, s) (memcpy((p), (s), sizeof(s) - 1), (p) + sizeof(s) - 1)
 
-/* A JSON string of n bytes, quoted and escaped: at most 6 * n + 2 bytes. */
 /*
  * Length of the well-formed UTF-8 sequence (RFC 3629: no overlong forms, no
  * surrogates, nothing above U+10FFFF) that starts s[0] >= 0x80, or 0. By

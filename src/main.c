@@ -6,8 +6,8 @@
  * Signals are blocked in every thread and read here through a signalfd:
  * the first SIGTERM/SIGINT drains (after drain-delay, during which /readyz
  * answers 503 and everything is served; the drain itself bounded by
- * shutdown-timeout), a second one forces the exit. Nothing else lives here: every piece it wires
- * can be used and tested without it.
+ * shutdown-timeout), a second one forces the exit. Nothing else lives here:
+ * every piece it wires can be used and tested without it.
  */
 #include <errno.h>
 #include <getopt.h>

@@ -89,7 +89,6 @@
 #include <netinet/tcp.h>
 #include <pthread.h>
 #include <semaphore.h>
-#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -268,7 +267,7 @@ struct atp_server {
     bool multishot;
     uint32_t open;     /* counted connections, all workers (atomic) */
     int drain;         /* set once by atp_server_drain (atomic) */
-    int unready;       /* set once by atp_server_unready (atomic): /readyz 503 */
+    int unready;       /* set once by atp_server_unready or _drain (atomic): /readyz 503 */
     size_t hard_limit; /* atp_buf.limit: the soft limit plus room for one response */
     sem_t ready;       /* each worker posts once its ring is set up */
 };
@@ -943,24 +942,6 @@ static void flush_dirty(struct worker *w)
 
 /* --- completion handlers --------------------------------------------------- */
 
-/* The client closed its side (`res` 0) or the socket failed (`res` < 0). */
-static void peer_gone(struct worker *w, struct conn *c, int res)
-{
-    if (c->state == C_OPEN) {
-        c->peer_eof = true;
-        c->in_len = 0; /* a frame cut off by the close is dropped */
-        conn_begin_close(w, c, R_PEER);
-        if (res < 0)
-            conn_kill(w, c); /* reset: nobody left to answer */
-    } else if (c->state == C_CLOSING) {
-        c->peer_eof = true;
-        if (res < 0)
-            conn_kill(w, c);
-    } else {
-        conn_kill(w, c);
-    }
-}
-
 /*
  * The quiet check of an open conn (see the top of the file): does its
  * socket hold anything (an end of file, an error, bytes) after a quiet
@@ -1001,7 +982,20 @@ static void on_recv(struct worker *w, struct conn *c, const struct io_uring_cqe 
     if (res <= 0) {
         if (res == -ENOBUFS || (res == -ECANCELED && c->state != C_DEAD) || res == -EINTR)
             return; /* flush re-arms when appropriate */
-        peer_gone(w, c, res);
+        /* EOF or error. */
+        if (c->state == C_OPEN) {
+            c->peer_eof = true;
+            c->in_len = 0; /* a frame cut off by the close is dropped */
+            conn_begin_close(w, c, R_PEER);
+            if (res < 0)
+                conn_kill(w, c); /* reset: nobody left to answer */
+        } else if (c->state == C_CLOSING) {
+            c->peer_eof = true;
+            if (res < 0)
+                conn_kill(w, c);
+        } else {
+            conn_kill(w, c);
+        }
         return;
     }
 
@@ -1468,8 +1462,8 @@ static void *probe_thread(void *arg)
  */
 static bool have_multishot(void)
 {
-    static _Atomic bool known_yes;
-    if (atomic_load_explicit(&known_yes, memory_order_relaxed))
+    static bool known_yes; /* __atomic, as the rest of this file */
+    if (__atomic_load_n(&known_yes, __ATOMIC_RELAXED))
         return true;
     bool ok = false;
     pthread_t t;
@@ -1477,7 +1471,7 @@ static bool have_multishot(void)
         return false; /* no thread, no probe: plain receives work everywhere */
     pthread_join(t, NULL);
     if (ok)
-        atomic_store_explicit(&known_yes, true, memory_order_relaxed);
+        __atomic_store_n(&known_yes, true, __ATOMIC_RELAXED);
     return ok;
 }
 
@@ -1584,8 +1578,7 @@ static void stats_collect(void *arg, atp_stat_emit_fn emit, void *emit_arg)
 static bool http_ready(void *arg, char *reason, size_t len)
 {
     const struct worker *w = arg;
-    if (__atomic_load_n(&w->srv->drain, __ATOMIC_ACQUIRE) ||
-        __atomic_load_n(&w->srv->unready, __ATOMIC_ACQUIRE)) {
+    if (__atomic_load_n(&w->srv->unready, __ATOMIC_ACQUIRE)) {
         snprintf(reason, len, "draining");
         return false;
     }
@@ -1787,6 +1780,7 @@ int atp_server_start(struct atp_server *srv)
 
 void atp_server_drain(struct atp_server *srv)
 {
+    atp_server_unready(srv);
     __atomic_store_n(&srv->drain, 1, __ATOMIC_RELEASE);
     for (uint32_t i = 0; i < srv->nworkers; i++) {
         uint64_t one = 1;

@@ -990,7 +990,7 @@ static void test_reset_right_after_request(void **state)
     pthread_join(t, NULL);
     stat_wait(&s, "server_connections_open", 2); /* `quiet` and the STATS connection */
     ping_ok(quiet);
-    fprintf(stderr, "    %s: %lld stalled receives found by the quiet check\n", g_mode,
+    fprintf(stderr, "    %s: %lld receives restarted by the quiet check\n", g_mode,
             (long long)stat_get(&s, "server_recv_restarts"));
     atp_client_close(quiet);
     stop(&s);

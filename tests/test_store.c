@@ -1499,12 +1499,8 @@ static void test_commit_needs_stock(void **state)
 {
     struct atp_store *s = *state;
     SET(s, "C", "DC1", 50);
-    struct atp_line_req l1[] = {{S("C"), S("DC1"), 40}};
-    struct atp_reserve_req req = {S("c1"), WEB, 60000, l1, 1};
+    uint64_t id = HOLD(s, "c1", WEB, "C", "DC1", 40, 60000, T0);
     struct atp_reservation r;
-    bool rp;
-    RC(0, atp_store_reserve(s, &req, T0, &r, &rp, NULL));
-    uint64_t id = r.id;
     RC(0, atp_store_set(s, S("C"), S("DC1"), 10, 2)); /* the count found 10 */
     struct atp_breakdown b = BD(s, "C", "DC1", WEB);
     assert_int_equal(b.reserved, 40);
@@ -1534,22 +1530,15 @@ static void test_commit_needs_stock(void **state)
      * safety stock) holds the last 2, which takes APP's ATP before the clamp
      * to -2; all 10 units are on hand for the two orders, so both commit */
     SET(s, "E", "DC1", 10);
-    struct atp_line_req l2[] = {{S("E"), S("DC1"), 8}};
-    struct atp_reserve_req rq2 = {S("c2"), APP, 60000, l2, 1};
-    RC(0, atp_store_reserve(s, &rq2, T0, &r, &rp, NULL));
-    uint64_t app_id = r.id;
-    struct atp_line_req l3[] = {{S("E"), S("DC1"), 2}};
-    struct atp_reserve_req rq3 = {S("c3"), WEB, 60000, l3, 1};
-    RC(0, atp_store_reserve(s, &rq3, T0, &r, &rp, NULL));
+    uint64_t app_id = HOLD(s, "c2", APP, "E", "DC1", 8, 60000, T0);
+    uint64_t web_id = HOLD(s, "c3", WEB, "E", "DC1", 2, 60000, T0);
     RC(0, atp_store_commit(s, app_id, T0 + 1, NULL));
-    RC(0, atp_store_commit(s, r.id, T0 + 1, NULL));
+    RC(0, atp_store_commit(s, web_id, T0 + 1, NULL));
     /* one unit fewer on hand than held and allocated: the next commit fails */
     SET(s, "F", "DC1", 5);
-    struct atp_line_req l4[] = {{S("F"), S("DC1"), 5}};
-    struct atp_reserve_req rq4 = {S("c4"), WEB, 60000, l4, 1};
-    RC(0, atp_store_reserve(s, &rq4, T0, &r, &rp, NULL));
+    id = HOLD(s, "c4", WEB, "F", "DC1", 5, 60000, T0);
     RC(0, atp_store_adjust(s, S("F"), S("DC1"), -1, NULL));
-    RC(ATP_EINSUFFICIENT, atp_store_commit(s, r.id, T0 + 1, NULL));
+    RC(ATP_EINSUFFICIENT, atp_store_commit(s, id, T0 + 1, NULL));
 }
 
 /*

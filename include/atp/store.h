@@ -342,8 +342,8 @@ void atp_store_set_admit(struct atp_store *store, atp_admit_fn fn, void *arg);
  * since the hold); a commit leaves that as it is, so committing then would
  * promise what is not there. Safety stock is not looked at again (the hold
  * was granted within it). The hold stays held (release it, or commit again
- * once stock is back). *ret (may be NULL)
- * receives the reservation after a successful call.
+ * once stock is back). *ret (may be NULL) receives the reservation after a
+ * successful call.
  */
 int atp_store_commit(struct atp_store *store, uint64_t id, uint64_t now_us,
                      struct atp_reservation *ret);
