@@ -115,6 +115,9 @@ static const struct directive directives[] = {
       K_DURATION, max_ttl_ms, 1, 365ull * 86400 * 1000, 1000),
     D("idempotency-window", "DURATION", "how long finished reservations and their keys are "
       "kept (default 10m)", K_DURATION, idempotency_window_ms, 0, 30ull * 86400 * 1000, 1000),
+    D("feed-size", "N", "change-feed records kept, rounded up to a power of two: a cursor "
+      "older than that many changes must start again (default 1048576)",
+      K_U32, feed_records, 1024, 1u << 30, 0),
     D("channel", "NAME [safety=N] [pct=N] [cap=N] [locations=all|L1,L2]",
       "a sales channel; repeat for each (replaces the default web, app, marketplace)",
       K_CHANNEL, channels, 0, 0, 0),
@@ -208,6 +211,7 @@ void atp_config_init(struct atp_config *cfg)
     cfg->max_reservations = sc.max_reservations ? sc.max_reservations : 256u << 10;
     cfg->max_ttl_ms = sc.max_ttl_ms ? sc.max_ttl_ms : 24ull * 3600 * 1000;
     cfg->idempotency_window_ms = sc.idempotency_window_ms;
+    cfg->feed_records = sc.feed_records;
     cfg->appendfsync = ATP_FSYNC_ALWAYS;
     cfg->snapshot_interval_ms = 300 * 1000;
     cfg->snapshot_log_size = 256ull << 20;
@@ -894,6 +898,10 @@ void atp_config_to_store(const struct atp_config *cfg, struct atp_config_store *
     ret->store.max_reservations = cfg->max_reservations;
     ret->store.max_ttl_ms = cfg->max_ttl_ms;
     ret->store.idempotency_window_ms = cfg->idempotency_window_ms;
+    uint32_t feed = 1024;
+    while (feed < cfg->feed_records && feed < (1u << 30))
+        feed <<= 1;
+    ret->store.feed_records = feed;
     for (uint32_t i = 0; i < cfg->nchannels; i++) {
         const struct atp_config_channel *ch = &cfg->channels[i];
         struct atp_channel_config *cc = &ret->channels[i];

@@ -96,6 +96,7 @@ struct atp_config {
     uint32_t max_reservations;
     uint64_t max_ttl_ms;
     uint64_t idempotency_window_ms;
+    uint32_t feed_records; /* change-feed window */
     struct atp_config_channel channels[ATP_MAX_CHANNELS];
     uint32_t nchannels;
     int channels_layer; /* layer the current channel set came from */

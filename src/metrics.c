@@ -37,13 +37,14 @@
 /* --- names ------------------------------------------------------------------ */
 
 static const char *const op_names[ATP_MOP_COUNT] = {
-    [ATP_MOP_OTHER] = "other",   [ATP_MOP_HELLO] = "hello",
-    [ATP_MOP_PING] = "ping",     [ATP_MOP_GET] = "get",
-    [ATP_MOP_MGET] = "mget",     [ATP_MOP_RESERVE] = "reserve",
-    [ATP_MOP_COMMIT] = "commit", [ATP_MOP_RELEASE] = "release",
-    [ATP_MOP_EXTEND] = "extend", [ATP_MOP_GET_RESERVATION] = "get_reservation",
-    [ATP_MOP_ADJUST] = "adjust", [ATP_MOP_SET] = "set",
-    [ATP_MOP_STATS] = "stats",   [ATP_MOP_HEALTH] = "health",
+    [ATP_MOP_OTHER] = "other",     [ATP_MOP_HELLO] = "hello",
+    [ATP_MOP_PING] = "ping",       [ATP_MOP_GET] = "get",
+    [ATP_MOP_MGET] = "mget",       [ATP_MOP_RESERVE] = "reserve",
+    [ATP_MOP_COMMIT] = "commit",   [ATP_MOP_RELEASE] = "release",
+    [ATP_MOP_EXTEND] = "extend",   [ATP_MOP_GET_RESERVATION] = "get_reservation",
+    [ATP_MOP_ADJUST] = "adjust",   [ATP_MOP_SET] = "set",
+    [ATP_MOP_STATS] = "stats",     [ATP_MOP_HEALTH] = "health",
+    [ATP_MOP_CHANGES] = "changes",
 };
 
 /* Operations each protocol has: their series exist (at 0) from the start,
@@ -54,12 +55,12 @@ static const uint32_t proto_ops[ATP_MPROTO_COUNT] = {
                        OPBIT(ATP_MOP_GET) | OPBIT(ATP_MOP_MGET) | OPBIT(ATP_MOP_RESERVE) |
                        OPBIT(ATP_MOP_COMMIT) | OPBIT(ATP_MOP_RELEASE) | OPBIT(ATP_MOP_EXTEND) |
                        OPBIT(ATP_MOP_GET_RESERVATION) | OPBIT(ATP_MOP_ADJUST) | OPBIT(ATP_MOP_SET) |
-                       OPBIT(ATP_MOP_STATS),
+                       OPBIT(ATP_MOP_STATS) | OPBIT(ATP_MOP_CHANGES),
     [ATP_MPROTO_HTTP] = OPBIT(ATP_MOP_OTHER) | OPBIT(ATP_MOP_GET) | OPBIT(ATP_MOP_MGET) |
                         OPBIT(ATP_MOP_RESERVE) | OPBIT(ATP_MOP_COMMIT) | OPBIT(ATP_MOP_RELEASE) |
                         OPBIT(ATP_MOP_EXTEND) | OPBIT(ATP_MOP_GET_RESERVATION) |
                         OPBIT(ATP_MOP_ADJUST) | OPBIT(ATP_MOP_SET) | OPBIT(ATP_MOP_STATS) |
-                        OPBIT(ATP_MOP_HEALTH),
+                        OPBIT(ATP_MOP_HEALTH) | OPBIT(ATP_MOP_CHANGES),
 };
 
 const char *atp_metrics_op_name(int op)
@@ -438,6 +439,12 @@ static void render_store(struct wr *w, struct atp_store *store, const struct req
              s.expirations);
     counter1(w, "atp_reservations_fulfilled_total", "Reservation lines shipped (fulfill events).",
              s.fulfillments);
+    counter1(w, "atp_feed_records_total",
+             "Change-feed records written (items found changed by feed calls).", s.feed_records);
+    counter1(w, "atp_feed_cursor_expired_total",
+             "Change-feed calls refused because their cursor had expired or was not this "
+             "instance's.",
+             s.feed_expired);
     counter1(w, "atp_oversell_refused_total",
              "Reservations refused because granting them would have oversold (insufficient "
              "stock).",

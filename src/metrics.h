@@ -56,8 +56,9 @@ enum atp_metrics_op {
     ATP_MOP_GET_RESERVATION,
     ATP_MOP_ADJUST,
     ATP_MOP_SET,
-    ATP_MOP_STATS,  /* binary STATS and HTTP GET /metrics */
-    ATP_MOP_HEALTH, /* /livez, /readyz */
+    ATP_MOP_STATS,   /* binary STATS and HTTP GET /metrics */
+    ATP_MOP_HEALTH,  /* /livez, /readyz */
+    ATP_MOP_CHANGES, /* change feed */
     ATP_MOP_COUNT,
 };
 

@@ -580,8 +580,9 @@ static inline int64_t clamp_atp(const struct channel *c, int64_t v)
 int64_t store_item_avail(struct atp_store *s, const struct item *it, uint32_t channel,
                          uint64_t *ret_word)
 {
-    /* A6: pairs with writers' release CAS of the word (R6). */
-    uint64_t w = atomic_load_explicit(&it->word, memory_order_acquire);
+    /* A6: pairs with writers' release CAS of the word (R6); seq_cst for the
+     * change feed (F2), the same instruction as acquire on x86. */
+    uint64_t w = atomic_load_explicit(&it->word, memory_order_seq_cst);
     int64_t on_hand = atomic_load_explicit(&it->on_hand, memory_order_acquire);
     *ret_word = w;
     if (!channel_allows(s, channel, it->loc_id))
@@ -882,7 +883,7 @@ static void word_bump(struct item *it, int64_t dfree)
     uint64_t nw;
     do {
         nw = word_make(word_free(w) + dfree, (w & WORD_VER_MASK) + 1);
-    } while (!atomic_compare_exchange_weak_explicit(&it->word, &w, nw, memory_order_acq_rel,
+    } while (!atomic_compare_exchange_weak_explicit(&it->word, &w, nw, memory_order_seq_cst,
                                                     memory_order_relaxed));
 }
 
@@ -891,7 +892,7 @@ static void word_bump(struct item *it, int64_t dfree)
  * when on_hand drops (safety stock may drop) the word moves first; when it
  * rises the word moves last. Caller holds the shard lock and checked ranges.
  */
-static void item_move_on_hand(struct item *it, int64_t d)
+static void item_move_on_hand(struct atp_store *s, struct item *it, int64_t d)
 {
     int64_t oh = atomic_load_explicit(&it->on_hand, memory_order_relaxed);
     if (d < 0) {
@@ -901,6 +902,7 @@ static void item_move_on_hand(struct item *it, int64_t d)
         atomic_store_explicit(&it->on_hand, oh + d, memory_order_release);
         word_bump(it, d);
     }
+    feed_mark(s, item_ref(s, it));
 }
 
 static int range_check_on_hand(const struct item *it, int64_t d)
@@ -926,7 +928,7 @@ int atp_store_adjust(struct atp_store *s, struct atp_slice sku, struct atp_slice
         return rc;
     if ((rc = range_check_on_hand(it, delta)) == 0) {
         uint64_t pos = j_begin(s);
-        item_move_on_hand(it, delta);
+        item_move_on_hand(s, it, delta);
         j_end(
             s, pos,
             &(struct atp_journal_rec){.type = ATP_J_ADJUST, .sku = sku, .loc = loc, .qty = delta});
@@ -955,7 +957,7 @@ int atp_store_set(struct atp_store *s, struct atp_slice sku, struct atp_slice lo
         if (d == 0 || (rc = range_check_on_hand(it, d)) == 0) {
             uint64_t pos = j_begin(s);
             if (d != 0)
-                item_move_on_hand(it, d);
+                item_move_on_hand(s, it, d);
             if (seq != 0)
                 atomic_store_explicit(&it->set_seq, seq, memory_order_relaxed);
             j_end(s, pos,
@@ -986,6 +988,7 @@ static int allocate_common(struct atp_store *s, struct atp_slice sku, struct atp
         uint64_t pos = j_begin(s);
         word_bump(it, -qty);
         atomic_fetch_add_explicit(&it->ext_alloc, qty, memory_order_relaxed);
+        feed_mark(s, item_ref(s, it));
         j_end(s, pos,
               &(struct atp_journal_rec){
                   .type = jtype, .sku = sku, .loc = loc, .qty = qty < 0 ? -qty : qty});
@@ -1013,12 +1016,16 @@ int atp_store_deallocate(struct atp_store *s, struct atp_slice sku, struct atp_s
     return allocate_common(s, sku, loc, -qty, ATP_J_DEALLOCATE);
 }
 
-/* Bump the version of every item of a sku (its shard lock held). */
-static void sku_bump_all(struct atp_store *s, uint32_t head)
+/* Bump the version of every item of a sku (its shard lock held), and with
+ * `mark`, mark each for the change feed. */
+static void sku_bump_all(struct atp_store *s, uint32_t head, bool mark)
 {
     for (uint32_t n = head; n;
-         n = atomic_load_explicit(&item_at(s, n - 1)->next, memory_order_acquire))
+         n = atomic_load_explicit(&item_at(s, n - 1)->next, memory_order_acquire)) {
         word_bump(item_at(s, n - 1), 0);
+        if (mark)
+            feed_mark(s, n - 1);
+    }
 }
 
 int atp_store_set_safety(struct atp_store *s, struct atp_slice sku, struct atp_slice loc,
@@ -1045,6 +1052,7 @@ int atp_store_set_safety(struct atp_store *s, struct atp_slice sku, struct atp_s
         if (rc == 0 && units >= 0)
             atomic_fetch_or_explicit(&it->flags, ITEM_HAS_OVERRIDE, memory_order_release);
         word_bump(it, 0);
+        feed_mark(s, item_ref(s, it));
         j_end(s, pos,
               rc ? NULL
                  : &(struct atp_journal_rec){.type = ATP_J_SAFETY,
@@ -1066,7 +1074,7 @@ int atp_store_set_safety(struct atp_store *s, struct atp_slice sku, struct atp_s
     }
     uint32_t head = atomic_load_explicit(&s->skus[si].head, memory_order_acquire);
     uint64_t pos = j_begin(s);
-    sku_bump_all(s, head);
+    sku_bump_all(s, head, false);
     rc = ovr_put(s, ovr_key(OVR_SKU, channel, si), units);
     if (rc == 0 && units >= 0) {
         /* Mirrored into every item so a lookup never touches the sku. */
@@ -1076,7 +1084,7 @@ int atp_store_set_safety(struct atp_store *s, struct atp_slice sku, struct atp_s
             atomic_fetch_or_explicit(&item_at(s, n - 1)->flags, ITEM_SKU_OVERRIDE,
                                      memory_order_release);
     }
-    sku_bump_all(s, head);
+    sku_bump_all(s, head, true);
     j_end(s, pos,
           rc ? NULL
              : &(struct atp_journal_rec){.type = ATP_J_SAFETY,
@@ -1107,6 +1115,7 @@ int store_item_ship(struct atp_store *s, uint32_t idx, int64_t qty,
     atomic_store_explicit(&it->on_hand,
                           atomic_load_explicit(&it->on_hand, memory_order_relaxed) - qty,
                           memory_order_release);
+    feed_mark(s, idx);
     j_end(s, pos, jrec);
     pthread_mutex_unlock(&sh->lock);
     return 0;
@@ -1134,9 +1143,11 @@ static int item_take(struct atp_store *s, uint32_t idx, uint32_t channel, int64_
             return 0;
         /* free -= qty, version kept: fails if a writer or a grant moved it. */
         uint64_t nw = word_make(word_free(w) - qty, w & WORD_VER_MASK);
-        /* C1: acq_rel; the read side pairs with R6, the write side with A6. */
-        if (atomic_compare_exchange_weak_explicit(&it->word, &w, nw, memory_order_acq_rel,
+        /* C1: the read side pairs with R6, the write side with A6; seq_cst
+         * for the change feed's mark (F1), the same instruction on x86. */
+        if (atomic_compare_exchange_weak_explicit(&it->word, &w, nw, memory_order_seq_cst,
                                                   memory_order_acquire)) {
+            feed_mark_rmw(s, idx);
             atomic_fetch_add_explicit(&it->reserved, qty, memory_order_relaxed);
             return 0;
         }
@@ -1236,7 +1247,8 @@ void store_give_back(struct atp_store *s, uint32_t idx, int64_t qty)
 {
     struct item *it = item_at(s, idx);
     /* R7: release; a reservation that read the old word fails its CAS (C1). */
-    atomic_fetch_add_explicit(&it->word, (uint64_t)qty << WORD_VER_BITS, memory_order_release);
+    atomic_fetch_add_explicit(&it->word, (uint64_t)qty << WORD_VER_BITS, memory_order_seq_cst);
+    feed_mark_rmw(s, idx);
     atomic_fetch_sub_explicit(&it->reserved, qty, memory_order_relaxed);
 }
 
@@ -1267,6 +1279,7 @@ void store_restore_committed(struct atp_store *s, uint32_t idx, int64_t qty)
         word_bump(it, from_ext - qty); /* more allocated: less free */
     atomic_store_explicit(&it->ext_alloc, ext - from_ext, memory_order_relaxed);
     atomic_fetch_add_explicit(&it->committed, qty, memory_order_relaxed);
+    feed_mark(s, idx);
 }
 
 struct atp_slice store_item_sku(const struct atp_store *s, uint32_t idx)
@@ -1287,6 +1300,7 @@ void store_force_take(struct atp_store *s, uint32_t idx, int64_t qty)
     struct item *it = item_at(s, idx);
     word_bump(it, -qty);
     atomic_fetch_add_explicit(&it->reserved, qty, memory_order_relaxed);
+    feed_mark(s, idx);
 }
 
 int atp_store_restore_item(struct atp_store *s, struct atp_slice sku, struct atp_slice loc,
@@ -1312,6 +1326,7 @@ int atp_store_restore_item(struct atp_store *s, struct atp_slice sku, struct atp
     atomic_store_explicit(&it->word,
                           word_make(on_hand - allocated - reserved, (w & WORD_VER_MASK) + 1),
                           memory_order_release);
+    feed_mark(s, item_ref(s, it));
     pthread_mutex_unlock(&sh->lock);
     return 0;
 }
@@ -1384,6 +1399,7 @@ void atp_store_stats(struct atp_store *s, struct atp_store_stats *ret)
     for (uint32_t k = 0; k < s->cfg.nshards; k++)
         st.bytes_reserved += ((size_t)s->shards[k].item_n + s->shards[k].sku_n) * 8;
     resv_stats(s, &st);
+    feed_stats(s, &st);
     *ret = st;
 }
 
@@ -1399,6 +1415,7 @@ void atp_store_config_defaults(struct atp_store_config *cfg)
     cfg->nshards = 64;
     cfg->max_ttl_ms = 24ull * 3600 * 1000;
     cfg->idempotency_window_ms = 10ull * 60 * 1000;
+    cfg->feed_records = 1u << 20;
 }
 
 static int channel_init(struct atp_store *s, uint32_t id, const struct atp_channel_config *cc)
@@ -1453,6 +1470,11 @@ int atp_store_new(const struct atp_store_config *cfg_in, struct atp_store **ret_
         return ATP_EINVAL;
     if (cfg.max_overrides == 0)
         cfg.max_overrides = 1;
+    if (cfg.feed_records == 0)
+        cfg.feed_records = 1u << 20;
+    if (cfg.feed_records & (cfg.feed_records - 1) || cfg.feed_records < 1024 ||
+        cfg.feed_records > (1u << 30))
+        return ATP_EINVAL;
 
     struct atp_store *s = calloc(1, sizeof(*s));
     if (!s)
@@ -1517,6 +1539,8 @@ int atp_store_new(const struct atp_store_config *cfg_in, struct atp_store **ret_
             goto fail;
         s->nchannels = i + 1;
     }
+    if ((rc = feed_init(s)) != 0)
+        goto fail;
     if ((rc = resv_init(s)) != 0)
         goto fail;
     *ret_store = s;
@@ -1531,6 +1555,7 @@ void atp_store_free(struct atp_store *s)
     if (!s)
         return;
     resv_fini(s);
+    feed_fini(s);
     if (s->shards) {
         for (uint32_t k = 0; k < s->cfg.nshards; k++) {
             struct shard *sh = &s->shards[k];

@@ -124,6 +124,29 @@ struct override {
 
 struct resv_state; /* resv.c */
 
+/*
+ * The change feed (feed.c). Marks are two bitmaps: `leaf` has a bit per
+ * item ref (8 bytes of arena, so every item has its own bit), `top` a bit per
+ * leaf word. A writer sets its item's leaf bit, then the top bit, each only
+ * if not yet set (a read first: a hot item costs one load until the next
+ * scan). A scan (feed calls, under `lock`) exchanges top words with 0, then
+ * the leaf words they name, and appends a record (the item's ref) to `ring`
+ * for every bit it took. The proof that no change is missed is in
+ * docs/ARCHITECTURE.md ("Change feed").
+ */
+struct feed {
+    _Atomic uint64_t *leaf;
+    _Atomic uint64_t *top;
+    size_t leaf_words, top_words;
+    pthread_mutex_t lock;     /* scans */
+    _Atomic uint32_t *ring;   /* item refs, by record number & mask */
+    uint64_t mask;            /* ring size - 1 */
+    _Atomic uint64_t head;    /* records written; release after the ring */
+    _Atomic uint64_t claim;   /* records being written (>= head) */
+    uint64_t epoch;           /* cursor bits 63..48, never 0 */
+    _Atomic uint64_t expired; /* ATP_ECURSOR answers */
+};
+
 struct atp_store {
     struct atp_store_config cfg;
     uint32_t shard_bits;
@@ -155,6 +178,7 @@ struct atp_store {
     uint32_t nchannels;
 
     struct resv_state *resv;
+    struct feed feed;
     atp_admit_fn admit; /* set before serving */
     void *admit_arg;
 };
@@ -166,6 +190,34 @@ static inline void j_end(const struct atp_store *s, uint64_t pos, const struct a
 static inline struct item *item_at(const struct atp_store *s, uint32_t ref)
 {
     return (struct item *)(void *)(s->arena + (size_t)ref * ITEM_UNIT);
+}
+
+/*
+ * Mark item `ref` changed for the feed. feed_mark_rmw: right after the
+ * seq_cst read-modify-write of the item's word that was the change's last
+ * write to what ATP is computed from. feed_mark: after any other change (it
+ * adds such a read-modify-write, which changes nothing: a full barrier on
+ * x86, where a fence would cost the same, and one ThreadSanitizer models).
+ * F1/F2 in docs/ARCHITECTURE.md.
+ */
+static inline void feed_mark_rmw(struct atp_store *s, uint32_t ref)
+{
+    struct feed *f = &s->feed;
+    _Atomic uint64_t *lw = &f->leaf[ref >> 6];
+    uint64_t bit = UINT64_C(1) << (ref & 63);
+    if (atomic_load_explicit(lw, memory_order_seq_cst) & bit)
+        return;
+    atomic_fetch_or_explicit(lw, bit, memory_order_seq_cst);
+    _Atomic uint64_t *tw = &f->top[ref >> 12];
+    uint64_t tbit = UINT64_C(1) << ((ref >> 6) & 63);
+    if (!(atomic_load_explicit(tw, memory_order_seq_cst) & tbit))
+        atomic_fetch_or_explicit(tw, tbit, memory_order_seq_cst);
+}
+
+static inline void feed_mark(struct atp_store *s, uint32_t ref)
+{
+    atomic_fetch_add_explicit(&item_at(s, ref)->word, 0, memory_order_seq_cst);
+    feed_mark_rmw(s, ref);
 }
 
 /* What is allocated on an item: by events and by commits (two reads). */
@@ -219,6 +271,11 @@ struct atp_slice store_loc_name(const struct atp_store *s, uint16_t loc_id);
 void *store_map(size_t bytes);
 void store_prefault(void *p, size_t bytes);
 void store_unmap(void *p, size_t bytes);
+
+/* feed.c, used by store.c */
+int feed_init(struct atp_store *s);
+void feed_fini(struct atp_store *s);
+void feed_stats(struct atp_store *s, struct atp_store_stats *st);
 
 /* resv.c, used by store.c */
 int resv_init(struct atp_store *s);

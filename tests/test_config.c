@@ -74,6 +74,7 @@ static void test_every_directive(void **state)
                                "max-reservations 200\n"
                                "max-ttl 2h\n"
                                "idempotency-window 15m\n"
+                               "feed-size 5000\n"
                                "channel web safety=2 pct=0 cap=-1 locations=all\r\n"
                                "channel marketplace-x safety=5 pct=10 cap=50 locations=DC1,DC2\n"
                                "demo yes\n"
@@ -105,6 +106,10 @@ static void test_every_directive(void **state)
     assert_int_equal(cfg.max_reservations, 200);
     assert_int_equal(cfg.max_ttl_ms, 2 * 3600 * 1000);
     assert_int_equal(cfg.idempotency_window_ms, 15 * 60 * 1000);
+    assert_int_equal(cfg.feed_records, 5000);
+    struct atp_config_store sc;
+    atp_config_to_store(&cfg, &sc);
+    assert_int_equal(sc.store.feed_records, 8192); /* the next power of two */
     /* The file's channels replace the default set. */
     assert_int_equal(cfg.nchannels, 2);
     assert_string_equal(cfg.channels[0].name, "web");
@@ -426,6 +431,7 @@ static void test_directive_table(void **state)
         "max-reservations",
         "max-ttl",
         "idempotency-window",
+        "feed-size",
         "channel",
         "demo",
         "kafka-brokers",

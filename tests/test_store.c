@@ -2260,6 +2260,264 @@ static void test_capacity_failed_insert(void **state)
 /* out-parameters on error, in one place                                  */
 /* ---------------------------------------------------------------------- */
 
+/* --- change feed ------------------------------------------------------------------------- */
+
+struct feed_ans {
+    struct atp_change c[ATP_CHANGES_MAX];
+    uint32_t n;
+    uint64_t next;
+    bool more;
+};
+
+static struct feed_ans *changes_(struct atp_store *s, uint32_t ch, uint64_t since, uint32_t flags,
+                                 uint32_t max, int line)
+{
+    static struct feed_ans a;
+    memset(&a, 0, sizeof(a));
+    int rc = atp_store_changes(s, ch, since, flags, max, a.c, &a.n, &a.next, &a.more);
+    if (rc != 0)
+        fail_msg("line %d: changes ch %u since %llx: %s", line, ch, (unsigned long long)since,
+                 atp_error_name(rc));
+    return &a;
+}
+#define CHANGES(s, ch, since, flags, max) changes_((s), (ch), (since), (flags), (max), __LINE__)
+
+/* The entry for sku@loc in an answer (loc "" for network), or NULL. */
+static const struct atp_change *find_change(const struct feed_ans *a, const char *sku,
+                                            const char *loc)
+{
+    const struct atp_change *hit = NULL;
+    for (uint32_t i = 0; i < a->n; i++) {
+        if (a->c[i].sku.len == strlen(sku) && memcmp(a->c[i].sku.p, sku, a->c[i].sku.len) == 0 &&
+            a->c[i].loc.len == strlen(loc) && memcmp(a->c[i].loc.p, loc, a->c[i].loc.len) == 0) {
+            if (hit)
+                fail_msg("%s@%s reported twice in one answer", sku, loc);
+            hit = &a->c[i];
+        }
+    }
+    return hit;
+}
+
+/* Every kind of change is reported, once, with the ATP of the asking channel. */
+static void test_changes_report(void **state)
+{
+    struct atp_store *s = *state;
+    SET(s, "A", "DC1", 10);
+    uint64_t c0 = atp_store_changes_cursor(s);
+    assert_true(c0 != 0);
+    struct feed_ans *a = CHANGES(s, WEB, c0, 0, 100);
+    assert_int_equal(a->n, 0);
+    assert_false(a->more);
+    assert_true(a->next == c0);
+
+    /* an event, then a hold: one entry, the ATP after both */
+    RC(0, atp_store_adjust(s, S("A"), S("DC1"), 5, NULL));
+    uint64_t id = HOLD(s, "k1", WEB, "A", "DC1", 3, 1000, T0);
+    a = CHANGES(s, APP, c0, 0, 100);
+    assert_int_equal(a->n, 1);
+    const struct atp_change *e = find_change(a, "A", "DC1");
+    assert_non_null(e);
+    assert_int_equal(e->atp, 15 - 3 - 2); /* app keeps 2 units of safety stock */
+    uint64_t c1 = a->next;
+    assert_true(c1 != c0);
+    assert_int_equal(CHANGES(s, WEB, c1, 0, 100)->n, 0);
+
+    /* a release */
+    RC(0, atp_store_release(s, id, T0 + 1, NULL));
+    a = CHANGES(s, WEB, c1, 0, 100);
+    assert_int_equal(a->n, 1);
+    assert_int_equal(find_change(a, "A", "DC1")->atp, 15);
+    uint64_t c2 = a->next;
+
+    /* an expiry */
+    HOLD(s, "k2", WEB, "A", "DC1", 4, 10, T0);
+    uint64_t c3 = CHANGES(s, WEB, c2, 0, 100)->next;
+    assert_int_equal(atp_store_expire(s, T0 + 20 * MS), 1);
+    a = CHANGES(s, WEB, c3, 0, 100);
+    assert_int_equal(a->n, 1);
+    assert_int_equal(find_change(a, "A", "DC1")->atp, 15);
+    uint64_t c4 = a->next;
+
+    /* a commit changes no ATP; its shipment changes the safety in percent */
+    uint64_t id3 = HOLD(s, "k3", MKT, "A", "DC1", 5, 1000, T0);
+    RC(0, atp_store_commit(s, id3, T0 + 1, NULL));
+    uint64_t c5 = CHANGES(s, MKT, c4, 0, 100)->next;
+    RC(0, atp_store_fulfill(s, S("k3"), 0, NULL));
+    a = CHANGES(s, MKT, c5, 0, 100);
+    assert_int_equal(a->n, 1);
+    /* on_hand 10, nothing allocated: 10 - 10% */
+    assert_int_equal(find_change(a, "A", "DC1")->atp, 9);
+    uint64_t c6 = a->next;
+
+    /* allocate, deallocate, a safety override per item and per sku */
+    SET(s, "A", "DC2", 8);
+    uint64_t c7 = CHANGES(s, WEB, c6, 0, 100)->next;
+    RC(0, atp_store_allocate(s, S("A"), S("DC2"), 3));
+    a = CHANGES(s, WEB, c7, 0, 100);
+    assert_int_equal(a->n, 1);
+    assert_int_equal(find_change(a, "A", "DC2")->atp, 5);
+    RC(0, atp_store_deallocate(s, S("A"), S("DC2"), 1));
+    a = CHANGES(s, WEB, a->next, 0, 100);
+    assert_int_equal(find_change(a, "A", "DC2")->atp, 6);
+    RC(0, atp_store_set_safety(s, S("A"), S("DC2"), WEB, 4));
+    a = CHANGES(s, WEB, a->next, 0, 100);
+    assert_int_equal(a->n, 1);
+    assert_int_equal(find_change(a, "A", "DC2")->atp, 2);
+    RC(0, atp_store_set_safety(s, S("A"), S(""), APP, 7));
+    a = CHANGES(s, APP, a->next, 0, 100);
+    assert_int_equal(a->n, 2); /* both of the sku's items */
+    assert_int_equal(find_change(a, "A", "DC1")->atp, 10 - 7);
+    assert_int_equal(find_change(a, "A", "DC2")->atp, 6 - 7 < 0 ? 0 : 6 - 7);
+
+    /* a refused reserve, a set to the same value, a stale set: no change */
+    uint64_t c8 = a->next;
+    RC(ATP_EINSUFFICIENT, reserve1(s, "k4", WEB, "A", "DC1", 99, 1000, T0, NULL, NULL, NULL));
+    RC(0, atp_store_set(s, S("A"), S("DC1"), 10, 5));
+    RC(ATP_ESTALE, atp_store_set(s, S("A"), S("DC1"), 3, 4));
+    a = CHANGES(s, WEB, c8, 0, 100);
+    assert_int_equal(a->n, 0);
+    assert_true(a->next == c8);
+}
+
+/* Channels see only their locations; network scope is one entry per sku. */
+static void test_changes_scope(void **state)
+{
+    struct atp_store *s = *state;
+    uint64_t c0 = atp_store_changes_cursor(s);
+    SET(s, "N", "DC1", 4);
+    SET(s, "N", "DC2", 6);
+    SET(s, "N", "DC3", 100);
+    SET(s, "M", "DC3", 1);
+
+    struct feed_ans *a = CHANGES(s, B2B, c0, 0, 100); /* sells from DC2, DC1 */
+    assert_int_equal(a->n, 2);
+    assert_int_equal(find_change(a, "N", "DC1")->atp, 4);
+    assert_int_equal(find_change(a, "N", "DC2")->atp, 6);
+    assert_null(find_change(a, "N", "DC3"));
+    assert_false(a->more);
+
+    a = CHANGES(s, WEB, c0, 0, 100);
+    assert_int_equal(a->n, 4);
+
+    a = CHANGES(s, B2B, c0, ATP_CHANGES_NETWORK, 100);
+    assert_int_equal(a->n, 1);
+    assert_int_equal(find_change(a, "N", "")->atp, 10);
+    a = CHANGES(s, MKT, c0, ATP_CHANGES_NETWORK, 100); /* cap 50 per item, 10% */
+    assert_int_equal(a->n, 2);
+    assert_int_equal(find_change(a, "N", "")->atp, (4 - 1) + (6 - 1) + 50);
+    assert_int_equal(find_change(a, "M", "")->atp, 0);
+    struct atp_breakdown b = NET(s, "N", MKT);
+    assert_int_equal(b.atp, 58);
+}
+
+/* max splits an answer; the rest follows from the returned cursor. */
+static void test_changes_paging(void **state)
+{
+    struct atp_store *s = *state;
+    uint64_t c0 = atp_store_changes_cursor(s);
+    char sku[16];
+    for (int i = 0; i < 5; i++) {
+        snprintf(sku, sizeof(sku), "P%d", i);
+        SET(s, sku, "DC1", i + 1);
+    }
+    struct feed_ans *a = CHANGES(s, WEB, c0, 0, 2);
+    assert_int_equal(a->n, 2);
+    assert_true(a->more);
+    int64_t seen = 0;
+    uint32_t total = 0;
+    uint64_t cur = c0;
+    for (;;) {
+        a = CHANGES(s, WEB, cur, 0, 2);
+        for (uint32_t i = 0; i < a->n; i++)
+            seen |= INT64_C(1) << a->c[i].atp;
+        total += a->n;
+        cur = a->next;
+        if (!a->more)
+            break;
+    }
+    assert_int_equal(total, 5);
+    assert_int_equal(seen, 0x3e); /* ATP 1..5, each once */
+    assert_int_equal(CHANGES(s, WEB, cur, 0, 2)->n, 0);
+}
+
+/* Bad arguments and cursors: clear codes, nothing written. */
+static void test_changes_errors(void **state)
+{
+    struct atp_store *s = *state;
+    SET(s, "A", "DC1", 1);
+    uint64_t c = atp_store_changes_cursor(s);
+    struct atp_change out[2];
+    fill(out, sizeof(out));
+    uint32_t n = 77;
+    uint64_t next = 88;
+    bool more = true;
+    RC(ATP_ENOCHANNEL, atp_store_changes(s, NCH, c, 0, 2, out, &n, &next, &more));
+    RC(ATP_EINVAL, atp_store_changes(s, WEB, c, 0, 0, out, &n, &next, &more));
+    RC(ATP_EINVAL, atp_store_changes(s, WEB, c, 0, ATP_CHANGES_MAX + 1, out, &n, &next, &more));
+    RC(ATP_EINVAL, atp_store_changes(s, WEB, c, 2, 2, out, &n, &next, &more));
+    RC(ATP_ECURSOR, atp_store_changes(s, WEB, 0, 0, 2, out, &n, &next, &more));
+    RC(ATP_ECURSOR, atp_store_changes(s, WEB, c + 1000, 0, 2, out, &n, &next, &more));
+    RC(ATP_ECURSOR,
+       atp_store_changes(s, WEB, c ^ (UINT64_C(1) << 60), 0, 2, out, &n, &next, &more));
+    assert_int_equal(n, 77);
+    assert_true(next == 88);
+    assert_true(more);
+    for (size_t i = 0; i < sizeof(out); i++)
+        assert_int_equal(((unsigned char *)out)[i], SENTINEL);
+    struct atp_store_stats st;
+    atp_store_stats(s, &st);
+    assert_int_equal(st.feed_expired, 3);
+    assert_true(st.feed_records >= 1);
+
+    /* another store's cursor is not this one's (a restart) */
+    struct atp_store_config cfg;
+    fixture_config(&cfg);
+    struct atp_store *other;
+    RC(0, atp_store_new(&cfg, &other));
+    uint64_t oc = atp_store_changes_cursor(other);
+    RC(ATP_ECURSOR, atp_store_changes(s, WEB, oc, 0, 2, out, &n, &next, &more));
+    atp_store_free(other);
+
+    /* the window: feed_records must be a power of two of at least 1024 */
+    fixture_config(&cfg);
+    cfg.feed_records = 1000;
+    assert_int_equal(atp_store_new(&cfg, &other), ATP_EINVAL);
+    cfg.feed_records = 512;
+    assert_int_equal(atp_store_new(&cfg, &other), ATP_EINVAL);
+}
+
+/* A cursor older than the window is refused, never answered with gaps. */
+static void test_changes_window(void **state)
+{
+    (void)state;
+    struct atp_store_config cfg;
+    fixture_config(&cfg);
+    cfg.feed_records = 1024;
+    struct atp_store *s;
+    RC(0, atp_store_new(&cfg, &s));
+    uint64_t c0 = atp_store_changes_cursor(s);
+    char sku[16];
+    for (int i = 0; i < 1024; i++) {
+        snprintf(sku, sizeof(sku), "W%d", i);
+        SET(s, sku, "DC1", 1);
+    }
+    /* exactly the window: still answered */
+    struct feed_ans *a = CHANGES(s, WEB, c0, 0, 1000);
+    assert_int_equal(a->n, 1000);
+    assert_true(a->more);
+    uint64_t c1 = a->next;
+    SET(s, "W-last", "DC1", 1);
+    struct atp_change out[1];
+    uint32_t n;
+    uint64_t next;
+    bool more;
+    RC(ATP_ECURSOR, atp_store_changes(s, WEB, c0, 0, 1, out, &n, &next, &more));
+    a = CHANGES(s, WEB, c1, 0, 1000);
+    assert_int_equal(a->n, 25);
+    assert_non_null(find_change(a, "W-last", "DC1"));
+    atp_store_free(s);
+}
+
 static void test_outparams_untouched(void **state)
 {
     struct atp_store *s = *state;
@@ -2364,6 +2622,11 @@ int main(void)
         cmocka_unit_test(test_refusals_leave_nothing),
         cmocka_unit_test_setup_teardown(test_admission_hook, setup, teardown),
         cmocka_unit_test_setup_teardown(test_outparams_untouched, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_changes_report, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_changes_scope, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_changes_paging, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_changes_errors, setup, teardown),
+        cmocka_unit_test(test_changes_window),
     };
     return cmocka_run_group_tests_name("store", tests, NULL, NULL);
 }

@@ -27,6 +27,15 @@
  * thread's value; the statistics agree with the audit; expiring everything
  * brings reserved back to zero.
  *
+ * A feed thread follows the change feed the way a marketplace connector
+ * does: a mirror of every item's ATP for the "pct" channel (its safety stock
+ * moves with on_hand) and of every sku's network ATP for "app", built once
+ * from lookups and then kept only from the changes it is told about. Every
+ * value it is told is checked like a read; once the run is over, and again
+ * after the last expiry, both mirrors must equal the store exactly. A
+ * change the feed failed to report (a mark lost to a concurrent scan) leaves
+ * a mirror stale.
+ *
  * ATP_STRESS_SECONDS (default 3) bounds the run; ATP_STRESS_SEED fixes the
  * seed (printed at start).
  */
@@ -153,6 +162,8 @@ static uint64_t ev_fulfillments, ev_stale_refused;
 static char ev_err[256];
 static char rd_err[256];
 static uint64_t rd_reads;
+static char fd_err[256];
+static uint64_t fd_calls, fd_changes;
 
 #define ITEM_SKU(i) skus[(i) / NLOCS]
 #define ITEM_LOC(i) locs[(i) % NLOCS]
@@ -574,6 +585,111 @@ static void *reader_main(void *arg)
     return NULL;
 }
 
+/* --- change feed follower ---------------------------------------------------------------- */
+
+#define FEED_ITEM_CH 2 /* "pct" */
+#define FEED_NET_CH  1 /* "app" */
+
+struct follower {
+    uint32_t ch, flags;
+    uint64_t cursor;
+    int64_t mirror[NITEMS]; /* by item; by sku (index * NLOCS) for network */
+};
+static struct follower fitem = {FEED_ITEM_CH, 0, 0, {0}};
+static struct follower fnet = {FEED_NET_CH, ATP_CHANGES_NETWORK, 0, {0}};
+
+static int sku_of(struct atp_slice sku)
+{
+    for (int k = 0; k < NSKUS; k++)
+        if (sku.len == strlen(skus[k]) && memcmp(sku.p, skus[k], sku.len) == 0)
+            return k;
+    return -1;
+}
+
+/* Read all of the feed there is (until `more` is false) into the mirror. */
+static void follow(struct follower *f)
+{
+    bool more = true;
+    while (more && !fd_err[0]) {
+        struct atp_change ch[4];
+        uint32_t n = 0;
+        uint64_t next = 0;
+        int rc = atp_store_changes(store, f->ch, f->cursor, f->flags, 4, ch, &n, &next, &more);
+        fd_calls++;
+        if (rc != 0) {
+            set_err(fd_err, "changes ch %u: %s", f->ch, atp_error_name(rc));
+            return;
+        }
+        if (next < f->cursor)
+            set_err(fd_err, "cursor went back: %llu after %llu", (unsigned long long)next,
+                    (unsigned long long)f->cursor);
+        f->cursor = next;
+        int64_t mx = atomic_load(&max_on_hand_ever) * (f->flags ? NLOCS : 1);
+        for (uint32_t i = 0; i < n; i++) {
+            int at = f->flags ? sku_of(ch[i].sku) * NLOCS : item_of(ch[i].sku, ch[i].loc);
+            if (at < 0 || (f->flags && ch[i].loc.len != 0) || ch[i].atp < 0 || ch[i].atp > mx) {
+                set_err(fd_err, "change %.*s@%.*s atp %lld (max %lld)", (int)ch[i].sku.len,
+                        ch[i].sku.p, (int)ch[i].loc.len, ch[i].loc.p, (long long)ch[i].atp,
+                        (long long)mx);
+                return;
+            }
+            f->mirror[at] = ch[i].atp;
+            fd_changes++;
+        }
+    }
+}
+
+/* Take a cursor, then read everything: the start a connector makes. */
+static void follow_start(struct follower *f)
+{
+    f->cursor = atp_store_changes_cursor(store);
+    assert_true(f->cursor != 0);
+    for (int i = 0; i < NITEMS; i++) {
+        struct atp_breakdown b;
+        if (f->flags && i % NLOCS)
+            continue;
+        if (f->flags)
+            assert_int_equal(atp_store_get_network(store, S(ITEM_SKU(i)), f->ch, &b), 0);
+        else
+            assert_int_equal(atp_store_get(store, S(ITEM_SKU(i)), S(ITEM_LOC(i)), f->ch, &b), 0);
+        f->mirror[i] = b.atp;
+    }
+}
+
+static void *feed_main(void *arg)
+{
+    (void)arg;
+    while (!atomic_load_explicit(&stop_flag, memory_order_relaxed) && !fd_err[0]) {
+        follow(&fitem);
+        follow(&fnet);
+        sched_yield();
+    }
+    return NULL;
+}
+
+/* Quiescent: what the feed said must be what the store says. */
+static void feed_check(const char *when, uint64_t seed)
+{
+    follow(&fitem);
+    follow(&fnet);
+    if (fd_err[0])
+        fail_msg("feed %s: %s (seed %llu)", when, fd_err, (unsigned long long)seed);
+    for (int i = 0; i < NITEMS; i++) {
+        struct atp_breakdown b;
+        assert_int_equal(atp_store_get(store, S(ITEM_SKU(i)), S(ITEM_LOC(i)), FEED_ITEM_CH, &b), 0);
+        if (fitem.mirror[i] != b.atp)
+            fail_msg("feed %s: item %d mirrored ATP %lld, the store says %lld (seed %llu)", when, i,
+                     (long long)fitem.mirror[i], (long long)b.atp, (unsigned long long)seed);
+        if (i % NLOCS)
+            continue;
+        assert_int_equal(atp_store_get_network(store, S(ITEM_SKU(i)), FEED_NET_CH, &b), 0);
+        if (fnet.mirror[i] != b.atp)
+            fail_msg("feed %s: sku %d mirrored network ATP %lld, the store says %lld (seed %llu)",
+                     when, i / NLOCS, (long long)fnet.mirror[i], (long long)b.atp,
+                     (unsigned long long)seed);
+    }
+}
+
 /* --- audit ------------------------------------------------------------------------------- */
 
 struct aline { /* one granted line, for the per-item sweep */
@@ -754,6 +870,8 @@ static void test_stress(void **state)
         log_event(i, 0, 0, v);
     }
     assert_int_equal(atp_store_start_expirer(store, 1000), 0);
+    follow_start(&fitem);
+    follow_start(&fnet);
 
     for (int i = 0; i < NWORKERS; i++) {
         workers[i].idx = i;
@@ -762,7 +880,8 @@ static void test_stress(void **state)
         assert_non_null(workers[i].g);
     }
     uint64_t evseed = seed ^ 0xe7e7;
-    pthread_t evth, rdth, hmth;
+    pthread_t evth, rdth, hmth, fdth;
+    assert_int_equal(pthread_create(&fdth, NULL, feed_main, NULL), 0);
     assert_int_equal(pthread_create(&evth, NULL, event_main, &evseed), 0);
     assert_int_equal(pthread_create(&rdth, NULL, reader_main, NULL), 0);
     assert_int_equal(pthread_create(&hmth, NULL, hammer_main, NULL), 0);
@@ -782,6 +901,7 @@ static void test_stress(void **state)
     pthread_join(evth, NULL);
     pthread_join(rdth, NULL);
     pthread_join(hmth, NULL);
+    pthread_join(fdth, NULL);
     atp_store_stop_expirer(store);
     uint64_t elapsed = atp_now_us() - t0;
 
@@ -793,6 +913,7 @@ static void test_stress(void **state)
         fail_msg("event thread: %s (seed %llu)", ev_err, (unsigned long long)seed);
     if (rd_err[0])
         fail_msg("reader: %s (seed %llu)", rd_err, (unsigned long long)seed);
+    feed_check("after the run", seed);
 
     /* ship times end the committed lines */
     for (uint32_t i = 0; i < nflog; i++)
@@ -902,6 +1023,7 @@ static void test_stress(void **state)
     }
     atp_store_stats(store, &st);
     assert_int_equal(st.reservations_held, 0);
+    feed_check("after the last expiry", seed);
 
     /* the no-oversell invariant, grant by grant */
     uint64_t bad = 0, lines = 0;
@@ -924,7 +1046,7 @@ static void test_stress(void **state)
                   "expired, %llu "
                   "expirations in all; %u on_hand events, %llu stale sets refused, %llu "
                   "lines shipped; %llu reads; %llu expire calls by the hammer (%llu expired); "
-                  "expiry lateness max %llu us\n",
+                  "expiry lateness max %llu us; %llu feed calls, %llu changes told\n",
                   (double)elapsed / 1e6, (unsigned long long)grants, (unsigned long long)lines,
                   (unsigned long long)rejected, (unsigned long long)full,
                   (unsigned long long)replays, (unsigned long long)commits,
@@ -933,7 +1055,8 @@ static void test_stress(void **state)
                   (unsigned long long)st.expirations, nevents, (unsigned long long)ev_stale_refused,
                   (unsigned long long)ev_fulfillments, (unsigned long long)rd_reads,
                   (unsigned long long)hammer_calls, (unsigned long long)hammer_expired,
-                  (unsigned long long)run_lateness_max);
+                  (unsigned long long)run_lateness_max, (unsigned long long)fd_calls,
+                  (unsigned long long)fd_changes);
     if (bad)
         fail_msg("%llu grants exceeded what was available (seed %llu)", (unsigned long long)bad,
                  (unsigned long long)seed);
@@ -941,6 +1064,7 @@ static void test_stress(void **state)
     assert_true(grants > 1000);
     assert_true(rejected > 0);
     assert_true(commits > 0 && releases > 0 && ev_fulfillments > 0);
+    assert_true(fd_changes > 1000);
 
     for (int i = 0; i < NWORKERS; i++)
         free(workers[i].g);

@@ -46,6 +46,7 @@ extern "C" {
     X(ESTALE,        -10015, 304, 409, "stale-sequence",       "set is older than the last applied one for this item") \
     X(EDUPLICATE,    -10016, 305, 409, "duplicate-event",      "event already applied")           \
     X(EBUSY,         -10020, 306, 409, "request-in-progress",  "a request with this idempotency key is in progress") \
+    X(ECURSOR,       -10021, 307, 410, "cursor-expired",       "change feed cursor expired or not from this instance: read again and follow a new cursor") \
     X(EFULL,         -10017, 400, 507, "capacity-exhausted",   "configured capacity exhausted")   \
     X(EUNAVAILABLE,  -10018, 401, 503, "unavailable",          "temporarily unavailable")         \
     X(EREADONLY,     -10019, 402, 503, "read-only",            "reservations are refused: durable storage failed") \

@@ -88,6 +88,8 @@ struct atp_store_config {
     uint64_t max_ttl_ms;            /* default 24 h */
     uint64_t idempotency_window_ms; /* how long finished reservations and
                                        their keys are kept; default 10 min */
+    uint32_t feed_records;          /* change feed window in records, a power
+                                       of two; default 1M (see below) */
     const struct atp_channel_config *channels;
     uint32_t nchannels;                /* 1..ATP_MAX_CHANNELS */
     const struct atp_journal *journal; /* NULL: no journal (see below) */
@@ -206,6 +208,52 @@ struct atp_get_req {
  */
 void atp_store_get_many(struct atp_store *store, const struct atp_get_req *reqs, uint32_t n,
                         struct atp_breakdown *ret, int *ret_rc);
+
+/* --- change feed -------------------------------------------------------- */
+
+/*
+ * Which items' availability changed, for clients that follow availability
+ * (a marketplace connector) instead of reading everything again. Every
+ * change of an item's ATP (an event, a hold, a release, an expiry, a safety
+ * override) marks the item; a feed call turns the marks into numbered
+ * records, in the order it finds them, and answers with each changed item's
+ * ATP *now* (level, not edge: many changes between two calls are one
+ * record). A client:
+ *   1. takes a cursor (atp_store_changes_cursor),
+ *   2. reads everything it follows (batch lookups),
+ *   3. asks atp_store_changes from that cursor, again and again, each time
+ *      from the cursor the last call returned.
+ * Every change made after step 1 began is then reported in some call of
+ * step 3, with a value read after the change.
+ *
+ * Cursors are opaque, never 0, and belong to this store (this process): a
+ * restart, or more than feed_records records since the cursor, makes it
+ * ATP_ECURSOR, and the client starts again at step 1.
+ */
+#define ATP_CHANGES_MAX     1000 /* changes per call */
+#define ATP_CHANGES_NETWORK 1u   /* one change per sku, with its network ATP */
+
+struct atp_change {
+    struct atp_slice sku; /* valid for the store's life */
+    struct atp_slice loc; /* len 0 with ATP_CHANGES_NETWORK */
+    int64_t atp;          /* for the channel asked, at the time of the call */
+};
+
+/* The feed's position now: changes from here on are reported after it. */
+uint64_t atp_store_changes_cursor(struct atp_store *store);
+
+/*
+ * Up to max (1..ATP_CHANGES_MAX) changes after cursor `since`, for
+ * `channel`: items at locations the channel may sell from (with
+ * ATP_CHANGES_NETWORK: their skus, each with its network ATP), each at most
+ * once per call. *ret_n is how many were written to ret, *ret_next the
+ * cursor to ask from next, *ret_more whether records wait beyond it (ask
+ * again at once). On error nothing is written.
+ * Errors: ATP_ENOCHANNEL, ATP_EINVAL (max or flags), ATP_ECURSOR.
+ */
+int atp_store_changes(struct atp_store *store, uint32_t channel, uint64_t since, uint32_t flags,
+                      uint32_t max, struct atp_change *ret, uint32_t *ret_n, uint64_t *ret_next,
+                      bool *ret_more);
 
 /* --- event mutations (Kafka ingest and admin calls) ---------------------- */
 
@@ -415,6 +463,8 @@ struct atp_store_stats {
     uint64_t lateness_sum_us;
     uint64_t lateness_buckets[ATP_LATENESS_BUCKETS];
     uint64_t expirer_wakeups; /* times the store's expirer thread woke */
+    uint64_t feed_records;    /* change-feed records written since start */
+    uint64_t feed_expired;    /* feed calls refused: ATP_ECURSOR */
     size_t bytes_reserved;    /* address space set aside */
 };
 

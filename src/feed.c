@@ -1,0 +1,197 @@
+/*
+ * feed.c - the change feed: which items' availability changed since a
+ * cursor (include/atp/store.h says what a client sees).
+ *
+ * Writers mark items in two bitmaps (feed_mark in store_int.h); a feed call
+ * scans the marks into a ring of numbered records under the feed lock, then
+ * reads the records after the client's cursor and the items' ATP without
+ * it. Record numbers only grow; the ring keeps the last feed_records of
+ * them, and a cursor older than that is refused rather than answered with
+ * gaps. Nothing here runs unless a client asks: with no feed client the
+ * marks just stay set, and a writer's cost is one load.
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "store_int.h"
+
+#define CURSOR_SEQ_BITS 48
+#define CURSOR_SEQ_MASK ((UINT64_C(1) << CURSOR_SEQ_BITS) - 1)
+/* Records one call looks at, at most (skipped ones included: items at
+ * locations the channel does not sell from, repeats within the call). */
+#define EXAMINE_MAX 16384
+
+int feed_init(struct atp_store *s)
+{
+    struct feed *f = &s->feed;
+    /* A bit per 8-byte arena unit (refs are in those units). */
+    size_t units = s->arena_bytes / ITEM_UNIT;
+    f->leaf_words = (units + 63) / 64;
+    f->top_words = (f->leaf_words + 63) / 64;
+    f->mask = (uint64_t)s->cfg.feed_records - 1;
+    f->leaf = store_map(f->leaf_words * sizeof(uint64_t));
+    f->top = store_map(f->top_words * sizeof(uint64_t));
+    f->ring = store_map((f->mask + 1) * sizeof(uint32_t));
+    if (!f->leaf || !f->top || !f->ring)
+        return -ENOMEM;
+    pthread_mutex_init(&f->lock, NULL);
+    /*
+     * Cursors name their store by 16 bits that differ from one start to the
+     * next (clock and address), so a cursor kept across a restart is
+     * refused instead of read against other numbers.
+     */
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    uint64_t e = (uint64_t)ts.tv_sec ^ (uint64_t)ts.tv_nsec ^ ((uintptr_t)s >> 12);
+    e = (e ^ (e >> 16) ^ (e >> 32) ^ (e >> 48)) & 0xffff;
+    f->epoch = (e ? e : 1) << CURSOR_SEQ_BITS;
+    return 0;
+}
+
+void feed_fini(struct atp_store *s)
+{
+    struct feed *f = &s->feed;
+    if (!f->leaf && !f->top && !f->ring)
+        return;
+    store_unmap(f->leaf, f->leaf_words * sizeof(uint64_t));
+    store_unmap(f->top, f->top_words * sizeof(uint64_t));
+    store_unmap(f->ring, (f->mask + 1) * sizeof(uint32_t));
+    if (f->leaf && f->top && f->ring)
+        pthread_mutex_destroy(&f->lock);
+}
+
+/*
+ * Turn every mark into a record. F2: the exchanges are seq_cst, so the
+ * caller's later seq_cst reads of item words (store_item_avail) come after
+ * them in the single total order (see ARCHITECTURE.md). Returns the record
+ * count after the scan.
+ */
+static uint64_t feed_scan(struct atp_store *s)
+{
+    struct feed *f = &s->feed;
+    pthread_mutex_lock(&f->lock);
+    uint64_t head = atomic_load_explicit(&f->head, memory_order_relaxed);
+    /* Words past the arena's used part have no items, so no marks. */
+    size_t used = atomic_load_explicit(&s->arena_used, memory_order_acquire) / ITEM_UNIT;
+    size_t tw_n = (used + 4095) / 4096;
+    for (size_t t = 0; t < tw_n; t++) {
+        if (!atomic_load_explicit(&f->top[t], memory_order_relaxed))
+            continue;
+        uint64_t tbits = atomic_exchange_explicit(&f->top[t], 0, memory_order_seq_cst);
+        while (tbits) {
+            size_t lw = t * 64 + (size_t)__builtin_ctzll(tbits);
+            tbits &= tbits - 1;
+            uint64_t bits = atomic_exchange_explicit(&f->leaf[lw], 0, memory_order_seq_cst);
+            while (bits) {
+                uint32_t ref = (uint32_t)(lw * 64 + (size_t)__builtin_ctzll(bits));
+                bits &= bits - 1;
+                /* Claim the record before overwriting the slot of record
+                 * head - ring size: a reader that reads the new ref
+                 * (acquire) reads the claim too (release store of the
+                 * slot, after the claim). */
+                atomic_store_explicit(&f->claim, head + 1, memory_order_relaxed);
+                atomic_store_explicit(&f->ring[head & f->mask], ref, memory_order_release);
+                head++;
+            }
+        }
+    }
+    /* R-F: release, pairs with the acquire loads of head in feed calls. */
+    atomic_store_explicit(&f->head, head, memory_order_release);
+    pthread_mutex_unlock(&f->lock);
+    return head;
+}
+
+uint64_t atp_store_changes_cursor(struct atp_store *s)
+{
+    return s->feed.epoch | (feed_scan(s) & CURSOR_SEQ_MASK);
+}
+
+/* A small set of refs (or sku records) already answered in this call. */
+#define SEEN_SLOTS 2048 /* a power of two >= 2 * ATP_CHANGES_MAX */
+
+static bool seen_add(uint32_t *seen, uint32_t v)
+{
+    uint32_t k = v + 1; /* 0 marks an empty slot */
+    for (uint32_t i = (k * 2654435761u) & (SEEN_SLOTS - 1);; i = (i + 1) & (SEEN_SLOTS - 1)) {
+        if (seen[i] == k)
+            return false;
+        if (seen[i] == 0) {
+            seen[i] = k;
+            return true;
+        }
+    }
+}
+
+/* Sum of the ATP of a sku's items for a channel (0 where it may not sell). */
+static int64_t sku_network_atp(struct atp_store *s, uint32_t si, uint32_t channel)
+{
+    int64_t sum = 0;
+    for (uint32_t n = atomic_load_explicit(&s->skus[si].head, memory_order_acquire); n;
+         n = atomic_load_explicit(&item_at(s, n - 1)->next, memory_order_acquire)) {
+        uint64_t w;
+        sum += store_item_avail(s, item_at(s, n - 1), channel, &w);
+    }
+    return sum;
+}
+
+int atp_store_changes(struct atp_store *s, uint32_t channel, uint64_t since, uint32_t flags,
+                      uint32_t max, struct atp_change *ret, uint32_t *ret_n, uint64_t *ret_next,
+                      bool *ret_more)
+{
+    struct feed *f = &s->feed;
+    if (channel >= s->nchannels)
+        return ATP_ENOCHANNEL;
+    if (max == 0 || max > ATP_CHANGES_MAX || (flags & ~ATP_CHANGES_NETWORK))
+        return ATP_EINVAL;
+    uint64_t head = feed_scan(s);
+    uint64_t seq = since & CURSOR_SEQ_MASK;
+    if ((since & ~CURSOR_SEQ_MASK) != f->epoch || seq > head || head - seq > f->mask + 1) {
+        atomic_fetch_add_explicit(&f->expired, 1, memory_order_relaxed);
+        return ATP_ECURSOR;
+    }
+    uint32_t seen[SEEN_SLOTS];
+    memset(seen, 0, sizeof(seen));
+    bool network = flags & ATP_CHANGES_NETWORK;
+    uint32_t n = 0;
+    uint64_t end = head - seq > EXAMINE_MAX ? seq + EXAMINE_MAX : head;
+    uint64_t at = seq;
+    for (; at < end; at++) {
+        uint32_t ref = atomic_load_explicit(&f->ring[at & f->mask], memory_order_acquire);
+        const struct item *it = item_at(s, ref);
+        if (!store_channel_allows(s, channel, it->loc_id))
+            continue;
+        if (!seen_add(seen, network ? it->sku_idx : ref))
+            continue;
+        if (n == max)
+            break; /* a new one that does not fit: the next call's first */
+        uint64_t w;
+        ret[n++] = (struct atp_change){
+            .sku = {it->sku, it->sku_len},
+            .loc = network ? (struct atp_slice){"", 0} : store_loc_name(s, it->loc_id),
+            .atp = network ? sku_network_atp(s, it->sku_idx, channel)
+                           : store_item_avail(s, it, channel, &w),
+        };
+    }
+    /*
+     * The records read may have been overwritten by a scan running
+     * meanwhile if the ring went round past `seq`: then they are not the
+     * ones the cursor stood for. Checked after reading, as a seqlock does.
+     */
+    uint64_t claim = atomic_load_explicit(&f->claim, memory_order_relaxed);
+    if (claim - seq > f->mask + 1) {
+        atomic_fetch_add_explicit(&f->expired, 1, memory_order_relaxed);
+        return ATP_ECURSOR;
+    }
+    *ret_n = n;
+    *ret_next = f->epoch | (at & CURSOR_SEQ_MASK);
+    *ret_more = at < atomic_load_explicit(&f->head, memory_order_acquire);
+    return 0;
+}
+
+void feed_stats(struct atp_store *s, struct atp_store_stats *st)
+{
+    st->feed_records = atomic_load_explicit(&s->feed.head, memory_order_relaxed);
+    st->feed_expired = atomic_load_explicit(&s->feed.expired, memory_order_relaxed);
+}
