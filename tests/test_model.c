@@ -4,7 +4,7 @@
  * Seeded random sequences of every store operation (adjust, set, allocate,
  * deallocate, safety overrides, reserve with replays and conflicts, commit,
  * release, extend, fulfill, expire, reads, network reads, lookups, item
- * iteration and statistics) run against the store and against a small
+ * iteration, statistics and the change feed) run against the store and against a small
  * single-threaded model written from SPEC.md's formulas and the header's
  * documented semantics. Every answer must be identical: return code, every
  * out-parameter, every counter.
@@ -486,6 +486,93 @@ static void check_all(void)
                   "model allocated drifted");
             CHECK(md.items[k][l].ext_alloc >= 0, "model events' allocation below 0");
         }
+}
+
+/* --- change feed -------------------------------------------------------------------- */
+
+/*
+ * One follower per channel and scope, as a connector keeps them: a mirror
+ * built only from what the feed said. Every value the feed gives must be the
+ * model's ATP at that moment, and once a follower has read all there is its
+ * mirror must equal the model everywhere (a change the feed did not report
+ * leaves it stale). Items start unknown, which reads as 0, as does an item a
+ * channel may not sell from.
+ */
+struct follower {
+    uint64_t cursor;
+    int64_t item[NSKU][NLOC];
+    int64_t net[NSKU];
+};
+static struct follower fol[NCHAN][2]; /* [c][0] item scope, [c][1] network */
+
+static int64_t model_network(int k, uint32_t c)
+{
+    int64_t sum = 0;
+    for (int l = 0; l < NLOC; l++)
+        if (md.items[k][l].exists)
+            sum += atp(k, l, c);
+    return sum;
+}
+
+static void feed_start(void)
+{
+    memset(fol, 0, sizeof(fol));
+    for (uint32_t c = 0; c < NCHAN; c++)
+        for (int net = 0; net < 2; net++) {
+            fol[c][net].cursor = atp_store_changes_cursor(st);
+            CHECK(fol[c][net].cursor != 0, "cursor 0");
+        }
+}
+
+static void feed_follow(uint32_t c, int net)
+{
+    struct follower *f = &fol[c][net];
+    cur_what = net ? "changes (network)" : "changes";
+    bool more = true;
+    while (more) {
+        struct atp_change ch[8];
+        uint32_t n = 0, max = 1 + rn(8);
+        uint64_t next = 0;
+        int rc = atp_store_changes(st, c, f->cursor, net ? ATP_CHANGES_NETWORK : 0, max, ch, &n,
+                                   &next, &more);
+        CHECK_RC(rc, 0);
+        CHECK(n <= max, "%u changes, max %u", n, max);
+        for (uint32_t i = 0; i < n; i++) {
+            int k = find_idx(sku_names, NSKU, ch[i].sku);
+            CHECK(k >= 0, "change of an unknown sku");
+            if (net) {
+                CHECK(ch[i].loc.len == 0, "network change with a location");
+                CHECK(ch[i].atp == model_network(k, c), "network %s ch %u: feed %lld, model %lld",
+                      sku_names[k], c, (long long)ch[i].atp, (long long)model_network(k, c));
+                f->net[k] = ch[i].atp;
+            } else {
+                int l = find_idx(loc_names, NLOC, ch[i].loc);
+                CHECK(l >= 0 && md.items[k][l].exists, "change of an unknown item");
+                CHECK(allowed(c, l), "change at a location ch %u may not sell from", c);
+                CHECK(ch[i].atp == atp(k, l, c), "%s@%s ch %u: feed %lld, model %lld", sku_names[k],
+                      loc_names[l], c, (long long)ch[i].atp, (long long)atp(k, l, c));
+                f->item[k][l] = ch[i].atp;
+            }
+        }
+        f->cursor = next;
+    }
+    for (int k = 0; k < NSKU; k++) {
+        if (net) {
+            CHECK(f->net[k] == model_network(k, c),
+                  "network %s ch %u: the feed left %lld, model %lld", sku_names[k], c,
+                  (long long)f->net[k], (long long)model_network(k, c));
+            continue;
+        }
+        for (int l = 0; l < NLOC; l++)
+            CHECK(f->item[k][l] == (md.items[k][l].exists ? atp(k, l, c) : 0),
+                  "%s@%s ch %u: the feed left %lld, model %lld", sku_names[k], loc_names[l], c,
+                  (long long)f->item[k][l], (long long)atp(k, l, c));
+    }
+}
+
+static void op_feed(void)
+{
+    feed_follow(rn(NCHAN), (int)rn(2));
 }
 
 /* --- operations --------------------------------------------------------------------- */
@@ -1255,6 +1342,7 @@ static void run_seed(uint64_t seed)
     st = NULL;
     assert_int_equal(atp_store_new(&cfg, &st), 0);
     atp_store_expire(st, md.now);
+    feed_start();
 
     long nops = ops_per_seed();
     for (cur_op = 0; cur_op < nops && md.nres < MAXRES - 64; cur_op++) {
@@ -1298,8 +1386,13 @@ static void run_seed(uint64_t seed)
         }
         if (cur_op % 2003 == 0)
             check_all();
+        if (cur_op % 23 == 0)
+            op_feed();
     }
     check_all();
+    for (uint32_t c = 0; c < NCHAN; c++) /* every follower, once more, at the end */
+        for (int net = 0; net < 2; net++)
+            feed_follow(c, net);
     print_message("seed %llu: %ld ops; reserves granted %llu, rejected %llu, replayed %llu; "
                   "commits %llu, releases %llu, expirations %llu, fulfillments %llu\n",
                   (unsigned long long)seed, cur_op, (unsigned long long)md.granted,
