@@ -325,6 +325,8 @@ const char *atp_proto_op_name(unsigned opcode)
         return "GET";
     case ATP_OP_MGET:
         return "MGET";
+    case ATP_OP_CHANGES:
+        return "CHANGES";
     case ATP_OP_RESERVE:
         return "RESERVE";
     case ATP_OP_COMMIT:
@@ -582,6 +584,34 @@ ssize_t atp_proto_enc_mget_req(uint8_t *buf, size_t cap, uint64_t id, bool break
     put_count(&w, count);
     for (uint32_t i = 0; i < count && !w.bad; i++)
         put_key(&w, &keys[i]);
+    return wr_end(&w);
+}
+
+int atp_proto_dec_changes_req(const struct atp_frame *f, struct atp_proto_changes_req *ret)
+{
+    int rc = req_check(f, ATP_FLAG_NETWORK);
+    if (rc)
+        return rc;
+    struct rd r = rd_body(f);
+    struct atp_proto_changes_req v;
+    v.channel = get_str8(&r);
+    v.cursor = get_u64(&r);
+    v.max = get_u16(&r);
+    v.network = (f->flags & ATP_FLAG_NETWORK) != 0;
+    if ((rc = rd_end(&r)))
+        return rc;
+    *ret = v;
+    return 0;
+}
+
+ssize_t atp_proto_enc_changes_req(uint8_t *buf, size_t cap, uint64_t id,
+                                  const struct atp_proto_changes_req *req)
+{
+    struct wr w;
+    wr_begin(&w, buf, cap, ATP_OP_CHANGES, req->network ? ATP_FLAG_NETWORK : 0, 0, id);
+    put_str8(&w, req->channel);
+    put_u64(&w, req->cursor);
+    put_count(&w, req->max);
     return wr_end(&w);
 }
 
@@ -993,6 +1023,68 @@ int atp_proto_mget_resp_entry(const struct atp_proto_mget_resp *mr, uint32_t i,
     unsigned wire = get_u16(&r);
     get_breakdown(&r, mr->breakdown, ret);
     return wire == 0 ? 0 : atp_error_from_wire(wire);
+}
+
+ssize_t atp_proto_enc_changes_resp(uint8_t *buf, size_t cap, uint64_t id, bool network,
+                                   uint64_t next_cursor, bool more,
+                                   const struct atp_change *changes, uint32_t count)
+{
+    struct wr w;
+    wr_begin(&w, buf, cap, ATP_OP_RESPONSE | ATP_OP_CHANGES, network ? ATP_FLAG_NETWORK : 0, 0, id);
+    put_u64(&w, next_cursor);
+    put_u8(&w, more ? 1 : 0);
+    put_count(&w, count);
+    for (uint32_t i = 0; i < count && !w.bad; i++) {
+        put_str8(&w, changes[i].sku);
+        put_str8(&w, changes[i].loc);
+        put_i64(&w, changes[i].atp);
+    }
+    return wr_end(&w);
+}
+
+int atp_proto_dec_changes_resp(const struct atp_frame *f, struct atp_proto_changes_resp *ret)
+{
+    int rc = resp_check(f, ATP_OP_CHANGES, ATP_FLAG_NETWORK);
+    if (rc)
+        return rc;
+    struct rd r = rd_body(f);
+    struct atp_proto_changes_resp v;
+    v.next_cursor = get_u64(&r);
+    uint8_t more = get_u8(&r);
+    v.count = get_u16(&r);
+    if (r.bad || more > 1)
+        return ATP_EMALFORMED;
+    size_t first = r.pos;
+    for (uint32_t i = 0; i < v.count && !r.bad; i++) {
+        skip_str8(&r);
+        skip_str8(&r);
+        skip(&r, 8);
+    }
+    if ((rc = rd_end(&r)))
+        return rc;
+    v.more = more != 0;
+    v.network = (f->flags & ATP_FLAG_NETWORK) != 0;
+    v.next = v.count ? f->body + first : NULL;
+    v.end = f->body + f->body_len;
+    *ret = v;
+    return 0;
+}
+
+bool atp_proto_changes_next(struct atp_proto_changes_resp *cr, struct atp_change *ret)
+{
+    if (cr->next == NULL || cr->next >= cr->end)
+        return false;
+    /* Validated by atp_proto_dec_changes_resp; the reader still bounds itself. */
+    struct rd r = {.p = cr->next, .len = (size_t)(cr->end - cr->next), .pos = 0, .bad = false};
+    struct atp_change c;
+    c.sku = get_str8(&r);
+    c.loc = get_str8(&r);
+    c.atp = get_i64(&r);
+    if (r.bad)
+        return false;
+    cr->next += r.pos;
+    *ret = c;
+    return true;
 }
 
 int atp_proto_dec_resv_resp(const struct atp_frame *f, struct atp_proto_resv *ret,

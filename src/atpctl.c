@@ -49,6 +49,12 @@ static const char usage_text[] =
     "  reservation ID | --key KEY             show a reservation\n"
     "  adjust SKU LOC DELTA                   on_hand += DELTA (admin)\n"
     "  set SKU LOC QTY [--seq N]              on_hand = QTY, guarded by sequence N (admin)\n"
+    "  changes -c CHANNEL [-n] [-s CURSOR] [-m N]\n"
+    "                                         what changed after CURSOR: the next cursor,\n"
+    "                                         whether more waits, and SKU[@LOC] ATP per\n"
+    "                                         change; without -s only the cursor to follow;\n"
+    "                                         -n/--network: per sku with network ATP;\n"
+    "                                         -s/--since CURSOR; -m/--max N (default 1000)\n"
     "  stats                                  server counters\n"
     "\n"
     "Options:\n"
@@ -78,6 +84,9 @@ struct opts {
     uint64_t ttl_ms;
     bool have_seq;
     uint64_t seq;
+    bool network;
+    uint64_t since; /* 0: ask for the cursor to follow */
+    uint32_t max;   /* 0: the default */
     /* positional arguments after the command */
     const char *pos[MAX_ARGS];
     int npos;
@@ -219,6 +228,18 @@ static int parse_args(int argc, char **argv, struct opts *o, const char **ret_cm
             if (!parse_u64(next, &o->seq))
                 return usage_error("bad sequence %s", next);
             o->have_seq = true;
+        } else if (cmd && (strcmp(a, "-n") == 0 || strcmp(a, "--network") == 0)) {
+            o->network = true;
+        } else if (cmd && (strcmp(a, "-s") == 0 || strcmp(a, "--since") == 0)) {
+            NEED_VALUE();
+            if (!parse_u64(next, &o->since))
+                return usage_error("bad cursor %s", next);
+        } else if (cmd && (strcmp(a, "-m") == 0 || strcmp(a, "--max") == 0)) {
+            NEED_VALUE();
+            uint64_t v;
+            if (!parse_u64(next, &v) || v == 0 || v > ATP_CHANGES_MAX)
+                return usage_error("bad max %s (1..1000)", next);
+            o->max = (uint32_t)v;
         } else if (a[0] == '-' && a[1] != 0 && !is_number(a)) {
             return usage_error("unknown option %s", a);
         } else if (!cmd) {
@@ -640,6 +661,51 @@ static int cmd_set(struct opts *o, struct atp_client *c)
     return EXIT_OK;
 }
 
+/*
+ * In JSON the cursors are strings: they use all 64 bits, and a double (what
+ * jq and JavaScript read numbers into) would round them.
+ */
+static int cmd_changes(struct opts *o, struct atp_client *c)
+{
+    int rc = need_pos(o, 0, "changes -c CHANNEL [--network] [--since CURSOR] [--max N]");
+    if (rc >= 0)
+        return rc;
+    if (!o->channel)
+        return usage_error("%s", "changes needs -c CHANNEL");
+    static struct atp_client_change ch[ATP_CHANGES_MAX];
+    uint32_t max = o->max ? o->max : ATP_CHANGES_MAX, n;
+    uint64_t next;
+    bool more;
+    if ((rc = atp_client_changes(c, o->channel, o->since, o->network, max, ch, &n, &next, &more)))
+        return report_error(o, c, rc, NULL, 0, NULL);
+    if (o->json) {
+        char cur[24];
+        snprintf(cur, sizeof(cur), "%" PRIu64, next);
+        json_object *j = json_object_new_object();
+        json_object_object_add(j, "channel", json_object_new_string(o->channel));
+        json_object_object_add(j, "cursor", json_object_new_string(cur));
+        json_object_object_add(j, "more", json_object_new_boolean(more));
+        json_object *arr = json_object_new_array();
+        for (uint32_t i = 0; i < n; i++) {
+            json_object *e = json_object_new_object();
+            json_object_object_add(e, "sku", json_object_new_string(ch[i].sku));
+            json_object_object_add(e, "loc", jstr_or_null(ch[i].loc));
+            json_object_object_add(e, "atp", json_object_new_int64(ch[i].atp));
+            json_object_array_add(arr, e);
+        }
+        json_object_object_add(j, "changes", arr);
+        json_print(j);
+        return EXIT_OK;
+    }
+    printf("cursor     %" PRIu64 "\nmore       %d\n", next, more ? 1 : 0);
+    for (uint32_t i = 0; i < n; i++) {
+        char name[ATP_SKU_MAX + ATP_LOC_MAX + 2];
+        snprintf(name, sizeof(name), "%s%s%s", ch[i].sku, *ch[i].loc ? "@" : "", ch[i].loc);
+        printf("%-32s %" PRId64 "\n", name, ch[i].atp);
+    }
+    return EXIT_OK;
+}
+
 struct stats_out {
     bool json;
     json_object *obj;
@@ -696,6 +762,7 @@ static const struct {
     {"mget", cmd_mget},       {"reserve", cmd_reserve}, {"commit", cmd_commit},
     {"release", cmd_release}, {"extend", cmd_extend},   {"reservation", cmd_reservation},
     {"adjust", cmd_adjust},   {"set", cmd_set},         {"stats", cmd_stats},
+    {"changes", cmd_changes},
 };
 
 static cmd_fn find_command(const char *name)

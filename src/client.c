@@ -314,6 +314,13 @@ int atp_client_queue_set(struct atp_client *c, const char *sku, const char *loc,
     RETURN_QUEUE(c, ret_id, atp_proto_enc_set_req(P, C, ID, &r));
 }
 
+int atp_client_queue_changes(struct atp_client *c, const char *channel, uint64_t cursor,
+                             bool network, uint32_t max, uint64_t *ret_id)
+{
+    struct atp_proto_changes_req r = {sl(channel), cursor, max, network};
+    RETURN_QUEUE(c, ret_id, atp_proto_enc_changes_req(P, C, ID, &r));
+}
+
 static int queue_stats(struct atp_client *c, uint64_t *ret_id)
 {
     RETURN_QUEUE(c, ret_id, atp_proto_enc_stats_req(P, C, ID));
@@ -449,6 +456,35 @@ int atp_client_decode_resv(struct atp_client *c, const struct atp_frame *f,
         return ATP_EMALFORMED;
     if (ret)
         memcpy(ret, &v, sizeof(v));
+    return 0;
+}
+
+int atp_client_decode_changes(struct atp_client *c, const struct atp_frame *f,
+                              struct atp_client_change *ret, uint32_t cap, uint32_t *ret_n,
+                              uint64_t *ret_next, bool *ret_more, bool *ret_network)
+{
+    int rc = atp_client_decode_status(c, f);
+    if (rc)
+        return rc;
+    struct atp_proto_changes_resp r;
+    if (atp_proto_dec_changes_resp(f, &r) || r.count > cap)
+        return ATP_EMALFORMED;
+    /* Check every entry fits before writing any: ret is untouched on failure. */
+    struct atp_proto_changes_resp walk = r;
+    struct atp_change e;
+    while (atp_proto_changes_next(&walk, &e))
+        if (e.sku.len > ATP_SKU_MAX || e.loc.len > ATP_LOC_MAX)
+            return ATP_EMALFORMED;
+    for (uint32_t i = 0; atp_proto_changes_next(&r, &e); i++) {
+        copy_str(ret[i].sku, sizeof(ret[i].sku), e.sku);
+        copy_str(ret[i].loc, sizeof(ret[i].loc), e.loc);
+        ret[i].atp = e.atp;
+    }
+    *ret_n = r.count;
+    *ret_next = r.next_cursor;
+    *ret_more = r.more;
+    if (ret_network)
+        *ret_network = r.network;
     return 0;
 }
 
@@ -615,6 +651,18 @@ int atp_client_set(struct atp_client *c, const char *sku, const char *loc, int64
     if ((rc = atp_client_decode_status(c, &f)))
         return rc;
     return atp_proto_dec_empty_resp(&f) ? ATP_EMALFORMED : 0;
+}
+
+int atp_client_changes(struct atp_client *c, const char *channel, uint64_t cursor, bool network,
+                       uint32_t max, struct atp_client_change *ret, uint32_t *ret_n,
+                       uint64_t *ret_next, bool *ret_more)
+{
+    struct atp_frame f;
+    CALL(c, f, atp_client_queue_changes(c, channel, cursor, network, max, &id));
+    /* An answer with the other NETWORK setting does not answer this request. */
+    if (f.status == 0 && ((f.flags & ATP_FLAG_NETWORK) != 0) != network)
+        return ATP_EMALFORMED;
+    return atp_client_decode_changes(c, &f, ret, max, ret_n, ret_next, ret_more, NULL);
 }
 
 int atp_client_stats(struct atp_client *c, int (*fn)(void *arg, const char *name, int64_t value),

@@ -209,6 +209,43 @@ static int op_mget(struct atp_cmd_ctx *ctx, const struct atp_frame *f, struct at
     return 0;
 }
 
+/*
+ * CHANGES: cursor 0 answers the feed's position now; any other cursor reads
+ * the store's feed after it. The entries (at most ATP_CHANGES_MAX, 40 KB) are
+ * on the stack: their slices point into the store, and the encoder copies
+ * the bytes into the answer.
+ */
+static int op_changes(struct atp_cmd_ctx *ctx, const struct atp_frame *f, struct atp_buf *out,
+                      uint64_t now_us)
+{
+    struct atp_proto_changes_req req;
+    int rc = atp_proto_dec_changes_req(f, &req);
+    if (rc)
+        return rc;
+    if (req.max == 0)
+        return ATP_EINVAL;
+    uint32_t limit = max_keys(ctx);
+    if (req.max > (limit < ATP_CHANGES_MAX ? limit : ATP_CHANGES_MAX))
+        return ATP_ETOOMANY;
+    uint32_t channel;
+    if ((rc = atp_store_channel_find(ctx->store, req.channel, &channel)))
+        return rc;
+    struct atp_change changes[ATP_CHANGES_MAX];
+    uint32_t n = 0;
+    uint64_t next;
+    bool more = false;
+    if (req.cursor == 0) {
+        next = atp_store_changes_cursor(ctx->store);
+    } else {
+        rc = atp_store_changes(ctx->store, channel, req.cursor,
+                               req.network ? ATP_CHANGES_NETWORK : 0, req.max, changes, &n, &next,
+                               &more);
+        if (rc)
+            return rc;
+    }
+    RETURN_EMIT(out, atp_proto_enc_changes_resp(P, C, f->id, req.network, next, more, changes, n));
+}
+
 /* The store's reservation in wire form; slices point into r and the store. */
 static void resv_to_wire(struct atp_store *store, const struct atp_reservation *r,
                          struct atp_proto_resv *w)
@@ -378,6 +415,8 @@ static void stats_collect(struct atp_cmd_ctx *ctx, struct atp_proto_stats_enc *e
         F(fulfillments),
         F(lateness_max_us),
         F(lateness_sum_us),
+        F(feed_records),
+        F(feed_expired),
 #undef F
     };
     for (size_t i = 0; i < sizeof(fields) / sizeof(fields[0]); i++) {
@@ -429,17 +468,12 @@ static int op_stats(struct atp_cmd_ctx *ctx, const struct atp_frame *f, struct a
 static const struct {
     op_fn fn;
 } ops[ATP_OP_RESPONSE] = {
-    [ATP_OP_HELLO] = {op_hello},
-    [ATP_OP_PING] = {op_ping},
-    [ATP_OP_GET] = {op_get},
-    [ATP_OP_MGET] = {op_mget},
-    [ATP_OP_RESERVE] = {op_reserve},
-    [ATP_OP_COMMIT] = {op_by_id},
-    [ATP_OP_RELEASE] = {op_by_id},
-    [ATP_OP_EXTEND] = {op_by_id},
-    [ATP_OP_GET_RESERVATION] = {op_get_reservation},
-    [ATP_OP_ADJUST] = {op_adjust},
-    [ATP_OP_SET] = {op_set},
+    [ATP_OP_HELLO] = {op_hello},     [ATP_OP_PING] = {op_ping},
+    [ATP_OP_GET] = {op_get},         [ATP_OP_MGET] = {op_mget},
+    [ATP_OP_CHANGES] = {op_changes}, [ATP_OP_RESERVE] = {op_reserve},
+    [ATP_OP_COMMIT] = {op_by_id},    [ATP_OP_RELEASE] = {op_by_id},
+    [ATP_OP_EXTEND] = {op_by_id},    [ATP_OP_GET_RESERVATION] = {op_get_reservation},
+    [ATP_OP_ADJUST] = {op_adjust},   [ATP_OP_SET] = {op_set},
     [ATP_OP_STATS] = {op_stats},
 };
 
@@ -456,6 +490,8 @@ static int metrics_op(uint8_t opcode)
         return ATP_MOP_GET;
     case ATP_OP_MGET:
         return ATP_MOP_MGET;
+    case ATP_OP_CHANGES:
+        return ATP_MOP_CHANGES;
     case ATP_OP_RESERVE:
         return ATP_MOP_RESERVE;
     case ATP_OP_COMMIT:

@@ -197,6 +197,118 @@ static void test_every_operation(void **state)
     assert_false(atp_client_is_broken(c));
 }
 
+/* The entry for sku@loc among n changes, or NULL. */
+static const struct atp_client_change *find_change(const struct atp_client_change *ch, uint32_t n,
+                                                   const char *sku, const char *loc)
+{
+    for (uint32_t i = 0; i < n; i++)
+        if (strcmp(ch[i].sku, sku) == 0 && strcmp(ch[i].loc, loc) == 0)
+            return &ch[i];
+    return NULL;
+}
+
+static void test_changes(void **state)
+{
+    struct atp_client *c = *state;
+    static struct atp_client_change ch[ATP_CHANGES_MAX];
+    uint32_t n = 99;
+    uint64_t cur = 0, next = 0;
+    bool more = true;
+
+    /* Cursor 0: the cursor to follow, no entries. */
+    assert_int_equal(atp_client_changes(c, "web", 0, false, ATP_CHANGES_MAX, ch, &n, &cur, &more),
+                     0);
+    assert_int_equal(n, 0);
+    assert_true(cur != 0);
+    assert_false(more);
+
+    /* web keeps 2 per item back (the default channels). */
+    assert_int_equal(atp_client_adjust(c, "FEED-1", "DC-1", 10, NULL), 0);
+    assert_int_equal(atp_client_adjust(c, "FEED-1", "DC-2", 5, NULL), 0);
+    assert_int_equal(atp_client_adjust(c, "FEED-2", "DC-1", 3, NULL), 0);
+    assert_int_equal(atp_client_changes(c, "web", cur, false, 100, ch, &n, &next, &more), 0);
+    assert_int_equal(n, 3);
+    assert_false(more);
+    assert_true(next != cur);
+    const struct atp_client_change *e = find_change(ch, n, "FEED-1", "DC-1");
+    assert_non_null(e);
+    assert_int_equal(e->atp, 8);
+    e = find_change(ch, n, "FEED-1", "DC-2");
+    assert_non_null(e);
+    assert_int_equal(e->atp, 3);
+    e = find_change(ch, n, "FEED-2", "DC-1");
+    assert_non_null(e);
+    assert_int_equal(e->atp, 1);
+
+    /* Network: one entry per sku, no location. */
+    assert_int_equal(atp_client_changes(c, "web", cur, true, 100, ch, &n, &next, &more), 0);
+    assert_int_equal(n, 2);
+    e = find_change(ch, n, "FEED-1", "");
+    assert_non_null(e);
+    assert_int_equal(e->atp, 11);
+    e = find_change(ch, n, "FEED-2", "");
+    assert_non_null(e);
+    assert_int_equal(e->atp, 1);
+
+    /* max 1: one entry and more; from its cursor, the other one. */
+    assert_int_equal(atp_client_changes(c, "web", cur, true, 1, ch, &n, &next, &more), 0);
+    assert_int_equal(n, 1);
+    assert_true(more);
+    char first[ATP_SKU_MAX + 1];
+    snprintf(first, sizeof(first), "%s", ch[0].sku);
+    assert_int_equal(atp_client_changes(c, "web", next, true, 1, ch, &n, &next, &more), 0);
+    assert_int_equal(n, 1);
+    assert_false(more);
+    assert_string_not_equal(ch[0].sku, first);
+    assert_true(strncmp(ch[0].sku, "FEED-", 5) == 0);
+
+    /* Refusals: the out-parameters are left alone, the connection goes on. */
+    n = 77;
+    next = 78;
+    assert_int_equal(atp_client_changes(c, "web", 1, false, 100, ch, &n, &next, &more),
+                     ATP_ECURSOR);
+    assert_true(strlen(atp_client_last_error(c)) > 0);
+    assert_int_equal(n, 77);
+    assert_int_equal(next, 78);
+    assert_int_equal(atp_client_changes(c, "web", cur, false, 0, ch, &n, &next, &more), ATP_EINVAL);
+    assert_int_equal(
+        atp_client_changes(c, "web", cur, false, ATP_CHANGES_MAX + 1, ch, &n, &next, &more),
+        ATP_ETOOMANY);
+    assert_int_equal(atp_client_changes(c, "tv", cur, false, 100, ch, &n, &next, &more),
+                     ATP_ENOCHANNEL);
+    assert_int_equal(atp_client_changes(c, "web", cur, false, 65536, ch, &n, &next, &more),
+                     ATP_EINVAL); /* not sent: the wire cannot carry it */
+    assert_false(atp_client_is_broken(c));
+
+    /* Pipelined: two CHANGES and a PING, answered in order. */
+    uint64_t id1, id2, id3;
+    assert_int_equal(atp_client_queue_changes(c, "web", cur, false, 100, &id1), 0);
+    assert_int_equal(atp_client_queue_changes(c, "web", cur, true, 100, &id2), 0);
+    assert_int_equal(atp_client_queue_ping(c, &id3), 0);
+    assert_int_equal(atp_client_flush(c), 0);
+    struct atp_frame f;
+    bool net = true;
+    assert_int_equal(atp_client_read(c, &f), 0);
+    assert_int_equal(f.id, id1);
+    assert_int_equal(atp_client_decode_changes(c, &f, ch, 100, &n, &next, &more, &net), 0);
+    assert_int_equal(n, 3);
+    assert_false(net);
+    assert_int_equal(atp_client_read(c, &f), 0);
+    assert_int_equal(f.id, id2);
+    /* Room for fewer entries than the answer has: malformed, nothing written. */
+    n = 55;
+    assert_int_equal(atp_client_decode_changes(c, &f, ch, 1, &n, &next, &more, &net),
+                     ATP_EMALFORMED);
+    assert_int_equal(n, 55);
+    assert_int_equal(atp_client_decode_changes(c, &f, ch, 100, &n, &next, &more, &net), 0);
+    assert_int_equal(n, 2);
+    assert_true(net);
+    assert_null(find_change(ch, n, "FEED-1", "DC-1"));
+    assert_int_equal(atp_client_read(c, &f), 0);
+    assert_int_equal(f.id, id3);
+    assert_int_equal(atp_client_decode_status(c, &f), 0);
+}
+
 static int count_stat(void *arg, const char *name, int64_t value)
 {
     int *n = arg;
@@ -362,6 +474,66 @@ static void test_atpctl(void **state)
     assert_int_equal(atpctl(out, sizeof(out), "-p 1 ping"), 3);
 }
 
+static void test_atpctl_changes(void **state)
+{
+    char out[8192];
+    unsigned p = server_port;
+    unsigned long long cur = 0, next = 0;
+    int more = -1;
+    assert_int_equal(atpctl(out, sizeof(out), "-p %u changes -c web", p), 0);
+    assert_int_equal(sscanf(out, "cursor %llu more %d", &cur, &more), 2);
+    assert_true(cur != 0);
+    assert_int_equal(more, 0);
+
+    assert_int_equal(atpctl(out, sizeof(out), "-p %u adjust CTLF-1 DC-3 20", p), 0);
+    assert_int_equal(atpctl(out, sizeof(out), "-p %u changes -c web --since %llu", p, cur), 0);
+    assert_int_equal(sscanf(out, "cursor %llu more %d", &next, &more), 2);
+    assert_true(next != cur);
+    assert_int_equal(more, 0);
+    char *line = strstr(out, "CTLF-1@DC-3");
+    assert_non_null(line);
+    long long atp = -1;
+    assert_int_equal(sscanf(line, "CTLF-1@DC-3 %lld", &atp), 1);
+    assert_int_equal(atp, 18);
+
+    /* JSON: the cursor as a string (64 bits do not survive a double). */
+    assert_int_equal(
+        atpctl(out, sizeof(out), "-p %u --json changes -c web -n -s %llu -m 5", p, cur), 0);
+    json_object *j = json_tokener_parse(out);
+    assert_non_null(j);
+    json_object *v, *arr, *e;
+    assert_true(json_object_object_get_ex(j, "cursor", &v));
+    assert_true(json_object_is_type(v, json_type_string));
+    assert_int_equal(strtoull(json_object_get_string(v), NULL, 10), next);
+    assert_true(json_object_object_get_ex(j, "more", &v));
+    assert_false(json_object_get_boolean(v));
+    assert_true(json_object_object_get_ex(j, "changes", &arr));
+    assert_int_equal(json_object_array_length(arr), 1);
+    e = json_object_array_get_idx(arr, 0);
+    assert_true(json_object_object_get_ex(e, "sku", &v));
+    assert_string_equal(json_object_get_string(v), "CTLF-1");
+    assert_true(json_object_object_get_ex(e, "loc", &v));
+    assert_null(v);
+    assert_true(json_object_object_get_ex(e, "atp", &v));
+    assert_int_equal(json_object_get_int64(v), 18);
+    json_object_put(j);
+
+    /* An expired cursor is a refusal (1); usage errors are 2. */
+    assert_int_equal(atpctl(out, sizeof(out), "-p %u --json changes -c web --since 1", p), 1);
+    j = json_tokener_parse(out);
+    assert_non_null(j);
+    assert_true(json_object_object_get_ex(j, "error", &e));
+    assert_true(json_object_object_get_ex(e, "code", &v));
+    assert_string_equal(json_object_get_string(v), "ECURSOR");
+    json_object_put(j);
+    assert_int_equal(atpctl(out, sizeof(out), "-p %u changes", p), 2);
+    assert_int_equal(atpctl(out, sizeof(out), "-p %u changes -c web -m 0", p), 2);
+    assert_int_equal(atpctl(out, sizeof(out), "-p %u changes -c web -m 1001", p), 2);
+    assert_int_equal(atpctl(out, sizeof(out), "-p %u changes -c web -s x", p), 2);
+    assert_int_equal(atpctl(out, sizeof(out), "--help"), 0);
+    assert_non_null(strstr(out, "changes -c CHANNEL"));
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 3) {
@@ -377,11 +549,13 @@ int main(int argc, char **argv)
     }
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_every_operation, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_changes, setup, teardown),
         cmocka_unit_test_setup_teardown(test_stats, setup, teardown),
         cmocka_unit_test_setup_teardown(test_pipeline_1000_in_order, setup, teardown),
         cmocka_unit_test_setup_teardown(test_bad_bodies_carry_on, setup, teardown),
         cmocka_unit_test_setup_teardown(test_bad_magic_closes, setup, teardown),
         cmocka_unit_test(test_atpctl),
+        cmocka_unit_test(test_atpctl_changes),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
     stop_server();

@@ -10,6 +10,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -55,6 +56,7 @@ static void new_store(struct atp_store **ret)
     cfg.max_reservations = 1024;
     cfg.max_overrides = 64;
     cfg.nshards = 4;
+    cfg.feed_records = 1024; /* the smallest change-feed window */
     cfg.channels = channels;
     cfg.nchannels = 3;
     assert_int_equal(atp_store_new(&cfg, ret), 0);
@@ -324,6 +326,211 @@ static void test_mget(void **state)
     x->req_len =
         atp_proto_enc_mget_req(x->req, sizeof(x->req), id(x), true, many, ATP_PROTO_MAX_KEYS + 1);
     expect_error(x, ATP_ETOOMANY);
+}
+
+static void req_changes(struct fx *x, const char *channel, uint64_t cursor, uint32_t max,
+                        bool network)
+{
+    struct atp_proto_changes_req r = {atp_slice_cstr(channel), cursor, max, network};
+    x->req_len = atp_proto_enc_changes_req(x->req, sizeof(x->req), id(x), &r);
+}
+
+/* A CHANGES answer, its entries copied out as "SKU@LOC=ATP" in order. */
+struct changes_out {
+    uint64_t next;
+    bool more;
+    uint32_t n;
+    char e[16][128];
+};
+
+static void changes_ok(struct fx *x, const char *channel, uint64_t cursor, uint32_t max,
+                       bool network, struct changes_out *ret)
+{
+    req_changes(x, channel, cursor, max, network);
+    struct atp_frame f = exchange(x);
+    if (f.status) {
+        struct atp_proto_error e;
+        assert_int_equal(atp_proto_dec_error(&f, &e), 0);
+        fail_msg("CHANGES failed: %s", atp_error_name(e.code));
+    }
+    assert_int_equal(f.flags, network ? ATP_FLAG_NETWORK : 0);
+    struct atp_proto_changes_resp r;
+    assert_int_equal(atp_proto_dec_changes_resp(&f, &r), 0);
+    assert_true(r.count <= 16 && r.count <= max);
+    ret->next = r.next_cursor;
+    ret->more = r.more;
+    ret->n = r.count;
+    struct atp_change c;
+    for (uint32_t i = 0; atp_proto_changes_next(&r, &c); i++)
+        snprintf(ret->e[i], sizeof(ret->e[i]), "%.*s@%.*s=%lld", (int)c.sku.len, c.sku.p,
+                 (int)c.loc.len, c.loc.p, (long long)c.atp);
+}
+
+/* Entry `want` is among the n entries of o. */
+static bool has_change(const struct changes_out *o, const char *want)
+{
+    for (uint32_t i = 0; i < o->n; i++)
+        if (strcmp(o->e[i], want) == 0)
+            return true;
+    return false;
+}
+
+static void test_changes(void **state)
+{
+    struct fx *x = *state;
+    struct changes_out o, o2;
+    uint64_t calls0 = atp_metrics_requests(ATP_MPROTO_BIN, ATP_MOP_CHANGES);
+
+    /* Cursor 0: a cursor to follow, no entries. */
+    changes_ok(x, "web", 0, 100, false, &o);
+    uint64_t c0 = o.next;
+    assert_true(c0 != 0);
+    assert_int_equal(o.n, 0);
+    assert_false(o.more);
+    /* Nothing changed since: the same cursor back, no entries. */
+    changes_ok(x, "web", c0, 100, false, &o);
+    assert_int_equal(o.n, 0);
+    assert_false(o.more);
+    assert_true(o.next == c0);
+
+    /* An adjust after the cursor is reported with the item's ATP now. */
+    adjust_ok(x, "SKU-1", "DC-1", 10, 10);
+    changes_ok(x, "web", c0, 100, false, &o);
+    assert_int_equal(o.n, 1);
+    assert_string_equal(o.e[0], "SKU-1@DC-1=10");
+    assert_false(o.more);
+    assert_true(o.next != c0);
+    uint64_t c1 = o.next;
+    /* The same cursor again gives the same answer (level, not edge); the
+     * new one gives nothing. */
+    changes_ok(x, "web", c0, 100, false, &o2);
+    assert_int_equal(o2.n, 1);
+    assert_string_equal(o2.e[0], "SKU-1@DC-1=10");
+    assert_true(o2.next == c1);
+    changes_ok(x, "web", c1, 100, false, &o);
+    assert_int_equal(o.n, 0);
+
+    /* Three items of two skus change, one of them twice: each once, the
+     * ATP per channel (app: safety 5 per item). */
+    adjust_ok(x, "SKU-1", "DC-2", 3, 3);
+    adjust_ok(x, "SKU-2", "DC-1", 5, 5);
+    adjust_ok(x, "SKU-2", "DC-2", 7, 7);
+    adjust_ok(x, "SKU-2", "DC-2", 1, 8);
+    changes_ok(x, "web", c1, 100, false, &o);
+    assert_int_equal(o.n, 3);
+    assert_true(has_change(&o, "SKU-1@DC-2=3"));
+    assert_true(has_change(&o, "SKU-2@DC-1=5"));
+    assert_true(has_change(&o, "SKU-2@DC-2=8"));
+    changes_ok(x, "app", c1, 100, false, &o);
+    assert_int_equal(o.n, 3);
+    assert_true(has_change(&o, "SKU-1@DC-2=0"));
+    assert_true(has_change(&o, "SKU-2@DC-1=0"));
+    assert_true(has_change(&o, "SKU-2@DC-2=3"));
+
+    /* NETWORK: one entry per sku, network ATP, empty location. */
+    changes_ok(x, "web", c1, 100, true, &o);
+    assert_int_equal(o.n, 2);
+    assert_true(has_change(&o, "SKU-1@=13"));
+    assert_true(has_change(&o, "SKU-2@=13"));
+    uint64_t c2 = o.next;
+
+    /* max 1: one entry and `more`; the rest from the cursor it gave. */
+    changes_ok(x, "web", c1, 1, true, &o);
+    assert_int_equal(o.n, 1);
+    assert_true(o.more);
+    changes_ok(x, "web", o.next, 1, true, &o2);
+    assert_int_equal(o2.n, 1);
+    assert_string_not_equal(o2.e[0], o.e[0]);
+    assert_true(has_change(&o2, "SKU-1@=13") || has_change(&o2, "SKU-2@=13"));
+
+    /* Items at a location the channel may not sell from are not reported:
+     * b2b sells from DC-1 and DC-2 only. */
+    adjust_ok(x, "SKU-3", "DC-3", 4, 4);
+    adjust_ok(x, "SKU-3", "DC-1", 2, 2);
+    changes_ok(x, "b2b", c2, 100, false, &o);
+    assert_int_equal(o.n, 1);
+    assert_string_equal(o.e[0], "SKU-3@DC-1=2");
+    changes_ok(x, "web", c2, 100, false, &o);
+    assert_int_equal(o.n, 2);
+    assert_true(has_change(&o, "SKU-3@DC-3=4"));
+    assert_true(has_change(&o, "SKU-3@DC-1=2"));
+    changes_ok(x, "b2b", c2, 100, true, &o);
+    assert_int_equal(o.n, 1);
+    assert_string_equal(o.e[0], "SKU-3@=2");
+
+    /* A hold changes ATP too. */
+    uint64_t c3 = o.next;
+    struct atp_line_req one[] = {LINE("SKU-1", "DC-1", 4)};
+    req_reserve(x, "feed-1", "web", 60000, one, 1);
+    static struct atp_proto_resv rv;
+    resv_of(x, &rv, NULL);
+    changes_ok(x, "web", c3, 100, false, &o);
+    assert_int_equal(o.n, 1);
+    assert_string_equal(o.e[0], "SKU-1@DC-1=6");
+
+    /* Cursors that are not this store's, or ahead of it: ECURSOR. */
+    req_changes(x, "web", 12345, 100, false);
+    expect_error(x, ATP_ECURSOR);
+    req_changes(x, "web", c3 + 1000000, 100, false);
+    expect_error(x, ATP_ECURSOR);
+    req_changes(x, "web", c3 ^ (UINT64_C(1) << 63), 100, true);
+    expect_error(x, ATP_ECURSOR);
+
+    /* More changes than the feed window (1024 records) since a cursor: it
+     * has expired; a new one from cursor 0 is followed again. */
+    for (int i = 0; i < 1100; i++) {
+        char sku[16];
+        snprintf(sku, sizeof(sku), "W-%d", i);
+        assert_int_equal(
+            atp_store_adjust(x->store, atp_slice_cstr(sku), ATP_SLICE("DC-1"), 1, NULL), 0);
+    }
+    req_changes(x, "web", c3, 100, false);
+    expect_error(x, ATP_ECURSOR);
+    changes_ok(x, "web", 0, 100, false, &o);
+    c3 = o.next;
+    adjust_ok(x, "W-7", "DC-1", 1, 2);
+    changes_ok(x, "web", c3, 100, false, &o);
+    assert_int_equal(o.n, 1);
+    assert_string_equal(o.e[0], "W-7@DC-1=2");
+
+    /* max 0: EINVAL (also with cursor 0). Over 1000, or over a lower
+     * max_keys: ETOOMANY. Unknown channel: ENOCHANNEL. */
+    req_changes(x, "web", c3, 0, false);
+    expect_error(x, ATP_EINVAL);
+    req_changes(x, "web", 0, 0, false);
+    expect_error(x, ATP_EINVAL);
+    req_changes(x, "web", c3, ATP_CHANGES_MAX + 1, false);
+    expect_error(x, ATP_ETOOMANY);
+    changes_ok(x, "web", c3, ATP_CHANGES_MAX, false, &o);
+    x->ctx.max_keys = 5;
+    req_changes(x, "web", c3, 6, false);
+    expect_error(x, ATP_ETOOMANY);
+    changes_ok(x, "web", c3, 5, false, &o);
+    x->ctx.max_keys = 5000; /* a higher max_keys does not raise the 1000 */
+    req_changes(x, "web", c3, ATP_CHANGES_MAX + 1, false);
+    expect_error(x, ATP_ETOOMANY);
+    x->ctx.max_keys = 0;
+    req_changes(x, "tv", c3, 100, false);
+    expect_error(x, ATP_ENOCHANNEL);
+    req_changes(x, "tv", 0, 100, false);
+    expect_error(x, ATP_ENOCHANNEL);
+
+    /* Undefined flag bits and bodies of the wrong length: EMALFORMED. */
+    req_changes(x, "web", c3, 100, false);
+    x->req[4] = 0x02;
+    expect_error(x, ATP_EMALFORMED);
+    req_changes(x, "web", c3, 100, false);
+    x->req[16]--;
+    x->req_len--;
+    expect_error(x, ATP_EMALFORMED);
+    req_changes(x, "web", c3, 100, false);
+    x->req[x->req_len] = 0;
+    x->req[16]++;
+    x->req_len++;
+    expect_error(x, ATP_EMALFORMED);
+
+    /* Every call above went to the CHANGES metrics. */
+    assert_int_equal(atp_metrics_requests(ATP_MPROTO_BIN, ATP_MOP_CHANGES) - calls0, 32);
 }
 
 static void test_reserve_lifecycle(void **state)
@@ -972,6 +1179,7 @@ int main(void)
         T(test_hello_and_ping),
         T(test_get),
         T(test_mget),
+        T(test_changes),
         T(test_reserve_lifecycle),
         T(test_reserve_errors),
         T(test_set),

@@ -121,6 +121,21 @@ static void build_samples(void)
         add_sample(bd ? "mget resp breakdown" : "mget resp", b, (ssize_t)sz);
     }
 
+    struct atp_proto_changes_req cq = {ATP_SLICE("web"), 0, 1000, false};
+    add_sample("changes req start", b, atp_proto_enc_changes_req(b, sizeof(b), 12, &cq));
+    cq.cursor = UINT64_C(0x5a3c000000001000);
+    cq.max = 2;
+    cq.network = true;
+    add_sample("changes req network", b, atp_proto_enc_changes_req(b, sizeof(b), 12, &cq));
+    static const struct atp_change ch[2] = {{S("SKU-1"), S("DC-1"), 42}, {S("SKU-2"), S(""), -1}};
+    add_sample("changes resp", b,
+               atp_proto_enc_changes_resp(b, sizeof(b), 12, false, 77, true, ch, 2));
+    add_sample("changes resp empty", b,
+               atp_proto_enc_changes_resp(b, sizeof(b), 12, true, 78, false, NULL, 0));
+    add_sample("changes cursor expired", b,
+               atp_proto_enc_error(b, sizeof(b), ATP_OP_CHANGES, 12, ATP_ECURSOR,
+                                   ATP_SLICE("cursor expired"), NULL, 0));
+
     add_sample("reserve req", b,
                atp_proto_enc_reserve_req(b, sizeof(b), 5, ATP_SLICE("order-1"), ATP_SLICE("web"),
                                          900000, lines3, 3));
@@ -227,6 +242,17 @@ static int decode_any(const struct atp_frame *f)
             }
             return rc;
         }
+        case ATP_OP_CHANGES: {
+            struct atp_proto_changes_resp r;
+            struct atp_change c;
+            int rc = atp_proto_dec_changes_resp(f, &r);
+            uint32_t seen = 0;
+            while (rc == 0 && atp_proto_changes_next(&r, &c))
+                seen++;
+            if (rc == 0)
+                assert_int_equal(seen, r.count);
+            return rc;
+        }
         case ATP_OP_RESERVE:
         case ATP_OP_COMMIT:
         case ATP_OP_RELEASE:
@@ -279,6 +305,10 @@ static int decode_any(const struct atp_frame *f)
         if (rc == 0)
             assert_int_equal(seen, r.count);
         return rc;
+    }
+    case ATP_OP_CHANGES: {
+        struct atp_proto_changes_req r;
+        return atp_proto_dec_changes_req(f, &r);
     }
     case ATP_OP_RESERVE: {
         static struct atp_proto_reserve_req r;
@@ -674,6 +704,143 @@ static void test_mget_limits(void **state)
     assert_int_equal(atp_proto_enc_mget_req(NULL, 0, 1, false, keys, 65536), ATP_EINVAL);
 }
 
+static void test_changes(void **state)
+{
+    static uint8_t b[SAMPLE_CAP * 4];
+    struct atp_frame f;
+
+    /* Request: every field back, the slice into the frame, NETWORK as a flag. */
+    struct atp_proto_changes_req q = {ATP_SLICE("marketplace"), UINT64_MAX, 65535, true};
+    ssize_t n = atp_proto_enc_changes_req(b, sizeof(b), 5, &q);
+    assert_int_equal(n, 20 + 1 + 11 + 8 + 2);
+    f = frame_of(b, n);
+    assert_int_equal(f.opcode, ATP_OP_CHANGES);
+    assert_int_equal(f.flags, ATP_FLAG_NETWORK);
+    struct atp_proto_changes_req r;
+    assert_int_equal(atp_proto_dec_changes_req(&f, &r), 0);
+    assert_int_equal(r.channel.len, 11);
+    assert_ptr_equal(r.channel.p, b + ATP_PROTO_HDR_SIZE + 1);
+    assert_true(r.cursor == UINT64_MAX);
+    assert_int_equal(r.max, 65535);
+    assert_true(r.network);
+    q.network = false;
+    q.cursor = 0;
+    n = atp_proto_enc_changes_req(b, sizeof(b), 5, &q);
+    f = frame_of(b, n);
+    assert_int_equal(f.flags, 0);
+    assert_int_equal(atp_proto_dec_changes_req(&f, &r), 0);
+    assert_false(r.network);
+    assert_true(r.cursor == 0);
+
+    /* An undefined flag, a body one byte short, one byte over: EMALFORMED,
+     * and *ret untouched. */
+    struct atp_proto_changes_req before;
+    memset(&r, 0x5a, sizeof(r));
+    before = r;
+    b[4] = 0x02;
+    f = frame_of(b, n);
+    assert_int_equal(atp_proto_dec_changes_req(&f, &r), ATP_EMALFORMED);
+    b[4] = 0;
+    b[16]--;
+    f = frame_of(b, n - 1);
+    assert_int_equal(atp_proto_dec_changes_req(&f, &r), ATP_EMALFORMED);
+    b[16] += 2;
+    b[n] = 0;
+    f = frame_of(b, n + 1);
+    assert_int_equal(atp_proto_dec_changes_req(&f, &r), ATP_EMALFORMED);
+    assert_memory_equal(&r, &before, sizeof(r));
+    /* The length restored: the same bytes decode again. */
+    b[16] -= 1;
+    f = frame_of(b, n);
+    assert_int_equal(atp_proto_dec_changes_req(&f, &r), 0);
+
+    /* The encoder refuses what a u16 or a str8 cannot carry. */
+    q.max = 65536;
+    assert_int_equal(atp_proto_enc_changes_req(b, sizeof(b), 5, &q), ATP_EINVAL);
+    char big[256];
+    memset(big, 'c', sizeof(big));
+    q.max = 1;
+    q.channel = (struct atp_slice){big, 256};
+    assert_int_equal(atp_proto_enc_changes_req(b, sizeof(b), 5, &q), ATP_EINVAL);
+
+    /* Response: 1000 entries of the longest names, walked back in order. */
+    static struct atp_change ch[ATP_CHANGES_MAX];
+    for (uint32_t i = 0; i < ATP_CHANGES_MAX; i++)
+        ch[i] = (struct atp_change){
+            {big, ATP_SKU_MAX - (i % 7)}, {big, i % 3 ? ATP_LOC_MAX : 0}, (int64_t)i - 500};
+    n = atp_proto_enc_changes_resp(b, sizeof(b), 6, false, UINT64_C(0xfedc000000000001), true, ch,
+                                   ATP_CHANGES_MAX);
+    assert_true(n > 0 && (size_t)n <= sizeof(b));
+    f = frame_of(b, n);
+    assert_int_equal(f.opcode, ATP_OP_RESPONSE | ATP_OP_CHANGES);
+    struct atp_proto_changes_resp cr;
+    assert_int_equal(atp_proto_dec_changes_resp(&f, &cr), 0);
+    assert_true(cr.next_cursor == UINT64_C(0xfedc000000000001));
+    assert_true(cr.more);
+    assert_false(cr.network);
+    assert_int_equal(cr.count, ATP_CHANGES_MAX);
+    struct atp_proto_changes_resp again = cr;
+    struct atp_change c;
+    for (uint32_t i = 0; i < ATP_CHANGES_MAX; i++) {
+        assert_true(atp_proto_changes_next(&cr, &c));
+        assert_int_equal(c.sku.len, ATP_SKU_MAX - (i % 7));
+        assert_int_equal(c.loc.len, i % 3 ? ATP_LOC_MAX : 0);
+        assert_int_equal(c.atp, (int64_t)i - 500);
+        assert_true((const uint8_t *)c.sku.p > b && (const uint8_t *)c.sku.p < b + n);
+    }
+    assert_false(atp_proto_changes_next(&cr, &c));
+    assert_true(atp_proto_changes_next(&again, &c)); /* a copy restarts */
+    assert_int_equal(c.atp, -500);
+
+    /* No entries, NETWORK: the flag comes back, the iterator is empty. */
+    n = atp_proto_enc_changes_resp(b, sizeof(b), 7, true, 9, false, NULL, 0);
+    assert_int_equal(n, 20 + 8 + 1 + 2);
+    f = frame_of(b, n);
+    assert_int_equal(atp_proto_dec_changes_resp(&f, &cr), 0);
+    assert_true(cr.network);
+    assert_false(cr.more);
+    assert_int_equal(cr.next_cursor, 9);
+    assert_false(atp_proto_changes_next(&cr, &c));
+
+    /* `more` other than 0 or 1, an undefined flag, a count past the end,
+     * trailing bytes, another op's opcode: malformed, *ret untouched. */
+    struct atp_proto_changes_resp rbefore;
+    memset(&cr, 0x5a, sizeof(cr));
+    rbefore = cr;
+    n = atp_proto_enc_changes_resp(b, sizeof(b), 8, false, 9, true, ch, 1);
+    b[ATP_PROTO_HDR_SIZE + 8] = 2;
+    f = frame_of(b, n);
+    assert_int_equal(atp_proto_dec_changes_resp(&f, &cr), ATP_EMALFORMED);
+    b[ATP_PROTO_HDR_SIZE + 8] = 1;
+    b[4] = 0x02;
+    f = frame_of(b, n);
+    assert_int_equal(atp_proto_dec_changes_resp(&f, &cr), ATP_EMALFORMED);
+    b[4] = 0;
+    b[ATP_PROTO_HDR_SIZE + 9] = 2; /* count 2, one entry */
+    f = frame_of(b, n);
+    assert_int_equal(atp_proto_dec_changes_resp(&f, &cr), ATP_EMALFORMED);
+    b[ATP_PROTO_HDR_SIZE + 9] = 1;
+    b[16]++;
+    b[n] = 0;
+    f = frame_of(b, n + 1);
+    assert_int_equal(atp_proto_dec_changes_resp(&f, &cr), ATP_EMALFORMED);
+    b[16]--;
+    f = frame_of(b, n);
+    f.opcode = ATP_OP_RESPONSE | ATP_OP_MGET;
+    assert_int_equal(atp_proto_dec_changes_resp(&f, &cr), ATP_EMALFORMED);
+    assert_memory_equal(&cr, &rbefore, sizeof(cr));
+    f = frame_of(b, n);
+    assert_int_equal(atp_proto_dec_changes_resp(&f, &cr), 0);
+    assert_int_equal(cr.count, 1);
+
+    /* Counts and names the wire cannot carry. */
+    assert_int_equal(atp_proto_enc_changes_resp(NULL, 0, 1, false, 1, false, ch, 65536),
+                     ATP_EINVAL);
+    ch[0].sku.len = 256;
+    assert_int_equal(atp_proto_enc_changes_resp(b, sizeof(b), 1, false, 1, false, ch, 1),
+                     ATP_EINVAL);
+}
+
 static void test_error_frames(void **state)
 {
     uint8_t b[512];
@@ -788,6 +955,7 @@ static void test_snprintf_contract(void **state)
 static void test_op_names(void **state)
 {
     assert_string_equal(atp_proto_op_name(ATP_OP_GET), "GET");
+    assert_string_equal(atp_proto_op_name(ATP_OP_CHANGES), "CHANGES");
     assert_string_equal(atp_proto_op_name(ATP_OP_RESPONSE | ATP_OP_STATS), "STATS");
     assert_string_equal(atp_proto_op_name(ATP_OP_RESPONSE), "ERROR");
     assert_null(atp_proto_op_name(0x55));
@@ -808,6 +976,7 @@ int main(void)
         cmocka_unit_test(test_request_header_fields_checked),
         cmocka_unit_test(test_roundtrip_edges),
         cmocka_unit_test(test_mget_limits),
+        cmocka_unit_test(test_changes),
         cmocka_unit_test(test_error_frames),
         cmocka_unit_test(test_snprintf_contract),
         cmocka_unit_test(test_op_names),

@@ -169,6 +169,14 @@ static ssize_t encode_request(struct toks *ts, uint8_t op, uint64_t id, uint16_t
         }
         return atp_proto_enc_mget_req(buf, cap, id, flags & ATP_FLAG_BREAKDOWN, keys, n);
     }
+    case ATP_OP_CHANGES: {
+        struct atp_proto_changes_req r;
+        r.channel = take_str(ts, "channel");
+        r.cursor = take_u(ts, "cursor");
+        r.max = (uint32_t)take_u(ts, "max");
+        r.network = flags & ATP_FLAG_NETWORK;
+        return atp_proto_enc_changes_req(buf, cap, id, &r);
+    }
     case ATP_OP_RESERVE: {
         struct atp_slice key = take_str(ts, "key");
         struct atp_slice channel = take_str(ts, "channel");
@@ -309,6 +317,19 @@ static ssize_t encode_response(struct toks *ts, uint8_t op, uint64_t id, uint16_
             memcpy(buf, tmp, size);
         return (ssize_t)size;
     }
+    case ATP_OP_CHANGES: {
+        uint64_t next = take_u(ts, "next_cursor");
+        bool more = take_u(ts, "more") != 0;
+        uint32_t n = (uint32_t)take_u(ts, "count");
+        struct atp_change c[16];
+        assert_true(n <= 16);
+        for (uint32_t i = 0; i < n; i++) {
+            c[i].sku = take_str(ts, "sku");
+            c[i].loc = take_str(ts, "loc");
+            c[i].atp = take_i(ts, "atp");
+        }
+        return atp_proto_enc_changes_resp(buf, cap, id, flags & ATP_FLAG_NETWORK, next, more, c, n);
+    }
     case ATP_OP_RESERVE:
     case ATP_OP_COMMIT:
     case ATP_OP_RELEASE:
@@ -440,6 +461,14 @@ static void decode_request(struct out *o, const struct atp_frame *f)
         assert_int_equal(seen, r.count);
         return;
     }
+    case ATP_OP_CHANGES: {
+        struct atp_proto_changes_req r;
+        assert_int_equal(atp_proto_dec_changes_req(f, &r), 0);
+        out_str(o, "channel", r.channel);
+        outf(o, " cursor=%llu max=%u", (unsigned long long)r.cursor, r.max);
+        assert_int_equal(r.network, (f->flags & ATP_FLAG_NETWORK) != 0);
+        return;
+    }
     case ATP_OP_RESERVE: {
         struct atp_proto_reserve_req r;
         assert_int_equal(atp_proto_dec_reserve_req(f, &r), 0);
@@ -547,6 +576,23 @@ static void decode_response(struct out *o, const struct atp_frame *f)
             outf(o, " status=%s", atp_error_name(code));
             out_breakdown(o, r.breakdown, &b);
         }
+        return;
+    }
+    case ATP_OP_CHANGES: {
+        struct atp_proto_changes_resp r;
+        struct atp_change c;
+        assert_int_equal(atp_proto_dec_changes_resp(f, &r), 0);
+        assert_int_equal(r.network, (f->flags & ATP_FLAG_NETWORK) != 0);
+        outf(o, " next_cursor=%llu more=%d count=%u", (unsigned long long)r.next_cursor, r.more,
+             r.count);
+        uint32_t seen = 0;
+        while (atp_proto_changes_next(&r, &c)) {
+            out_str(o, "sku", c.sku);
+            out_str(o, "loc", c.loc);
+            outf(o, " atp=%lld", (long long)c.atp);
+            seen++;
+        }
+        assert_int_equal(seen, r.count);
         return;
     }
     case ATP_OP_RESERVE:
@@ -698,9 +744,9 @@ int main(int argc, char **argv)
     }
     vector_dir = argv[1];
     /* One file per operation, and the error frames: a missing file fails. */
-    static const char *files[] = {
-        "hello",           "ping",   "get", "mget",  "reserve", "commit", "release", "extend",
-        "get_reservation", "adjust", "set", "stats", "errors"};
+    static const char *files[] = {"hello",   "ping",   "get",     "mget",   "changes",
+                                  "reserve", "commit", "release", "extend", "get_reservation",
+                                  "adjust",  "set",    "stats",   "errors"};
     struct CMUnitTest tests[sizeof(files) / sizeof(files[0])];
     for (size_t i = 0; i < sizeof(files) / sizeof(files[0]); i++) {
         tests[i] = (struct CMUnitTest){.name = files[i],

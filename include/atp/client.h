@@ -110,6 +110,13 @@ struct atp_client_resv {
     } lines[ATP_MAX_LINES];
 };
 
+/* A change-feed entry, copied out of the answer (owned by the caller). */
+struct atp_client_change {
+    char sku[ATP_SKU_MAX + 1];
+    char loc[ATP_LOC_MAX + 1]; /* "" in a network answer */
+    int64_t atp;               /* for the channel asked, when the server answered */
+};
+
 /* --- blocking calls ------------------------------------------------------- */
 
 int atp_client_hello(struct atp_client *c, struct atp_client_hello *ret);
@@ -138,6 +145,20 @@ int atp_client_adjust(struct atp_client *c, const char *sku, const char *loc, in
 int atp_client_set(struct atp_client *c, const char *sku, const char *loc, int64_t on_hand,
                    uint64_t seq);
 /*
+ * CHANGES (PROTOCOL.md "CHANGES"): up to max changes for channel after
+ * cursor, one entry per sku with its network ATP when network is set.
+ * cursor 0 asks for the feed's position now: no entries, *ret_next is the
+ * cursor to follow (read everything first, e.g. with atp_client_mget).
+ * max is 1..ATP_CHANGES_MAX and at most the server's max_keys; ret has room
+ * for max entries. *ret_n entries are written to ret, *ret_next is the
+ * cursor to ask from next, *ret_more says more records wait (ask again at
+ * once). ATP_ECURSOR: the cursor expired or belongs to another start of the
+ * server; start again from cursor 0.
+ */
+int atp_client_changes(struct atp_client *c, const char *channel, uint64_t cursor, bool network,
+                       uint32_t max, struct atp_client_change *ret, uint32_t *ret_n,
+                       uint64_t *ret_next, bool *ret_more);
+/*
  * fn is called for each pair, name NUL-terminated and valid for the call;
  * a non-zero return from fn stops the walk (the call still returns 0).
  */
@@ -165,6 +186,8 @@ int atp_client_queue_adjust(struct atp_client *c, const char *sku, const char *l
                             uint64_t *ret_id);
 int atp_client_queue_set(struct atp_client *c, const char *sku, const char *loc, int64_t on_hand,
                          uint64_t seq, uint64_t *ret_id);
+int atp_client_queue_changes(struct atp_client *c, const char *channel, uint64_t cursor,
+                             bool network, uint32_t max, uint64_t *ret_id);
 /* A raw, already encoded frame (tests use it to send malformed input). */
 int atp_client_queue_raw(struct atp_client *c, const void *frame, size_t len);
 
@@ -190,6 +213,14 @@ int atp_client_decode_get(struct atp_client *c, const struct atp_frame *f,
 int atp_client_decode_resv(struct atp_client *c, const struct atp_frame *f,
                            struct atp_client_resv *ret, struct atp_shortfall *ret_short,
                            uint32_t nshort);
+/*
+ * A CHANGES answer: at most cap entries are accepted (more is ATP_EMALFORMED);
+ * the out-parameters are as for atp_client_changes, and *ret_network (may
+ * be NULL) receives the answer's NETWORK flag.
+ */
+int atp_client_decode_changes(struct atp_client *c, const struct atp_frame *f,
+                              struct atp_client_change *ret, uint32_t cap, uint32_t *ret_n,
+                              uint64_t *ret_next, bool *ret_more, bool *ret_network);
 
 #ifdef __cplusplus
 }

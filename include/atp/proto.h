@@ -51,6 +51,7 @@ enum atp_op {
     ATP_OP_PING = 0x02,
     ATP_OP_GET = 0x10,
     ATP_OP_MGET = 0x11,
+    ATP_OP_CHANGES = 0x12,
     ATP_OP_RESERVE = 0x20,
     ATP_OP_COMMIT = 0x21,
     ATP_OP_RELEASE = 0x22,
@@ -70,6 +71,7 @@ const char *atp_proto_op_name(unsigned opcode);
 #define ATP_FLAG_BREAKDOWN 0x0001 /* GET, MGET request and response */
 #define ATP_FLAG_REPLAYED  0x0001 /* RESERVE response */
 #define ATP_FLAG_BY_KEY    0x0001 /* GET_RESERVATION request */
+#define ATP_FLAG_NETWORK   0x0001 /* CHANGES request and response */
 
 /* A frame: the decoded header and where its body is. */
 struct atp_frame {
@@ -162,6 +164,22 @@ int atp_proto_dec_mget_req(const struct atp_frame *f, uint32_t max_keys,
 bool atp_proto_mget_next(struct atp_proto_mget_req *req, struct atp_proto_key *ret);
 ssize_t atp_proto_enc_mget_req(uint8_t *buf, size_t cap, uint64_t id, bool breakdown,
                                const struct atp_proto_key *keys, uint32_t count);
+
+/*
+ * CHANGES: cursor 0 asks for the feed's position now (no entries). max is
+ * a u16 on the wire; the command layer checks its range (1..ATP_CHANGES_MAX
+ * and max_keys), the codec does not.
+ */
+struct atp_proto_changes_req {
+    struct atp_slice channel;
+    uint64_t cursor;
+    uint32_t max;
+    bool network; /* ATP_FLAG_NETWORK */
+};
+int atp_proto_dec_changes_req(const struct atp_frame *f, struct atp_proto_changes_req *ret);
+/* ATP_EINVAL when max is over 65535 or the channel over 255 bytes. */
+ssize_t atp_proto_enc_changes_req(uint8_t *buf, size_t cap, uint64_t id,
+                                  const struct atp_proto_changes_req *req);
 
 /*
  * RESERVE: lines land in a fixed array (at most ATP_PROTO_MAX_LINES; more is
@@ -295,6 +313,28 @@ int atp_proto_dec_mget_resp(const struct atp_frame *f, struct atp_proto_mget_res
 /* Entry i < r->count: its status as an ATP_* code, and its numbers. */
 int atp_proto_mget_resp_entry(const struct atp_proto_mget_resp *r, uint32_t i,
                               struct atp_breakdown *ret);
+
+/*
+ * CHANGES response. The encoder takes the store's entries as they are (a
+ * NETWORK answer has empty locations); the decoder checks every entry and
+ * the `more` byte (0 or 1) up front, then atp_proto_changes_next walks the
+ * entries, its slices pointing into the frame.
+ */
+ssize_t atp_proto_enc_changes_resp(uint8_t *buf, size_t cap, uint64_t id, bool network,
+                                   uint64_t next_cursor, bool more,
+                                   const struct atp_change *changes, uint32_t count);
+
+struct atp_proto_changes_resp {
+    uint64_t next_cursor;
+    bool more;
+    bool network; /* ATP_FLAG_NETWORK */
+    uint32_t count;
+    const uint8_t *next; /* internal: iterator position */
+    const uint8_t *end;
+};
+int atp_proto_dec_changes_resp(const struct atp_frame *f, struct atp_proto_changes_resp *ret);
+/* Next entry; false after the last. Advances r->next (copy r to restart). */
+bool atp_proto_changes_next(struct atp_proto_changes_resp *r, struct atp_change *ret);
 
 /* The reservation record (RESERVE, COMMIT, RELEASE, EXTEND, GET_RESERVATION). */
 struct atp_proto_resv_line {

@@ -20,7 +20,7 @@ VERSION = 1
 RESPONSE = 0x80
 
 OPS = {
-    "NONE": 0x00, "HELLO": 0x01, "PING": 0x02, "GET": 0x10, "MGET": 0x11,
+    "NONE": 0x00, "HELLO": 0x01, "PING": 0x02, "GET": 0x10, "MGET": 0x11, "CHANGES": 0x12,
     "RESERVE": 0x20, "COMMIT": 0x21, "RELEASE": 0x22, "EXTEND": 0x23,
     "GET_RESERVATION": 0x24, "ADJUST": 0x30, "SET": 0x31, "STATS": 0x40,
 }
@@ -30,7 +30,7 @@ STATUS = {
     "OK": 0, "EINVAL_SKU": 100, "EINVAL_LOC": 101, "ENOCHANNEL": 102, "EQTY": 103,
     "ERANGE": 104, "ETTL": 105, "EKEY": 106, "ETOOMANY": 107, "EINVAL": 108,
     "ENOTFOUND": 200, "EINSUFFICIENT": 300, "ESTATE": 301, "EEXPIRED": 302,
-    "ECONFLICT": 303, "ESTALE": 304, "EDUPLICATE": 305, "EFULL": 400,
+    "ECONFLICT": 303, "ESTALE": 304, "EDUPLICATE": 305, "ECURSOR": 307, "EFULL": 400,
     "EUNAVAILABLE": 401, "EREADONLY": 402, "EBADMAGIC": 500, "EVERSION": 501,
     "EUNKNOWNOP": 502, "EMALFORMED": 503, "ETOOLARGE": 504, "ETIMEDOUT": 505,
     "ETOOMANYCONN": 506, "EINTERNAL": 900,
@@ -201,6 +201,44 @@ FILES["mget"] = [
     ("Its answer.", mget_resp(12, 0, [])),
     ("The answer to an MGET with more keys than max_keys: ETOOMANY for the whole request.",
      err("MGET", 13, "ETOOMANY", "too many lines or keys in one request")),
+]
+
+
+def changes_req(rid, flags, channel, cursor, mx):
+    return req("CHANGES", rid, flags=flags).s8("channel", channel).num("cursor", cursor, u64) \
+        .num("max", mx, u16)
+
+
+def changes_resp(rid, flags, next_cursor, more, entries):
+    m = resp("CHANGES", rid, flags=flags).num("next_cursor", next_cursor, u64)
+    m.num("more", more, u8).num("count", len(entries), u16)
+    for sku, loc, atp in entries:
+        m.s8("sku", sku).s8("loc", loc).num("atp", atp, i64)
+    return m
+
+
+# Cursors are opaque to clients; these look like the server's (a 16-bit
+# start tag over a 48-bit record number), which is not part of the contract.
+CUR0 = 0x5A3C_0000_0000_1000
+CUR1 = 0x5A3C_0000_0000_1007
+
+FILES["changes"] = [
+    ("Cursor 0: ask for the cursor to follow, before reading everything with MGET.",
+     changes_req(14, 0, "web", 0, 1000)),
+    ("The cursor; no entries.", changes_resp(14, 0, CUR0, 0, [])),
+    ("What changed since then, for channel web, at most 100 entries.",
+     changes_req(15, 0, "web", CUR0, 100)),
+    ("Two items, each with its ATP now; nothing more waits.",
+     changes_resp(15, 0, CUR1, 0, [("SKU-1", "DC-1", 42), ("SKU-2", "DC-2", 0)])),
+    ("NETWORK: one entry per sku with its network ATP, at most 1 entry.",
+     changes_req(16, 0x0001, "web", CUR1, 1)),
+    ("The flag is echoed, the location is empty, and more records wait: ask again at once.",
+     changes_resp(16, 0x0001, CUR1 + 1, 1, [("SKU-1", "", 97)])),
+    ("A cursor from before a restart, or older than the feed window.",
+     changes_req(17, 0, "web", 0x1111_0000_0000_0001, 100)),
+    ("ECURSOR: take a new cursor (cursor 0), read everything again, follow it.",
+     err("CHANGES", 17, "ECURSOR", "change feed cursor expired or not from this instance: "
+         "read again and follow a new cursor")),
 ]
 
 

@@ -9,7 +9,8 @@
  *   - every strict prefix of a whole frame is "need more" (0);
  *   - a request that decodes under its own opcode encodes back to exactly
  *     the same bytes (the layout has one encoding per value);
- *   - the MGET iterator yields `count` keys, the STATS one `count` pairs.
+ *   - the MGET iterator yields `count` keys, the STATS one `count` pairs,
+ *     the CHANGES one `count` entries.
  */
 #include <string.h>
 
@@ -82,6 +83,10 @@ static void requests(const struct atp_frame *f, const uint8_t *frame, size_t n, 
     if (atp_proto_dec_set_req(f, &set) == 0 && op == ATP_OP_SET)
         same_bytes(frame, n, enc, atp_proto_enc_set_req(enc, n, id, &set));
 
+    struct atp_proto_changes_req changes;
+    if (atp_proto_dec_changes_req(f, &changes) == 0 && op == ATP_OP_CHANGES)
+        same_bytes(frame, n, enc, atp_proto_enc_changes_req(enc, n, id, &changes));
+
     if (atp_proto_dec_stats_req(f) == 0 && op == ATP_OP_STATS)
         same_bytes(frame, n, enc, atp_proto_enc_stats_req(enc, n, id));
 }
@@ -119,6 +124,15 @@ static void responses(const struct atp_frame *f)
     int64_t on_hand;
     (void)atp_proto_dec_adjust_resp(f, &on_hand);
     (void)atp_proto_dec_empty_resp(f);
+
+    struct atp_proto_changes_resp changes;
+    if (atp_proto_dec_changes_resp(f, &changes) == 0) {
+        struct atp_change c;
+        uint32_t entries = 0;
+        while (entries <= changes.count && atp_proto_changes_next(&changes, &c))
+            entries++;
+        FUZZ_CHECK(entries == changes.count);
+    }
 
     struct atp_proto_stats_resp stats;
     if (atp_proto_dec_stats_resp(f, &stats) == 0) {
