@@ -313,6 +313,8 @@ static const char *reason_phrase(int status)
         return "Request Timeout";
     case 409:
         return "Conflict";
+    case 410:
+        return "Gone";
     case 413:
         return "Content Too Large";
     case 415:
@@ -1315,6 +1317,159 @@ static int op_batch(struct call *c)
     return rc;
 }
 
+/* --- change feed ------------------------------------------------------------------------- */
+
+/* One query parameter a route reads, and what the query held for it. */
+struct qparam {
+    const char *name;
+    char *buf;            /* PATH_MAX_SEG bytes, for a value with escapes */
+    struct atp_slice val; /* decoded (or the raw bytes, with nothing to decode) */
+    bool has;
+};
+
+/* The parameters in `want`, in one pass, with lookup_query's rules: the
+ * last occurrence of each wins, others are ignored, a bad value is an
+ * error (false). */
+static bool query_params(const char *q, size_t qlen, struct qparam *want, size_t n)
+{
+    const char *p = q;
+    struct atp_slice k, v;
+    while (query_next(&p, q + qlen, &k, &v)) {
+        for (size_t i = 0; i < n; i++) {
+            if (!key_is(k, want[i].name, strlen(want[i].name)))
+                continue;
+            if (!seg_value(v.p, v.len, true, want[i].buf, &want[i].val))
+                return false;
+            want[i].has = true;
+            break;
+        }
+    }
+    return true;
+}
+
+/* Decimal digits only (at least one); past UINT64_MAX: *ret is UINT64_MAX
+ * and *ret_over is set. */
+static bool parse_decimal(struct atp_slice s, uint64_t *ret, bool *ret_over)
+{
+    uint64_t v = 0;
+    bool over = false;
+    if (s.len == 0)
+        return false;
+    for (uint32_t i = 0; i < s.len; i++) {
+        if (s.p[i] < '0' || s.p[i] > '9')
+            return false;
+        unsigned d = (unsigned)(s.p[i] - '0');
+        if (over || v > (UINT64_MAX - d) / 10) {
+            over = true;
+            v = UINT64_MAX;
+        } else {
+            v = v * 10 + d;
+        }
+    }
+    *ret = v;
+    *ret_over = over;
+    return true;
+}
+
+/*
+ * GET /v1/changes?channel=&since=&limit=&scope=: the store's change feed
+ * (store.h, "change feed"). Without `since`: the cursor now and no changes,
+ * the client's starting point. With it: up to `limit` (by default, and at
+ * most, the batch limit or ATP_CHANGES_MAX if lower) items whose ATP
+ * changed after it, each with its ATP now, and the cursor to ask from next;
+ * `scope=network` gives one entry per sku with its network ATP and no
+ * `location` member. The cursor is a decimal string (a u64 is beyond the
+ * integers every JSON client keeps exactly). Answers depend on the moment,
+ * so no ETag and no caching.
+ */
+static int op_changes(struct call *c)
+{
+    c->op = ATP_MOP_CHANGES;
+    if (!is_get(c))
+        return method_not_allowed(c, "GET, HEAD");
+    char chb[PATH_MAX_SEG], sinceb[PATH_MAX_SEG], limitb[PATH_MAX_SEG], scopeb[PATH_MAX_SEG];
+    struct qparam qp[] = {
+        {.name = "channel", .buf = chb},
+        {.name = "since", .buf = sinceb},
+        {.name = "limit", .buf = limitb},
+        {.name = "scope", .buf = scopeb},
+    };
+    if (!query_params(c->query, c->query_len, qp, sizeof(qp) / sizeof(qp[0])))
+        return fail(c, ATP_EMALFORMED, "a query parameter is not valid percent-encoding");
+    const struct qparam *ch = &qp[0], *since = &qp[1], *limit = &qp[2], *scope = &qp[3];
+    if (!ch->has || ch->val.len == 0)
+        return fail(c, ATP_ENOCHANNEL, "the 'channel' query parameter is required");
+    uint32_t flags = 0;
+    if (scope->has) {
+        if (scope->val.len == 7 && memcmp(scope->val.p, "network", 7) == 0)
+            flags = ATP_CHANGES_NETWORK;
+        else if (!(scope->val.len == 4 && memcmp(scope->val.p, "item", 4) == 0))
+            return fail(c, ATP_EINVAL, "'scope' must be item or network");
+    }
+    /* As the binary protocol's CHANGES: at most max-keys, and the store's
+     * most; that is also the default. */
+    uint32_t bound = max_batch(c->ctx) < ATP_CHANGES_MAX ? max_batch(c->ctx) : ATP_CHANGES_MAX;
+    uint64_t max = bound, cursor = 0;
+    bool over;
+    char detail[96];
+    if (limit->has) {
+        if (!parse_decimal(limit->val, &max, &over) || max == 0) {
+            snprintf(detail, sizeof(detail), "'limit' must be a whole number from 1 to %u", bound);
+            return fail(c, ATP_EINVAL, detail);
+        }
+        if (max > bound) {
+            snprintf(detail, sizeof(detail), "'limit' is over %u, the most changes per call",
+                     bound);
+            return fail(c, ATP_ETOOMANY, detail);
+        }
+    }
+    if (since->has && (!parse_decimal(since->val, &cursor, &over) || over))
+        return fail(c, ATP_EINVAL, "'since' must be a cursor as this server gave it (decimal)");
+    uint32_t channel;
+    int rc = atp_store_channel_find(store_of(c), ch->val, &channel);
+    if (rc)
+        return fail(c, rc, NULL);
+    /* 40 bytes a change: 40 KB of stack at most, on threads with megabytes. */
+    struct atp_change chg[ATP_CHANGES_MAX];
+    uint32_t n = 0;
+    bool more = false;
+    uint64_t next;
+    if (!since->has) {
+        next = atp_store_changes_cursor(store_of(c));
+    } else {
+        rc = atp_store_changes(store_of(c), channel, cursor, flags, (uint32_t)max, chg, &n, &next,
+                               &more);
+        if (rc == ATP_ECURSOR)
+            return fail(c, rc,
+                        "this cursor expired or is not from this instance: take a new cursor (GET "
+                        "/v1/changes without 'since'), read everything again (POST "
+                        "/v1/availability:batchGet), then follow the new cursor");
+        if (rc)
+            return fail(c, rc, NULL);
+    }
+    struct jb j = body_begin(c->ctx);
+    jb_lit(&j, "{\"channel\":");
+    jb_slice(&j, atp_store_channel_name(store_of(c), channel));
+    jb_lit(&j, ",\"cursor\":\"");
+    jb_u64(&j, next);
+    jb_lit(&j, more ? "\",\"more\":true,\"changes\":[" : "\",\"more\":false,\"changes\":[");
+    for (uint32_t i = 0; i < n; i++) {
+        jb_lit(&j, i ? ",{\"sku\":" : "{\"sku\":");
+        jb_slice(&j, chg[i].sku);
+        if (!(flags & ATP_CHANGES_NETWORK)) {
+            jb_lit(&j, ",\"location\":");
+            jb_slice(&j, chg[i].loc);
+        }
+        jb_lit(&j, ",\"available\":");
+        char *p = jb_room(&j, 21);
+        if (p)
+            jb_commit(&j, put_i64(p, chg[i].atp));
+        jb_put(&j, "}", 1);
+    }
+    jb_lit(&j, "]}");
+    return emit_json(c->ctx, c->out, &c->r, 200, "Cache-Control: no-store\r\n", &j, c->now_us);
+}
+
 /* --- reservations ------------------------------------------------------------------------- */
 
 static void reservation_json(struct jb *j, struct atp_store *store, const struct atp_reservation *r)
@@ -1767,6 +1922,8 @@ static int route(struct call *c)
         return op_batch(c);
     if (path_prefix(c, "/v1/availability/", &rest, &n))
         return op_availability(c, rest, n);
+    if (path_is(c, "/v1/changes"))
+        return op_changes(c);
     if (path_is(c, "/v1/reservations"))
         return op_reservations_root(c);
     if (path_prefix(c, "/v1/reservations/", &rest, &n) && !memchr(rest, '/', n))

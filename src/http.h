@@ -15,6 +15,7 @@
  *   GET  /v1/reservations/{id}, GET /v1/reservations?idempotencyKey=
  *   POST /v1/reservations/{id}:commit | :release | :extend
  *   POST /v1/items/{sku}/{location}:adjust | :set    (admin)
+ *   GET  /v1/changes?channel=&since=&limit=&scope=   change feed
  *   GET  /metrics, /livez, /readyz
  *
  * Errors are RFC 9457 application/problem+json whose `code` is the status

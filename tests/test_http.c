@@ -51,7 +51,8 @@ static bool ready_cb(void *arg, char *reason, size_t len)
     return x->ready;
 }
 
-static int setup(void **state)
+/* feed_records: the change feed's window (0: the store's default). */
+static int setup_feed(void **state, uint32_t feed_records)
 {
     struct fx *x = calloc(1, sizeof(*x));
     assert_non_null(x);
@@ -69,6 +70,7 @@ static int setup(void **state)
     cfg.nshards = 4;
     cfg.channels = channels;
     cfg.nchannels = 3;
+    cfg.feed_records = feed_records;
     assert_int_equal(atp_store_new(&cfg, &x->store), 0);
     x->cmd.store = x->store;
     x->cmd.build = "atpd test";
@@ -86,6 +88,17 @@ static int setup(void **state)
     assert_int_equal(atp_store_set(x->store, ATP_SLICE("SKU-2"), ATP_SLICE("DC-1"), 3, 0), 0);
     *state = x;
     return 0;
+}
+
+static int setup(void **state)
+{
+    return setup_feed(state, 0);
+}
+
+/* The smallest window the store takes: a cursor expires after 1024 records. */
+static int setup_small_feed(void **state)
+{
+    return setup_feed(state, 1024);
 }
 
 static int teardown(void **state)
@@ -477,6 +490,349 @@ static void test_batch(void **state)
     r = do_req(x, GET("/v1/availability:batchGet"));
     assert_problem(r, ATP_EMETHOD);
     assert_string_equal(hdr(r, "Allow"), "POST");
+    resp_free(r);
+}
+
+/* --- change feed -------------------------------------------------------------------- */
+
+/* GET /v1/changes with this query; a 200's cursor goes to ret_cursor. */
+static struct resp *changes_req(struct fx *x, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+static struct resp *changes_req(struct fx *x, const char *fmt, ...)
+{
+    char q[256], req[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(q, sizeof(q), fmt, ap);
+    va_end(ap);
+    snprintf(req, sizeof(req), "GET /v1/changes?%s HTTP/1.1\r\nHost: t\r\n\r\n", q);
+    return do_req(x, req);
+}
+
+/* The cursor of a 200: a decimal string, never 0. */
+static uint64_t feed_cursor(const struct resp *r)
+{
+    const char *c = jstr(r, "cursor");
+    assert_true(c[0] >= '1' && c[0] <= '9');
+    assert_int_equal(strspn(c, "0123456789"), strlen(c));
+    return strtoull(c, NULL, 10);
+}
+
+static bool feed_more(const struct resp *r)
+{
+    struct json_object *v;
+    assert_true(json_object_object_get_ex(r->json, "more", &v));
+    assert_true(json_object_is_type(v, json_type_boolean));
+    return json_object_get_boolean(v);
+}
+
+static struct json_object *feed_changes(const struct resp *r)
+{
+    struct json_object *v;
+    assert_true(json_object_object_get_ex(r->json, "changes", &v));
+    assert_true(json_object_is_type(v, json_type_array));
+    return v;
+}
+
+/* Change i is sku (at loc; NULL: scope=network, no location member) with
+ * this atp, and has no other members. */
+static void assert_change(const struct resp *r, size_t i, const char *sku, const char *loc,
+                          int64_t atp)
+{
+    struct json_object *arr = feed_changes(r), *e, *v;
+    assert_true(i < json_object_array_length(arr));
+    e = json_object_array_get_idx(arr, i);
+    assert_true(json_object_object_get_ex(e, "sku", &v));
+    assert_string_equal(json_object_get_string(v), sku);
+    if (loc) {
+        assert_true(json_object_object_get_ex(e, "location", &v));
+        assert_string_equal(json_object_get_string(v), loc);
+    } else {
+        assert_false(json_object_object_get_ex(e, "location", NULL));
+    }
+    assert_true(json_object_object_get_ex(e, "available", &v));
+    assert_true(json_object_is_type(v, json_type_int));
+    if (json_object_get_int64(v) != atp)
+        fail_msg("change %zu of %s: atp %lld, expected %lld", i, r->body,
+                 (long long)json_object_get_int64(v), (long long)atp);
+    assert_int_equal(json_object_object_length(e), loc ? 3 : 2);
+}
+
+static void test_changes(void **state)
+{
+    struct fx *x = *state;
+    uint64_t calls = atp_metrics_requests(ATP_MPROTO_HTTP, ATP_MOP_CHANGES);
+    /* Without since: the cursor of now, no changes, not to be cached. */
+    struct resp *r = changes_req(x, "channel=web");
+    assert_int_equal(r->status, 200);
+    assert_string_equal(hdr(r, "Content-Type"), "application/json");
+    assert_string_equal(hdr(r, "Cache-Control"), "no-store");
+    assert_null(hdr(r, "ETag"));
+    assert_string_equal(jstr(r, "channel"), "web");
+    assert_false(feed_more(r));
+    assert_int_equal(json_object_array_length(feed_changes(r)), 0);
+    uint64_t c0 = feed_cursor(r);
+    resp_free(r);
+
+    /* An adjust through the admin route shows up with the item's ATP now. */
+    r = do_post(x, "/v1/items/SKU-2/DC-1:adjust", NULL, "{\"delta\":4}");
+    assert_int_equal(jint(r, "onHand"), 7);
+    resp_free(r);
+    r = changes_req(x, "channel=web&since=%llu", (unsigned long long)c0);
+    assert_int_equal(r->status, 200);
+    assert_string_equal(hdr(r, "Cache-Control"), "no-store");
+    assert_int_equal(json_object_array_length(feed_changes(r)), 1);
+    assert_change(r, 0, "SKU-2", "DC-1", 7);
+    assert_false(feed_more(r));
+    uint64_t c1 = feed_cursor(r);
+    assert_true(c1 != c0);
+    resp_free(r);
+    /* Nothing since: no changes, and the same cursor again. */
+    r = changes_req(x, "channel=web&since=%llu", (unsigned long long)c1);
+    assert_int_equal(json_object_array_length(feed_changes(r)), 0);
+    assert_false(feed_more(r));
+    assert_int_equal(feed_cursor(r), c1);
+    resp_free(r);
+
+    /* A hold changes ATP: per channel, with its safety stock and cap. */
+    r = do_post(x, "/v1/reservations", "Idempotency-Key: feed-1\r\n",
+                "{\"channel\":\"web\",\"lines\":[{\"sku\":\"SKU-1\",\"location\":\"DC-1\","
+                "\"qty\":3}]}");
+    assert_int_equal(r->status, 201);
+    resp_free(r);
+    r = changes_req(x, "channel=web&since=%llu", (unsigned long long)c1);
+    assert_int_equal(json_object_array_length(feed_changes(r)), 1);
+    assert_change(r, 0, "SKU-1", "DC-1", 97);
+    uint64_t c2 = feed_cursor(r);
+    resp_free(r);
+    r = changes_req(x, "channel=app&since=%llu", (unsigned long long)c1);
+    assert_string_equal(jstr(r, "channel"), "app");
+    assert_change(r, 0, "SKU-1", "DC-1", 50); /* min(100 - 3 - 5, cap 50) */
+    resp_free(r);
+    /* scope=network: one entry per sku, its network ATP, no location. */
+    r = changes_req(x, "channel=web&since=%llu&scope=network", (unsigned long long)c1);
+    assert_int_equal(r->status, 200);
+    assert_int_equal(json_object_array_length(feed_changes(r)), 1);
+    assert_change(r, 0, "SKU-1", NULL, 117); /* 97 at DC-1 + 20 at DC-2 */
+    resp_free(r);
+    r = changes_req(x, "channel=web&since=%llu&scope=item", (unsigned long long)c1);
+    assert_change(r, 0, "SKU-1", "DC-1", 97);
+    resp_free(r);
+
+    /* Two changed items, limit=1: one, more=true; from its cursor, the other. */
+    r = do_post(x, "/v1/items/SKU-1/DC-2:adjust", NULL, "{\"delta\":5}");
+    resp_free(r);
+    r = do_post(x, "/v1/items/SKU-3/DC-3:adjust", NULL, "{\"delta\":9}");
+    resp_free(r);
+    r = changes_req(x, "channel=web&since=%llu&limit=1", (unsigned long long)c2);
+    assert_int_equal(r->status, 200);
+    assert_int_equal(json_object_array_length(feed_changes(r)), 1);
+    assert_true(feed_more(r));
+    bool first_dc2 = strstr(r->body, "\"DC-2\"") != NULL;
+    if (first_dc2)
+        assert_change(r, 0, "SKU-1", "DC-2", 25);
+    else
+        assert_change(r, 0, "SKU-3", "DC-3", 9);
+    uint64_t c3 = feed_cursor(r);
+    resp_free(r);
+    r = changes_req(x, "channel=web&since=%llu&limit=1", (unsigned long long)c3);
+    assert_int_equal(json_object_array_length(feed_changes(r)), 1);
+    assert_false(feed_more(r));
+    if (first_dc2)
+        assert_change(r, 0, "SKU-3", "DC-3", 9);
+    else
+        assert_change(r, 0, "SKU-1", "DC-2", 25);
+    resp_free(r);
+    /* A channel hears only of the locations it sells from (b2b: DC-1, DC-2). */
+    r = changes_req(x, "channel=b2b&since=%llu", (unsigned long long)c2);
+    assert_int_equal(json_object_array_length(feed_changes(r)), 1);
+    assert_change(r, 0, "SKU-1", "DC-2", 25);
+    resp_free(r);
+    /* The most a call may ask for here (max_keys); unknown parameters are
+     * ignored. */
+    r = changes_req(x, "channel=web&since=%llu&limit=4&colour=red", (unsigned long long)c2);
+    assert_int_equal(r->status, 200);
+    assert_int_equal(json_object_array_length(feed_changes(r)), 2);
+    resp_free(r);
+    /* Percent-encoded values, and the last occurrence wins. */
+    r = changes_req(x, "channel=tv&channel=%%77eb&since=%llu&scope=item&scope=%%6eetwork",
+                    (unsigned long long)c2);
+    assert_int_equal(r->status, 200);
+    assert_string_equal(jstr(r, "channel"), "web");
+    assert_int_equal(json_object_array_length(feed_changes(r)), 2);
+    bool sku1_first = strstr(r->body, "SKU-1") < strstr(r->body, "SKU-3");
+    assert_change(r, sku1_first ? 0 : 1, "SKU-1", NULL, 122); /* 97 + 25 */
+    assert_change(r, sku1_first ? 1 : 0, "SKU-3", NULL, 9);
+    resp_free(r);
+
+    /* Every answer above was counted as a changes call. */
+    assert_int_equal(atp_metrics_requests(ATP_MPROTO_HTTP, ATP_MOP_CHANGES), calls + 12);
+}
+
+static void test_changes_errors(void **state)
+{
+    struct fx *x = *state;
+    struct resp *r = changes_req(x, "channel=web");
+    uint64_t now = feed_cursor(r);
+    resp_free(r);
+
+    /* Cursors this store never gave: 410 cursor-expired, "Gone". */
+    static const char *const bogus[] = {"0", "1", "12345", "18446744073709551615"};
+    for (size_t i = 0; i < sizeof(bogus) / sizeof(bogus[0]); i++) {
+        r = changes_req(x, "channel=web&since=%s", bogus[i]);
+        assert_problem(r, ATP_ECURSOR);
+        assert_int_equal(r->status, 410);
+        assert_non_null(strstr(jstr(r, "detail"), "read everything again"));
+        resp_free(r);
+    }
+    assert_int_equal(memcmp(x->out.data, "HTTP/1.1 410 Gone\r\n", 19), 0);
+    r = changes_req(x, "channel=web&since=%llu", (unsigned long long)(now + 5)); /* ahead */
+    assert_problem(r, ATP_ECURSOR);
+    resp_free(r);
+
+    /* The channel. */
+    r = changes_req(x, "since=%llu", (unsigned long long)now);
+    assert_problem(r, ATP_ENOCHANNEL);
+    resp_free(r);
+    r = changes_req(x, "channel=&since=%llu", (unsigned long long)now);
+    assert_problem(r, ATP_ENOCHANNEL);
+    resp_free(r);
+    r = changes_req(x, "channel=tv");
+    assert_problem(r, ATP_ENOCHANNEL);
+    resp_free(r);
+    r = do_req(x, GET("/v1/changes"));
+    assert_problem(r, ATP_ENOCHANNEL);
+    resp_free(r);
+    r = changes_req(x, "channel=%%zz");
+    assert_problem(r, ATP_EMALFORMED);
+    resp_free(r);
+
+    /* Invalid: a limit of 0 or not decimal, a scope other than item and
+     * network, a since that is not a decimal u64; limits and scopes are
+     * checked even without since. A limit over 1000 is too many, as in the
+     * binary protocol. */
+    static const char *const einval[] = {
+        "limit=0",
+        "limit=",
+        "limit=-1",
+        "limit=1x",
+        "limit=+5",
+        "limit=%201",
+        "scope=",
+        "scope=all",
+        "scope=Network",
+        "since=",
+        "since=abc",
+        "since=-1",
+        "since=1.5",
+        "since=18446744073709551616",
+        "since=99999999999999999999999",
+    };
+    for (size_t i = 0; i < sizeof(einval) / sizeof(einval[0]); i++) {
+        r = changes_req(x, "channel=web&%s", einval[i]);
+        if (r->status != 400 || strcmp(jstr(r, "code"), "einval") != 0)
+            fail_msg("%s: %d %s", einval[i], r->status, r->body);
+        assert_problem(r, ATP_EINVAL);
+        resp_free(r);
+    }
+    static const char *const etoomany[] = {"limit=1001", "limit=4294967297",
+                                           "limit=99999999999999999999999"};
+    for (size_t i = 0; i < sizeof(etoomany) / sizeof(etoomany[0]); i++) {
+        r = changes_req(x, "channel=web&since=%llu&%s", (unsigned long long)now, etoomany[i]);
+        assert_problem(r, ATP_ETOOMANY);
+        resp_free(r);
+    }
+    r = changes_req(x, "channel=web&since=%llu&limit=004", (unsigned long long)now);
+    assert_int_equal(r->status, 200); /* leading zeros are still decimal */
+    resp_free(r);
+
+    /* As in the binary protocol, max_keys (4 here) bounds limit when it is
+     * below 1000, and is the default: five changed items come as 4, then 1. */
+    r = changes_req(x, "channel=web&since=%llu&limit=5", (unsigned long long)now);
+    assert_problem(r, ATP_ETOOMANY);
+    assert_non_null(strstr(jstr(r, "detail"), "over 4"));
+    resp_free(r);
+    for (int i = 0; i < 5; i++) {
+        char sku[16];
+        int64_t oh;
+        snprintf(sku, sizeof(sku), "BND-%d", i);
+        assert_int_equal(
+            atp_store_adjust(x->store, atp_slice_cstr(sku), ATP_SLICE("DC-1"), 1 + i, &oh), 0);
+    }
+    r = changes_req(x, "channel=web&since=%llu", (unsigned long long)now);
+    assert_int_equal(json_object_array_length(feed_changes(r)), 4);
+    assert_true(feed_more(r));
+    uint64_t next = feed_cursor(r);
+    resp_free(r);
+    r = changes_req(x, "channel=web&since=%llu", (unsigned long long)next);
+    assert_int_equal(json_object_array_length(feed_changes(r)), 1);
+    assert_false(feed_more(r));
+    resp_free(r);
+    x->http.max_batch = 2000; /* above the store's most: 1000 is the bound */
+    r = changes_req(x, "channel=web&since=%llu&limit=1000", (unsigned long long)now);
+    assert_int_equal(r->status, 200);
+    assert_int_equal(json_object_array_length(feed_changes(r)), 5);
+    assert_false(feed_more(r));
+    resp_free(r);
+    r = changes_req(x, "channel=web&since=%llu&limit=1001", (unsigned long long)now);
+    assert_problem(r, ATP_ETOOMANY);
+    assert_non_null(strstr(jstr(r, "detail"), "over 1000"));
+    resp_free(r);
+
+    /* Methods: GET and HEAD; OPTIONS lists them; others 405. */
+    struct resp *g = changes_req(x, "channel=web");
+    r = do_req(x, "HEAD /v1/changes?channel=web HTTP/1.1\r\nHost: t\r\n\r\n");
+    assert_int_equal(r->status, 200);
+    assert_int_equal(r->blen, 0);
+    assert_string_equal(hdr(r, "Content-Length"), hdr(g, "Content-Length"));
+    assert_string_equal(hdr(r, "Cache-Control"), "no-store");
+    resp_free(r);
+    resp_free(g);
+    r = do_req(x, "DELETE /v1/changes?channel=web HTTP/1.1\r\nHost: t\r\n\r\n");
+    assert_problem(r, ATP_EMETHOD);
+    assert_string_equal(hdr(r, "Allow"), "GET, HEAD");
+    resp_free(r);
+    r = do_req(x, "POST /v1/changes HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\n\r\n");
+    assert_problem(r, ATP_EMETHOD);
+    resp_free(r);
+    uint64_t calls = atp_metrics_requests(ATP_MPROTO_HTTP, ATP_MOP_CHANGES);
+    r = do_req(x, "OPTIONS /v1/changes HTTP/1.1\r\nHost: t\r\n\r\n");
+    assert_int_equal(r->status, 204);
+    assert_string_equal(hdr(r, "Allow"), "GET, HEAD, OPTIONS");
+    resp_free(r);
+    assert_int_equal(atp_metrics_requests(ATP_MPROTO_HTTP, ATP_MOP_CHANGES), calls);
+    /* Only the exact path. */
+    r = do_req(x, GET("/v1/changes/x?channel=web"));
+    assert_problem(r, ATP_ENOTFOUND);
+    resp_free(r);
+}
+
+/* A cursor more than the feed's window behind: 410, and a new one works. */
+static void test_changes_expired(void **state)
+{
+    struct fx *x = *state;
+    struct resp *r = changes_req(x, "channel=web");
+    uint64_t old = feed_cursor(r);
+    resp_free(r);
+    /* 1100 records > the window of 1024: one item changed between scans. */
+    for (int i = 0; i < 1100; i++) {
+        int64_t oh;
+        assert_int_equal(atp_store_adjust(x->store, ATP_SLICE("SKU-2"), ATP_SLICE("DC-1"), 1, &oh),
+                         0);
+        (void)atp_store_changes_cursor(x->store);
+    }
+    r = changes_req(x, "channel=web&since=%llu", (unsigned long long)old);
+    assert_problem(r, ATP_ECURSOR);
+    resp_free(r);
+    r = changes_req(x, "channel=web");
+    uint64_t fresh = feed_cursor(r);
+    resp_free(r);
+    int64_t oh;
+    assert_int_equal(atp_store_adjust(x->store, ATP_SLICE("SKU-2"), ATP_SLICE("DC-1"), 1, &oh), 0);
+    r = changes_req(x, "channel=web&since=%llu", (unsigned long long)fresh);
+    assert_int_equal(r->status, 200);
+    assert_change(r, 0, "SKU-2", "DC-1", 3 + 1101);
     resp_free(r);
 }
 
@@ -1330,6 +1686,9 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_utf8, setup, teardown),
         cmocka_unit_test_setup_teardown(test_head, setup, teardown),
         cmocka_unit_test_setup_teardown(test_batch, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_changes, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_changes_errors, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_changes_expired, setup_small_feed, teardown),
         cmocka_unit_test_setup_teardown(test_reserve, setup, teardown),
         cmocka_unit_test_setup_teardown(test_reservation_lifecycle, setup, teardown),
         cmocka_unit_test_setup_teardown(test_expired, setup, teardown),

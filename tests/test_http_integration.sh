@@ -201,6 +201,61 @@ req set 200 -H "$JSON" -d '{"onHand":40,"seq":7}' "$BASE/v1/items/IT-NEW/DC9:set
 req stale 409 -H "$JSON" -d '{"onHand":1,"seq":6}' "$BASE/v1/items/IT-NEW/DC9:set" &&
     problem stale 409 estale
 
+# --- change feed ------------------------------------------------------------------
+# A client's steps: a cursor, then the changes after it, again and again from
+# the cursor each answer gives. Items of our own (web: safety 2 per item), so
+# the values do not depend on the demo quantities.
+cursor_of() {
+    python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["cursor"])' "$T/$1.body"
+}
+req feed0 200 "$BASE/v1/changes?channel=web" &&
+    jcheck feed0 "j['channel'] == 'web' and isinstance(j['cursor'], str) and j['cursor'].isdigit() and \
+int(j['cursor']) > 0 and j['more'] is False and j['changes'] == [] and \
+h['cache-control'] == 'no-store' and 'etag' not in h and h['content-type'] == 'application/json'"
+C0=$(cursor_of feed0)
+req feedadj 200 -H "$JSON" -d '{"delta":50}' "$BASE/v1/items/FD-A/DC1:adjust" &&
+    req feed1 200 "$BASE/v1/changes?channel=web&since=$C0" &&
+    jcheck feed1 "j['changes'] == [{'sku': 'FD-A', 'location': 'DC1', 'available': 48}] and \
+j['more'] is False and j['cursor'] != '$C0'"
+C1=$(cursor_of feed1)
+req feedempty 200 "$BASE/v1/changes?channel=web&since=$C1" &&
+    jcheck feedempty "j['changes'] == [] and j['more'] is False"
+req feedresv 201 -H "$JSON" -H "Idempotency-Key: it-feed-1" \
+    -d '{"channel":"web","ttlMs":600000,"lines":[{"sku":"FD-A","location":"DC1","qty":5}]}' \
+    "$BASE/v1/reservations" &&
+    req feed2 200 "$BASE/v1/changes?channel=web&since=$C1" &&
+    jcheck feed2 "j['changes'] == [{'sku': 'FD-A', 'location': 'DC1', 'available': 43}]"
+C2=$(cursor_of feed2)
+req feedadj2 200 -H "$JSON" -d '{"delta":10}' "$BASE/v1/items/FD-A/DC2:adjust" &&
+    req feednet 200 "$BASE/v1/changes?channel=web&since=$C2&scope=network" &&
+    jcheck feednet "j['changes'] == [{'sku': 'FD-A', 'available': 51}]"
+req feed3 200 "$BASE/v1/changes?channel=web&since=$C2&scope=item" &&
+    jcheck feed3 "j['changes'] == [{'sku': 'FD-A', 'location': 'DC2', 'available': 8}]"
+C3=$(cursor_of feed3)
+req feedadj3 200 -H "$JSON" -d '{"delta":30}' "$BASE/v1/items/FD-B/DC2:adjust" &&
+    req feedadj4 200 -H "$JSON" -d '{"delta":20}' "$BASE/v1/items/FD-C/DC3:adjust" &&
+    req feedlim1 200 "$BASE/v1/changes?channel=web&since=$C3&limit=1" &&
+    jcheck feedlim1 "len(j['changes']) == 1 and j['more'] is True"
+C4=$(cursor_of feedlim1)
+req feedlim2 200 "$BASE/v1/changes?channel=web&since=$C4&limit=1" &&
+    jcheck feedlim2 "len(j['changes']) == 1 and j['more'] is False"
+if python3 - "$T/feedlim1.body" "$T/feedlim2.body" <<'PY2'; then
+import json, sys
+got = [json.load(open(f))["changes"][0] for f in sys.argv[1:3]]
+want = [{"sku": "FD-B", "location": "DC2", "available": 28}, {"sku": "FD-C", "location": "DC3", "available": 18}]
+sys.exit(0 if sorted(got, key=lambda c: c["sku"]) == want else 1)
+PY2
+    ok "feed: limit=1 gave one of the two changed items, the next call the other"
+else
+    bad "feed: limit=1 pages $(cat "$T/feedlim1.body") $(cat "$T/feedlim2.body")"
+fi
+req feedbogus 410 "$BASE/v1/changes?channel=web&since=12345" && problem feedbogus 410 ecursor &&
+    jcheck feedbogus "j['type'] == 'https://atpd.dev/problems/cursor-expired'"
+req feednoch 400 "$BASE/v1/changes?since=$C0" && problem feednoch 400 enochannel
+req feedlim0 400 "$BASE/v1/changes?channel=web&limit=0" && problem feedlim0 400 einval
+req feedlimbig 400 "$BASE/v1/changes?channel=web&limit=1001" && problem feedlimbig 400 etoomany
+req feedscope 400 "$BASE/v1/changes?channel=web&scope=everything" && problem feedscope 400 einval
+
 # --- limits ----------------------------------------------------------------------
 python3 -c 'print("{\"items\":[" + ",".join(["{\"sku\":\"A\"}"] * 12000) + "]}")' >"$T/big.json"
 req toolarge 413 -H "$JSON" --data-binary "@$T/big.json" "$BASE/v1/availability:batchGet" &&
@@ -219,6 +274,9 @@ req readyz 200 "$BASE/readyz" && jcheck readyz "j['status'] == 'ready'"
 req metrics 200 "$BASE/metrics" &&
     grep -q '^atp_requests_total{protocol="http",operation="reserve"} [1-9]' "$T/metrics.body" &&
     ok "metrics count the reserves made"
+grep -q '^atp_requests_total{protocol="http",operation="changes"} [1-9][0-9]' "$T/metrics.body" &&
+    ok "metrics count the change feed calls made (10 or more)" ||
+    bad "metrics: $(grep 'operation="changes"' "$T/metrics.body" | head -3)"
 for fam in atp_kafka_consumer_lag atp_kafka_events_total atp_kafka_event_freshness_seconds \
     atp_wal_fsyncs_total atp_connections_open atp_reservation_expiry_lateness_seconds \
     atp_process_open_fds atp_build_info; do
