@@ -20,6 +20,10 @@
  *                        worth of GETs)
  *   BM_GetNetwork        network ATP of a sku over its 4 locations
  *   BM_ReserveRelease    reserve 1 unit of a random item, then release it
+ *   BM_ReserveReleaseFollowed  BM_ReserveRelease with a change-feed follower
+ *                        that catches up every 64 pairs (its scans and
+ *                        answers counted in the time): what the feed's marks
+ *                        cost when a connector keeps clearing them
  *   BM_ReserveReleaseSmall  the same on a store that fits in the caches
  *                        (64 items, 64k reservation records)
  *   BM_Adjust            on_hand += 1 then -= 1 on a random item
@@ -385,6 +389,62 @@ void BM_ReserveRelease(benchmark::State &state)
         benchmark::Counter((double)state.iterations(), benchmark::Counter::kIsRate);
 }
 BENCHMARK(BM_ReserveRelease)->Threads(1)->Threads(2)->UseRealTime();
+
+/* Item number of a change's (sku, location), as sku_of and loc_of name it. */
+uint32_t item_of_change(const atp_change &c)
+{
+    uint32_t k = 0;
+    for (int d = 4; d < kSkuLen; d++)
+        k = k * 10 + (uint32_t)(c.sku.p[d] - '0');
+    return k * kLocs + (uint32_t)(c.loc.p[2] - '1');
+}
+
+void BM_ReserveReleaseFollowed(benchmark::State &state)
+{
+    ensure_store();
+    KeyGen keys;
+    uint64_t seed = 0x7171ull + atp_now_us();
+    uint64_t now = atp_now_us();
+    uint64_t n = 0, told = 0, calls = 0;
+    atp_line_req line;
+    atp_reserve_req req;
+    req.channel = 0;
+    req.ttl_ms = 60000;
+    req.lines = &line;
+    req.nlines = 1;
+    static atp_change changes[ATP_CHANGES_MAX];
+    uint64_t cursor = atp_store_changes_cursor(g_store);
+    for (auto _ : state) {
+        uint32_t i = (uint32_t)(xorshift(seed) % kItems);
+        line = atp_line_req{sku_of(i), loc_of(i), 1};
+        reserve_release(g_store, &req, keys, now, n);
+        if ((n & 63) != 0)
+            continue;
+        bool more = true;
+        while (more) {
+            uint32_t got;
+            int rc = atp_store_changes(g_store, 0, cursor, 0, ATP_CHANGES_MAX, changes, &got,
+                                       &cursor, &more);
+            if (rc != 0)
+                die("changes rc", rc, 0);
+            calls++;
+            /* each pair gave its unit back: every item reads its base */
+            for (uint32_t k = 0; k < got; k++)
+                if (changes[k].atp != base_on_hand(item_of_change(changes[k])))
+                    die("changed item's ATP", changes[k].atp,
+                        base_on_hand(item_of_change(changes[k])));
+            told += got;
+        }
+    }
+    /* 64 random items of 1M per catch-up: nearly all distinct */
+    if (state.iterations() >= 6400 && told < (uint64_t)state.iterations() / 2)
+        die("changes told", (int64_t)told, (int64_t)state.iterations());
+    state.SetItemsProcessed(state.iterations());
+    state.counters["pairs_per_s"] =
+        benchmark::Counter((double)state.iterations(), benchmark::Counter::kIsRate);
+    state.counters["changes_per_call"] = calls ? (double)told / (double)calls : 0;
+}
+BENCHMARK(BM_ReserveReleaseFollowed)->Threads(1)->UseRealTime();
 
 /*
  * The same pair on a store small enough to stay in the caches (64 items,
