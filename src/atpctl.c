@@ -673,7 +673,17 @@ static int cmd_changes(struct opts *o, struct atp_client *c)
     if (!o->channel)
         return usage_error("%s", "changes needs -c CHANNEL");
     static struct atp_client_change ch[ATP_CHANGES_MAX];
-    uint32_t max = o->max ? o->max : ATP_CHANGES_MAX, n;
+    /* Without --max: the most the server allows (HELLO's max_keys, which
+     * also bounds CHANGES); a start (no --since) carries no entries. */
+    uint32_t max = o->max, n;
+    if (!max && o->since == 0) {
+        max = 1;
+    } else if (!max) {
+        struct atp_client_hello h;
+        if ((rc = atp_client_hello(c, &h)))
+            return report_error(o, c, rc, NULL, 0, NULL);
+        max = h.max_keys && h.max_keys < ATP_CHANGES_MAX ? h.max_keys : ATP_CHANGES_MAX;
+    }
     uint64_t next;
     bool more;
     if ((rc = atp_client_changes(c, o->channel, o->since, o->network, max, ch, &n, &next, &more)))

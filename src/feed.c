@@ -13,12 +13,11 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 #include <time.h>
 
 #include "store_int.h"
 
-#define CURSOR_SEQ_BITS 48
-#define CURSOR_SEQ_MASK ((UINT64_C(1) << CURSOR_SEQ_BITS) - 1)
 /* Records one call looks at, at most (skipped ones included: items at
  * locations the channel does not sell from, repeats within the call). */
 #define EXAMINE_MAX 16384
@@ -38,15 +37,19 @@ int feed_init(struct atp_store *s)
         return -ENOMEM;
     pthread_mutex_init(&f->lock, NULL);
     /*
-     * Cursors name their store by 16 bits that differ from one start to the
-     * next (clock and address), so a cursor kept across a restart is
-     * refused instead of read against other numbers.
+     * A cursor is `base` plus a record number. base is random in [2^62,
+     * 2^63) for each store, so cursors are never 0, never wrap, and one
+     * kept from another instance or from before a restart falls inside
+     * this store's window (feed_records of 2^62 values) with a chance of
+     * 2^-32 at most: it is refused instead of read against other numbers.
      */
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    uint64_t e = (uint64_t)ts.tv_sec ^ (uint64_t)ts.tv_nsec ^ ((uintptr_t)s >> 12);
-    e = (e ^ (e >> 16) ^ (e >> 32) ^ (e >> 48)) & 0xffff;
-    f->epoch = (e ? e : 1) << CURSOR_SEQ_BITS;
+    uint64_t r = 0;
+    if (getrandom(&r, sizeof(r), 0) != (ssize_t)sizeof(r)) {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        r = ((uint64_t)ts.tv_sec * 1000000007u) ^ ((uint64_t)ts.tv_nsec << 20) ^ (uintptr_t)s;
+    }
+    f->base = (UINT64_C(1) << 62) | (r & ((UINT64_C(1) << 62) - 1));
     return 0;
 }
 
@@ -103,9 +106,17 @@ static uint64_t feed_scan(struct atp_store *s)
     return head;
 }
 
+/*
+ * Scan first, so that what changed before the call is behind the cursor
+ * (a client that reads everything next sees it there) and not reported
+ * again after it. A change the scan took has its record behind the cursor,
+ * but it came before the scan's exchange in the total order S, so every
+ * lookup after the call returns (a seq_cst load of the word, A6) reads it;
+ * a change the scan did not take is recorded after the cursor (F2).
+ */
 uint64_t atp_store_changes_cursor(struct atp_store *s)
 {
-    return s->feed.epoch | (feed_scan(s) & CURSOR_SEQ_MASK);
+    return s->feed.base + feed_scan(s);
 }
 
 /* A small set of refs (or sku records) already answered in this call. */
@@ -146,16 +157,22 @@ int atp_store_changes(struct atp_store *s, uint32_t channel, uint64_t since, uin
     if (max == 0 || max > ATP_CHANGES_MAX || (flags & ~ATP_CHANGES_NETWORK))
         return ATP_EINVAL;
     uint64_t head = feed_scan(s);
-    uint64_t seq = since & CURSOR_SEQ_MASK;
-    if ((since & ~CURSOR_SEQ_MASK) != f->epoch || seq > head || head - seq > f->mask + 1) {
+    /* How far back the cursor is; a cursor from elsewhere or from the
+     * future is far beyond the window (unsigned arithmetic). */
+    uint64_t back = f->base + head - since;
+    if (back > f->mask + 1) {
         atomic_fetch_add_explicit(&f->expired, 1, memory_order_relaxed);
         return ATP_ECURSOR;
     }
-    uint32_t seen[SEEN_SLOTS];
+    uint64_t seq = head - back;
+    /* The records first (refs only), then the check that they were not
+     * overwritten meanwhile, then the answers: nothing is written to ret
+     * for an answer that turns out to be refused. */
+    uint32_t seen[SEEN_SLOTS], refs[ATP_CHANGES_MAX];
     memset(seen, 0, sizeof(seen));
     bool network = flags & ATP_CHANGES_NETWORK;
     uint32_t n = 0;
-    uint64_t end = head - seq > EXAMINE_MAX ? seq + EXAMINE_MAX : head;
+    uint64_t end = back > EXAMINE_MAX ? seq + EXAMINE_MAX : head;
     uint64_t at = seq;
     for (; at < end; at++) {
         uint32_t ref = atomic_load_explicit(&f->ring[at & f->mask], memory_order_acquire);
@@ -166,13 +183,7 @@ int atp_store_changes(struct atp_store *s, uint32_t channel, uint64_t since, uin
             continue;
         if (n == max)
             break; /* a new one that does not fit: the next call's first */
-        uint64_t w;
-        ret[n++] = (struct atp_change){
-            .sku = {it->sku, it->sku_len},
-            .loc = network ? (struct atp_slice){"", 0} : store_loc_name(s, it->loc_id),
-            .atp = network ? sku_network_atp(s, it->sku_idx, channel)
-                           : store_item_avail(s, it, channel, &w),
-        };
+        refs[n++] = ref;
     }
     /*
      * The records read may have been overwritten by a scan running
@@ -184,8 +195,18 @@ int atp_store_changes(struct atp_store *s, uint32_t channel, uint64_t since, uin
         atomic_fetch_add_explicit(&f->expired, 1, memory_order_relaxed);
         return ATP_ECURSOR;
     }
+    for (uint32_t i = 0; i < n; i++) {
+        const struct item *it = item_at(s, refs[i]);
+        uint64_t w;
+        ret[i] = (struct atp_change){
+            .sku = {it->sku, it->sku_len},
+            .loc = network ? (struct atp_slice){"", 0} : store_loc_name(s, it->loc_id),
+            .atp = network ? sku_network_atp(s, it->sku_idx, channel)
+                           : store_item_avail(s, it, channel, &w),
+        };
+    }
     *ret_n = n;
-    *ret_next = f->epoch | (at & CURSOR_SEQ_MASK);
+    *ret_next = f->base + at;
     *ret_more = at < atomic_load_explicit(&f->head, memory_order_acquire);
     return 0;
 }

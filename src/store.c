@@ -611,8 +611,9 @@ int64_t store_item_free(struct atp_store *s, uint32_t idx)
 static inline void item_breakdown(struct atp_store *s, const struct item *it, uint32_t channel,
                                   struct atp_breakdown *b)
 {
-    /* A6: pairs with writers' release CAS of the word (R6). */
-    uint64_t w = atomic_load_explicit(&it->word, memory_order_acquire);
+    /* A6: pairs with writers' release CAS of the word (R6); seq_cst for the
+     * change feed's cursor (F2), the same instruction as acquire on x86. */
+    uint64_t w = atomic_load_explicit(&it->word, memory_order_seq_cst);
     int64_t on_hand = atomic_load_explicit(&it->on_hand, memory_order_acquire);
     int64_t safety = item_safety(s, it, channel, on_hand);
     b->on_hand = on_hand;

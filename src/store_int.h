@@ -143,7 +143,7 @@ struct feed {
     uint64_t mask;            /* ring size - 1 */
     _Atomic uint64_t head;    /* records written; release after the ring */
     _Atomic uint64_t claim;   /* records being written (>= head) */
-    uint64_t epoch;           /* cursor bits 63..48, never 0 */
+    uint64_t base;            /* cursor of record 0, random (feed_init) */
     _Atomic uint64_t expired; /* ATP_ECURSOR answers */
 };
 

@@ -2322,6 +2322,14 @@ static void test_changes_report(void **state)
     assert_true(c1 != c0);
     assert_int_equal(CHANGES(s, WEB, c1, 0, 100)->n, 0);
 
+    /* a hold alone */
+    uint64_t id0 = HOLD(s, "k0", WEB, "A", "DC1", 1, 1000, T0);
+    a = CHANGES(s, WEB, c1, 0, 100);
+    assert_int_equal(a->n, 1);
+    assert_int_equal(find_change(a, "A", "DC1")->atp, 15 - 3 - 1);
+    RC(0, atp_store_release(s, id0, T0 + 1, NULL));
+    c1 = CHANGES(s, WEB, a->next, 0, 100)->next;
+
     /* a release */
     RC(0, atp_store_release(s, id, T0 + 1, NULL));
     a = CHANGES(s, WEB, c1, 0, 100);

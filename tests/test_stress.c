@@ -34,7 +34,10 @@
  * value it is told is checked like a read; once the run is over, and again
  * after the last expiry, both mirrors must equal the store exactly. A
  * change the feed failed to report (a mark lost to a concurrent scan) leaves
- * a mirror stale.
+ * a mirror stale. A third follower ("web") reads one change now and then on
+ * a ring of FEED_RING records, so the others' scans overtake it: it must be
+ * told ATP_ECURSOR (never records of other numbers) and start again, and
+ * its mirror too must equal the store at the end.
  *
  * ATP_STRESS_SECONDS (default 3) bounds the run; ATP_STRESS_SEED fixes the
  * seed (printed at start).
@@ -591,12 +594,25 @@ static void *reader_main(void *arg)
 #define FEED_NET_CH  1 /* "app" */
 
 struct follower {
-    uint32_t ch, flags;
+    uint32_t ch, flags, max;
     uint64_t cursor;
+    uint64_t restarts;      /* ECURSOR answers: the follower fell behind the ring */
     int64_t mirror[NITEMS]; /* by item; by sku (index * NLOCS) for network */
 };
-static struct follower fitem = {FEED_ITEM_CH, 0, 0, {0}};
-static struct follower fnet = {FEED_NET_CH, ATP_CHANGES_NETWORK, 0, {0}};
+static struct follower fitem = {FEED_ITEM_CH, 0, 4, 0, 0, {0}};
+static struct follower fnet = {FEED_NET_CH, ATP_CHANGES_NETWORK, 4, 0, 0, {0}};
+/* web, one change a call, and seldom: the reader the small ring
+ * (FEED_RING records) overtakes */
+static struct follower fslow = {0, 0, 1, 0, 0, {0}};
+#define FEED_RING 1024
+
+static void follow_start(struct follower *f);
+static void follow_calls(struct follower *f, bool once);
+
+static void follow(struct follower *f)
+{
+    follow_calls(f, false);
+}
 
 static int sku_of(struct atp_slice sku)
 {
@@ -606,21 +622,29 @@ static int sku_of(struct atp_slice sku)
     return -1;
 }
 
-/* Read all of the feed there is (until `more` is false) into the mirror. */
-static void follow(struct follower *f)
+/* Read the feed into the mirror: all there is (until `more` is false), or
+ * with `once` a single call. */
+static void follow_calls(struct follower *f, bool once)
 {
     bool more = true;
-    while (more && !fd_err[0]) {
+    for (int calls = 0; more && !fd_err[0] && !(once && calls); calls++) {
         struct atp_change ch[4];
         uint32_t n = 0;
         uint64_t next = 0;
-        int rc = atp_store_changes(store, f->ch, f->cursor, f->flags, 4, ch, &n, &next, &more);
+        int rc = atp_store_changes(store, f->ch, f->cursor, f->flags, f->max, ch, &n, &next, &more);
         fd_calls++;
+        if (rc == ATP_ECURSOR) {
+            /* fell behind the ring: start again, as a connector must */
+            f->restarts++;
+            follow_start(f);
+            more = true;
+            continue;
+        }
         if (rc != 0) {
             set_err(fd_err, "changes ch %u: %s", f->ch, atp_error_name(rc));
             return;
         }
-        if (next < f->cursor)
+        if (next - f->cursor > (UINT64_C(1) << 40))
             set_err(fd_err, "cursor went back: %llu after %llu", (unsigned long long)next,
                     (unsigned long long)f->cursor);
         f->cursor = next;
@@ -643,15 +667,16 @@ static void follow(struct follower *f)
 static void follow_start(struct follower *f)
 {
     f->cursor = atp_store_changes_cursor(store);
-    assert_true(f->cursor != 0);
+    if (f->cursor == 0)
+        set_err(fd_err, "cursor 0");
     for (int i = 0; i < NITEMS; i++) {
         struct atp_breakdown b;
         if (f->flags && i % NLOCS)
             continue;
-        if (f->flags)
-            assert_int_equal(atp_store_get_network(store, S(ITEM_SKU(i)), f->ch, &b), 0);
-        else
-            assert_int_equal(atp_store_get(store, S(ITEM_SKU(i)), S(ITEM_LOC(i)), f->ch, &b), 0);
+        int rc = f->flags ? atp_store_get_network(store, S(ITEM_SKU(i)), f->ch, &b)
+                          : atp_store_get(store, S(ITEM_SKU(i)), S(ITEM_LOC(i)), f->ch, &b);
+        if (rc != 0)
+            set_err(fd_err, "start: get %d: %s", i, atp_error_name(rc));
         f->mirror[i] = b.atp;
     }
 }
@@ -659,12 +684,32 @@ static void follow_start(struct follower *f)
 static void *feed_main(void *arg)
 {
     (void)arg;
+    uint64_t rounds = 0;
     while (!atomic_load_explicit(&stop_flag, memory_order_relaxed) && !fd_err[0]) {
         follow(&fitem);
         follow(&fnet);
+        if (++rounds % 64 == 0)
+            follow_calls(&fslow, true); /* seldom and little: the ring overtakes it */
         sched_yield();
     }
     return NULL;
+}
+
+static void mirror_check(const struct follower *f, const char *when, uint64_t seed)
+{
+    for (int i = 0; i < NITEMS; i++) {
+        if (f->flags && i % NLOCS)
+            continue;
+        struct atp_breakdown b;
+        if (f->flags)
+            assert_int_equal(atp_store_get_network(store, S(ITEM_SKU(i)), f->ch, &b), 0);
+        else
+            assert_int_equal(atp_store_get(store, S(ITEM_SKU(i)), S(ITEM_LOC(i)), f->ch, &b), 0);
+        if (f->mirror[i] != b.atp)
+            fail_msg("feed %s: ch %u %s %d mirrored ATP %lld, the store says %lld (seed %llu)",
+                     when, f->ch, f->flags ? "sku" : "item", f->flags ? i / NLOCS : i,
+                     (long long)f->mirror[i], (long long)b.atp, (unsigned long long)seed);
+    }
 }
 
 /* Quiescent: what the feed said must be what the store says. */
@@ -672,22 +717,12 @@ static void feed_check(const char *when, uint64_t seed)
 {
     follow(&fitem);
     follow(&fnet);
+    follow(&fslow);
     if (fd_err[0])
         fail_msg("feed %s: %s (seed %llu)", when, fd_err, (unsigned long long)seed);
-    for (int i = 0; i < NITEMS; i++) {
-        struct atp_breakdown b;
-        assert_int_equal(atp_store_get(store, S(ITEM_SKU(i)), S(ITEM_LOC(i)), FEED_ITEM_CH, &b), 0);
-        if (fitem.mirror[i] != b.atp)
-            fail_msg("feed %s: item %d mirrored ATP %lld, the store says %lld (seed %llu)", when, i,
-                     (long long)fitem.mirror[i], (long long)b.atp, (unsigned long long)seed);
-        if (i % NLOCS)
-            continue;
-        assert_int_equal(atp_store_get_network(store, S(ITEM_SKU(i)), FEED_NET_CH, &b), 0);
-        if (fnet.mirror[i] != b.atp)
-            fail_msg("feed %s: sku %d mirrored network ATP %lld, the store says %lld (seed %llu)",
-                     when, i / NLOCS, (long long)fnet.mirror[i], (long long)b.atp,
-                     (unsigned long long)seed);
-    }
+    mirror_check(&fitem, when, seed);
+    mirror_check(&fnet, when, seed);
+    mirror_check(&fslow, when, seed);
 }
 
 /* --- audit ------------------------------------------------------------------------------- */
@@ -853,6 +888,7 @@ static void test_stress(void **state)
     cfg.max_reservations = 1u << 18;
     cfg.nshards = 4;
     cfg.idempotency_window_ms = WINDOW_MS;
+    cfg.feed_records = FEED_RING;
     cfg.channels = chans;
     cfg.nchannels = NCH;
     assert_int_equal(atp_store_new(&cfg, &store), 0);
@@ -872,6 +908,7 @@ static void test_stress(void **state)
     assert_int_equal(atp_store_start_expirer(store, 1000), 0);
     follow_start(&fitem);
     follow_start(&fnet);
+    follow_start(&fslow);
 
     for (int i = 0; i < NWORKERS; i++) {
         workers[i].idx = i;
@@ -1046,7 +1083,8 @@ static void test_stress(void **state)
                   "expired, %llu "
                   "expirations in all; %u on_hand events, %llu stale sets refused, %llu "
                   "lines shipped; %llu reads; %llu expire calls by the hammer (%llu expired); "
-                  "expiry lateness max %llu us; %llu feed calls, %llu changes told\n",
+                  "expiry lateness max %llu us; %llu feed calls, %llu changes told, %llu "
+                  "restarts of the slow follower\n",
                   (double)elapsed / 1e6, (unsigned long long)grants, (unsigned long long)lines,
                   (unsigned long long)rejected, (unsigned long long)full,
                   (unsigned long long)replays, (unsigned long long)commits,
@@ -1056,7 +1094,7 @@ static void test_stress(void **state)
                   (unsigned long long)ev_fulfillments, (unsigned long long)rd_reads,
                   (unsigned long long)hammer_calls, (unsigned long long)hammer_expired,
                   (unsigned long long)run_lateness_max, (unsigned long long)fd_calls,
-                  (unsigned long long)fd_changes);
+                  (unsigned long long)fd_changes, (unsigned long long)fslow.restarts);
     if (bad)
         fail_msg("%llu grants exceeded what was available (seed %llu)", (unsigned long long)bad,
                  (unsigned long long)seed);

@@ -223,8 +223,9 @@ void atp_store_get_many(struct atp_store *store, const struct atp_get_req *reqs,
  *   2. reads everything it follows (batch lookups),
  *   3. asks atp_store_changes from that cursor, again and again, each time
  *      from the cursor the last call returned.
- * Every change made after step 1 began is then reported in some call of
- * step 3, with a value read after the change.
+ * Every change is then either seen by the reads of step 2 (it was made
+ * before step 1 returned) or reported by a call of step 3, with a value
+ * read after it.
  *
  * Cursors are opaque, never 0, and belong to this store (this process): a
  * restart, or more than feed_records records since the cursor, makes it
