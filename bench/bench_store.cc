@@ -358,6 +358,20 @@ inline void reserve_release(atp_store *s, atp_reserve_req *req, KeyGen &keys, ui
     }
 }
 
+/* A one-line reservation of 1 unit for channel web, 60 s: set `line`. */
+struct OneLine {
+    atp_line_req line{};
+    atp_reserve_req req{};
+    OneLine()
+    {
+        req.channel = 0;
+        req.ttl_ms = 60000;
+        req.lines = &line;
+        req.nlines = 1;
+    }
+    OneLine(const OneLine &) = delete;
+};
+
 void BM_ReserveRelease(benchmark::State &state)
 {
     ensure_store();
@@ -365,16 +379,11 @@ void BM_ReserveRelease(benchmark::State &state)
     uint64_t seed = 0x5151ull + (uint64_t)state.thread_index() * 31337 + atp_now_us();
     uint64_t now = atp_now_us();
     uint64_t n = 0;
-    atp_line_req line;
-    atp_reserve_req req;
-    req.channel = 0;
-    req.ttl_ms = 60000;
-    req.lines = &line;
-    req.nlines = 1;
+    OneLine one;
     for (auto _ : state) {
         uint32_t i = (uint32_t)(xorshift(seed) % kItems);
-        line = atp_line_req{sku_of(i), loc_of(i), 1};
-        reserve_release(g_store, &req, keys, now, n);
+        one.line = atp_line_req{sku_of(i), loc_of(i), 1};
+        reserve_release(g_store, &one.req, keys, now, n);
     }
     /* every hold was given back: a sample of items reads its base again */
     for (uint32_t i = 0; i < kItems; i += 4099) {
@@ -406,18 +415,13 @@ void BM_ReserveReleaseFollowed(benchmark::State &state)
     uint64_t seed = 0x7171ull + atp_now_us();
     uint64_t now = atp_now_us();
     uint64_t n = 0, told = 0, calls = 0;
-    atp_line_req line;
-    atp_reserve_req req;
-    req.channel = 0;
-    req.ttl_ms = 60000;
-    req.lines = &line;
-    req.nlines = 1;
+    OneLine one;
     static atp_change changes[ATP_CHANGES_MAX];
     uint64_t cursor = atp_store_changes_cursor(g_store);
     for (auto _ : state) {
         uint32_t i = (uint32_t)(xorshift(seed) % kItems);
-        line = atp_line_req{sku_of(i), loc_of(i), 1};
-        reserve_release(g_store, &req, keys, now, n);
+        one.line = atp_line_req{sku_of(i), loc_of(i), 1};
+        reserve_release(g_store, &one.req, keys, now, n);
         if ((n & 63) != 0)
             continue;
         bool more = true;
