@@ -45,6 +45,7 @@ enum call {
     CALL_SET,
     CALL_STATS,
     CALL_PIPELINE,
+    CALL_CHANGES, /* after the others, so the corpus's first bytes keep their calls */
     NCALLS
 };
 
@@ -155,6 +156,24 @@ static void blocking(struct atp_client *c, enum call which)
         else
             for (int i = 0; i < 3; i++)
                 FUZZ_CHECK(items[i].status <= 0);
+        break;
+    }
+    case CALL_CHANGES: {
+        struct atp_client_change ch[4];
+        uint32_t n = 77;
+        uint64_t next = 88;
+        bool more = true;
+        memset(ch, FILL_BYTE, sizeof(ch));
+        rc = atp_client_changes(c, "web", 5, false, 4, ch, &n, &next, &more);
+        if (rc) {
+            FUZZ_CHECK(all_bytes(ch, sizeof(ch), FILL_BYTE));
+            FUZZ_CHECK(n == 77 && next == 88 && more);
+        } else {
+            FUZZ_CHECK(n <= 4);
+            for (uint32_t i = 0; i < n; i++)
+                FUZZ_CHECK(terminated(ch[i].sku, sizeof(ch[i].sku)) &&
+                           terminated(ch[i].loc, sizeof(ch[i].loc)));
+        }
         break;
     }
     case CALL_RESERVE: {
