@@ -44,7 +44,7 @@ int feed_init(struct atp_store *s)
      * 2^-32 at most: it is refused instead of read against other numbers.
      */
     uint64_t r = 0;
-    if (getrandom(&r, sizeof(r), 0) != (ssize_t)sizeof(r)) {
+    if (getrandom(&r, sizeof(r), GRND_NONBLOCK) != (ssize_t)sizeof(r)) {
         struct timespec ts;
         clock_gettime(CLOCK_REALTIME, &ts);
         r = ((uint64_t)ts.tv_sec * 1000000007u) ^ ((uint64_t)ts.tv_nsec << 20) ^ (uintptr_t)s;
@@ -158,9 +158,10 @@ int atp_store_changes(struct atp_store *s, uint32_t channel, uint64_t since, uin
         return ATP_EINVAL;
     uint64_t head = feed_scan(s);
     /* How far back the cursor is; a cursor from elsewhere or from the
-     * future is far beyond the window (unsigned arithmetic). */
+     * future is far beyond the window (unsigned arithmetic), and none is
+     * further back than record 0. */
     uint64_t back = f->base + head - since;
-    if (back > f->mask + 1) {
+    if (back > f->mask + 1 || back > head) {
         atomic_fetch_add_explicit(&f->expired, 1, memory_order_relaxed);
         return ATP_ECURSOR;
     }

@@ -61,13 +61,16 @@ static void stop_server(void)
     unlink(port_file);
 }
 
-/* Start atpd on an ephemeral port; false if it did not come up in 5 s. */
-static bool start_server(void)
+/* Start atpd on an ephemeral port, with max-keys (NULL: the default);
+ * false if it did not come up in 5 s. */
+static bool start_server_keys(const char *max_keys)
 {
     snprintf(port_file, sizeof(port_file), "/tmp/atp-test-client.%d.port", (int)getpid());
     unlink(port_file);
-    char *argv[] = {(char *)atpd_path, "--port", "0",           "--port-file", port_file,
-                    "--workers",       "1",      "--log-level", "warn",        NULL};
+    char *argv[] = {
+        (char *)atpd_path, "--port", "0",           "--port-file", port_file,
+        "--workers",       "1",      "--log-level", "warn",        max_keys ? "--max-keys" : NULL,
+        (char *)max_keys,  NULL};
     /* fork + exec rather than posix_spawn so the server dies with the test
      * even if the test is killed (a meson timeout): PR_SET_PDEATHSIG. */
     pid_t parent = getpid();
@@ -100,6 +103,11 @@ static bool start_server(void)
     }
     stop_server();
     return false;
+}
+
+static bool start_server(void)
+{
+    return start_server_keys(NULL);
 }
 
 static struct atp_client *connect_client(void)
@@ -534,6 +542,34 @@ static void test_atpctl_changes(void **state)
     assert_non_null(strstr(out, "changes -c CHANNEL"));
 }
 
+/* Without --max, atpctl asks for the server's max-keys, not for 1000 (which
+ * a server with fewer would refuse with ETOOMANY). */
+static void test_atpctl_changes_max_keys(void **state)
+{
+    stop_server();
+    assert_true(start_server_keys("3"));
+    char out[8192];
+    unsigned p = server_port;
+    unsigned long long cur = 0, next = 0;
+    int more = -1;
+    assert_int_equal(atpctl(out, sizeof(out), "-p %u changes -c web", p), 0);
+    assert_int_equal(sscanf(out, "cursor %llu more %d", &cur, &more), 2);
+    for (int i = 0; i < 5; i++)
+        assert_int_equal(atpctl(out, sizeof(out), "-p %u adjust CTLK-%d DC-1 7", p, i), 0);
+    assert_int_equal(atpctl(out, sizeof(out), "-p %u changes -c web --since %llu", p, cur), 0);
+    assert_int_equal(sscanf(out, "cursor %llu more %d", &next, &more), 2);
+    assert_int_equal(more, 1);
+    int lines = 0;
+    for (const char *q = strstr(out, "CTLK-"); q; q = strstr(q + 1, "CTLK-"))
+        lines++;
+    assert_int_equal(lines, 3);
+    assert_int_equal(atpctl(out, sizeof(out), "-p %u changes -c web --since %llu", p, next), 0);
+    assert_int_equal(sscanf(out, "cursor %llu more %d", &next, &more), 2);
+    assert_int_equal(more, 0);
+    stop_server();
+    assert_true(start_server());
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 3) {
@@ -556,6 +592,7 @@ int main(int argc, char **argv)
         cmocka_unit_test_setup_teardown(test_bad_magic_closes, setup, teardown),
         cmocka_unit_test(test_atpctl),
         cmocka_unit_test(test_atpctl_changes),
+        cmocka_unit_test(test_atpctl_changes_max_keys),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
     stop_server();

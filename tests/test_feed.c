@@ -102,14 +102,17 @@ static void test_cursor_wrap(void **state)
     assert_int_equal(atp_store_changes(s, 0, c, 0, 3, out, &n, &next, &more), 0);
     assert_int_equal(n, 0);
     assert_true(next == c);
-    /* ahead of the feed, and far behind it, on either side of the wrap */
+    /* before record 0 (inside the window's width, but nothing was ever
+     * numbered there), ahead of the feed, and far behind it */
+    assert_int_equal(atp_store_changes(s, 0, UINT64_MAX - 3, 0, 3, out, &n, &next, &more),
+                     ATP_ECURSOR);
     assert_int_equal(atp_store_changes(s, 0, c + 1, 0, 3, out, &n, &next, &more), ATP_ECURSOR);
     assert_int_equal(atp_store_changes(s, 0, c - 2000, 0, 3, out, &n, &next, &more), ATP_ECURSOR);
     atp_store_free(s);
 }
 
-/* A hot item is one record per scan however often it changes, and its
- * writers find its mark set (leaf and top bits) until the scan. */
+/* A hot item is one record per scan however often it changes: one leaf
+ * bit stays set until the scan, which clears every bit it takes. */
 static void test_one_record_per_scan(void **state)
 {
     (void)state;

@@ -217,8 +217,9 @@ def changes_resp(rid, flags, next_cursor, more, entries):
     return m
 
 
-# Cursors are opaque to clients; these look like the server's (a 16-bit
-# start tag over a 48-bit record number), which is not part of the contract.
+# Cursors are opaque to clients; these look like the server's (a random
+# base in [2^62, 2^63) plus a record number), which is not part of the
+# contract.
 CUR0 = 0x5A3C_0000_0000_1000
 CUR1 = 0x5A3C_0000_0000_1007
 
