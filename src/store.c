@@ -899,11 +899,12 @@ static void item_move_on_hand(struct atp_store *s, struct item *it, int64_t d)
     if (d < 0) {
         word_bump(it, d);
         atomic_store_explicit(&it->on_hand, oh + d, memory_order_release);
+        feed_mark(s, item_ref(s, it)); /* on_hand was the last write */
     } else {
         atomic_store_explicit(&it->on_hand, oh + d, memory_order_release);
         word_bump(it, d);
+        feed_mark_rmw(s, item_ref(s, it));
     }
-    feed_mark(s, item_ref(s, it));
 }
 
 static int range_check_on_hand(const struct item *it, int64_t d)
@@ -988,8 +989,8 @@ static int allocate_common(struct atp_store *s, struct atp_slice sku, struct atp
         /* Allocation only lowers free: move the word first. */
         uint64_t pos = j_begin(s);
         word_bump(it, -qty);
+        feed_mark_rmw(s, item_ref(s, it)); /* ext_alloc is not read for ATP */
         atomic_fetch_add_explicit(&it->ext_alloc, qty, memory_order_relaxed);
-        feed_mark(s, item_ref(s, it));
         j_end(s, pos,
               &(struct atp_journal_rec){
                   .type = jtype, .sku = sku, .loc = loc, .qty = qty < 0 ? -qty : qty});
@@ -1025,7 +1026,7 @@ static void sku_bump_all(struct atp_store *s, uint32_t head, bool mark)
          n = atomic_load_explicit(&item_at(s, n - 1)->next, memory_order_acquire)) {
         word_bump(item_at(s, n - 1), 0);
         if (mark)
-            feed_mark(s, n - 1);
+            feed_mark_rmw(s, n - 1);
     }
 }
 
@@ -1053,7 +1054,7 @@ int atp_store_set_safety(struct atp_store *s, struct atp_slice sku, struct atp_s
         if (rc == 0 && units >= 0)
             atomic_fetch_or_explicit(&it->flags, ITEM_HAS_OVERRIDE, memory_order_release);
         word_bump(it, 0);
-        feed_mark(s, item_ref(s, it));
+        feed_mark_rmw(s, item_ref(s, it));
         j_end(s, pos,
               rc ? NULL
                  : &(struct atp_journal_rec){.type = ATP_J_SAFETY,
@@ -1276,11 +1277,12 @@ void store_restore_committed(struct atp_store *s, uint32_t idx, int64_t qty)
     struct item *it = item_at(s, idx);
     int64_t ext = atomic_load_explicit(&it->ext_alloc, memory_order_relaxed);
     int64_t from_ext = ext >= qty ? qty : (ext > 0 ? ext : 0);
-    if (from_ext < qty)
+    if (from_ext < qty) {
         word_bump(it, from_ext - qty); /* more allocated: less free */
+        feed_mark_rmw(s, idx);
+    }
     atomic_store_explicit(&it->ext_alloc, ext - from_ext, memory_order_relaxed);
     atomic_fetch_add_explicit(&it->committed, qty, memory_order_relaxed);
-    feed_mark(s, idx);
 }
 
 struct atp_slice store_item_sku(const struct atp_store *s, uint32_t idx)
@@ -1300,8 +1302,8 @@ void store_force_take(struct atp_store *s, uint32_t idx, int64_t qty)
 {
     struct item *it = item_at(s, idx);
     word_bump(it, -qty);
+    feed_mark_rmw(s, idx);
     atomic_fetch_add_explicit(&it->reserved, qty, memory_order_relaxed);
-    feed_mark(s, idx);
 }
 
 int atp_store_restore_item(struct atp_store *s, struct atp_slice sku, struct atp_slice loc,
