@@ -135,16 +135,13 @@ static bool seen_add(uint32_t *seen, uint32_t v)
     }
 }
 
-/* Sum of the ATP of a sku's items for a channel (0 where it may not sell). */
-static int64_t sku_network_atp(struct atp_store *s, uint32_t si, uint32_t channel)
+/* Network ATP of the sku of item `it`, as a lookup answers it. */
+static int64_t network_atp(struct atp_store *s, const struct item *it, uint32_t channel)
 {
-    int64_t sum = 0;
-    for (uint32_t n = atomic_load_explicit(&s->skus[si].head, memory_order_acquire); n;
-         n = atomic_load_explicit(&item_at(s, n - 1)->next, memory_order_acquire)) {
-        uint64_t w;
-        sum += store_item_avail(s, item_at(s, n - 1), channel, &w);
-    }
-    return sum;
+    struct atp_breakdown b;
+    if (atp_store_get_network(s, (struct atp_slice){it->sku, it->sku_len}, channel, &b) != 0)
+        return 0; /* not reached: the sku has this item */
+    return b.atp;
 }
 
 int atp_store_changes(struct atp_store *s, uint32_t channel, uint64_t since, uint32_t flags,
@@ -202,8 +199,7 @@ int atp_store_changes(struct atp_store *s, uint32_t channel, uint64_t since, uin
         ret[i] = (struct atp_change){
             .sku = {it->sku, it->sku_len},
             .loc = network ? (struct atp_slice){"", 0} : store_loc_name(s, it->loc_id),
-            .atp = network ? sku_network_atp(s, it->sku_idx, channel)
-                           : store_item_avail(s, it, channel, &w),
+            .atp = network ? network_atp(s, it, channel) : store_item_avail(s, it, channel, &w),
         };
     }
     *ret_n = n;
