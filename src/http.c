@@ -822,26 +822,35 @@ static bool seg_value(const char *v, size_t n, bool plus, char *buf, struct atp_
     return true;
 }
 
-/*
- * channel= and location= of a lookup's query in one pass, with query_get's
- * rules: the last occurrence of each wins, a bad value of either is an
- * error (false). chb and locb: PATH_MAX_SEG bytes each.
- */
-static bool lookup_query(const char *q, size_t qlen, char *chb, struct atp_slice *ch, bool *has_ch,
-                         char *locb, struct atp_slice *loc, bool *has_loc)
+/* One query parameter a route reads, and what the query held for it. */
+struct qparam {
+    const char *name;
+    size_t name_len;
+    char *buf;            /* PATH_MAX_SEG bytes, for a value with escapes */
+    struct atp_slice val; /* decoded (or the raw bytes, with nothing to decode) */
+    bool has;
+};
+/* A qparam for the literal name n, decoded into buffer b. */
+#define QPARAM(n, b)                                                                               \
+    {                                                                                              \
+        .name = (n), .name_len = sizeof(n) - 1, .buf = (b)                                         \
+    }
+
+/* The parameters in `want`, in one pass, with query_get's rules: the last
+ * occurrence of each wins, others are ignored, a bad value is an error
+ * (false). */
+static bool query_params(const char *q, size_t qlen, struct qparam *want, size_t n)
 {
     const char *p = q;
     struct atp_slice k, v;
-    *has_ch = *has_loc = false;
     while (query_next(&p, q + qlen, &k, &v)) {
-        if (key_is(k, "channel", 7)) {
-            if (!seg_value(v.p, v.len, true, chb, ch))
+        for (size_t i = 0; i < n; i++) {
+            if (!key_is(k, want[i].name, want[i].name_len))
+                continue;
+            if (!seg_value(v.p, v.len, true, want[i].buf, &want[i].val))
                 return false;
-            *has_ch = true;
-        } else if (key_is(k, "location", 8)) {
-            if (!seg_value(v.p, v.len, true, locb, loc))
-                return false;
-            *has_loc = true;
+            want[i].has = true;
+            break;
         }
     }
     return true;
@@ -1150,9 +1159,12 @@ static int op_availability(struct call *c, const char *sku_raw, size_t sku_len)
     struct atp_slice sku, ch = {0}, loc = {0};
     if (!seg_value(sku_raw, sku_len, false, skub, &sku))
         return fail(c, ATP_EINVAL_SKU, "the sku in the path is not valid percent-encoding");
-    bool has_ch, has_loc;
-    if (!lookup_query(c->query, c->query_len, chb, &ch, &has_ch, locb, &loc, &has_loc))
+    struct qparam qp[] = {QPARAM("channel", chb), QPARAM("location", locb)};
+    if (!query_params(c->query, c->query_len, qp, 2))
         return fail(c, ATP_EMALFORMED, "a query parameter is not valid percent-encoding");
+    ch = qp[0].val;
+    loc = qp[1].val;
+    bool has_ch = qp[0].has, has_loc = qp[1].has;
     if (!has_ch || ch.len == 0)
         return fail(c, ATP_ENOCHANNEL, "the 'channel' query parameter is required");
     int rc = atp_validate_sku(sku);
@@ -1319,34 +1331,6 @@ static int op_batch(struct call *c)
 
 /* --- change feed ------------------------------------------------------------------------- */
 
-/* One query parameter a route reads, and what the query held for it. */
-struct qparam {
-    const char *name;
-    char *buf;            /* PATH_MAX_SEG bytes, for a value with escapes */
-    struct atp_slice val; /* decoded (or the raw bytes, with nothing to decode) */
-    bool has;
-};
-
-/* The parameters in `want`, in one pass, with lookup_query's rules: the
- * last occurrence of each wins, others are ignored, a bad value is an
- * error (false). */
-static bool query_params(const char *q, size_t qlen, struct qparam *want, size_t n)
-{
-    const char *p = q;
-    struct atp_slice k, v;
-    while (query_next(&p, q + qlen, &k, &v)) {
-        for (size_t i = 0; i < n; i++) {
-            if (!key_is(k, want[i].name, strlen(want[i].name)))
-                continue;
-            if (!seg_value(v.p, v.len, true, want[i].buf, &want[i].val))
-                return false;
-            want[i].has = true;
-            break;
-        }
-    }
-    return true;
-}
-
 /* Decimal digits only (at least one); past UINT64_MAX: *ret is UINT64_MAX
  * and *ret_over is set. */
 static bool parse_decimal(struct atp_slice s, uint64_t *ret, bool *ret_over)
@@ -1389,10 +1373,10 @@ static int op_changes(struct call *c)
         return method_not_allowed(c, "GET, HEAD");
     char chb[PATH_MAX_SEG], sinceb[PATH_MAX_SEG], limitb[PATH_MAX_SEG], scopeb[PATH_MAX_SEG];
     struct qparam qp[] = {
-        {.name = "channel", .buf = chb},
-        {.name = "since", .buf = sinceb},
-        {.name = "limit", .buf = limitb},
-        {.name = "scope", .buf = scopeb},
+        QPARAM("channel", chb),
+        QPARAM("since", sinceb),
+        QPARAM("limit", limitb),
+        QPARAM("scope", scopeb),
     };
     if (!query_params(c->query, c->query_len, qp, sizeof(qp) / sizeof(qp[0])))
         return fail(c, ATP_EMALFORMED, "a query parameter is not valid percent-encoding");

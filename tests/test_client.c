@@ -215,6 +215,19 @@ static const struct atp_client_change *find_change(const struct atp_client_chang
     return NULL;
 }
 
+/* sku@loc is among the n changes, with this ATP. */
+static void expect_change_(const struct atp_client_change *ch, uint32_t n, const char *sku,
+                           const char *loc, int64_t atp, int line)
+{
+    const struct atp_client_change *e = find_change(ch, n, sku, loc);
+    if (!e)
+        fail_msg("line %d: no change of %s@%s", line, sku, loc);
+    if (e->atp != atp)
+        fail_msg("line %d: %s@%s ATP %lld, want %lld", line, sku, loc, (long long)e->atp,
+                 (long long)atp);
+}
+#define EXPECT_CHANGE(ch, n, sku, loc, atp) expect_change_((ch), (n), (sku), (loc), (atp), __LINE__)
+
 static void test_changes(void **state)
 {
     struct atp_client *c = *state;
@@ -238,25 +251,15 @@ static void test_changes(void **state)
     assert_int_equal(n, 3);
     assert_false(more);
     assert_true(next != cur);
-    const struct atp_client_change *e = find_change(ch, n, "FEED-1", "DC-1");
-    assert_non_null(e);
-    assert_int_equal(e->atp, 8);
-    e = find_change(ch, n, "FEED-1", "DC-2");
-    assert_non_null(e);
-    assert_int_equal(e->atp, 3);
-    e = find_change(ch, n, "FEED-2", "DC-1");
-    assert_non_null(e);
-    assert_int_equal(e->atp, 1);
+    EXPECT_CHANGE(ch, n, "FEED-1", "DC-1", 8);
+    EXPECT_CHANGE(ch, n, "FEED-1", "DC-2", 3);
+    EXPECT_CHANGE(ch, n, "FEED-2", "DC-1", 1);
 
     /* Network: one entry per sku, no location. */
     assert_int_equal(atp_client_changes(c, "web", cur, true, 100, ch, &n, &next, &more), 0);
     assert_int_equal(n, 2);
-    e = find_change(ch, n, "FEED-1", "");
-    assert_non_null(e);
-    assert_int_equal(e->atp, 11);
-    e = find_change(ch, n, "FEED-2", "");
-    assert_non_null(e);
-    assert_int_equal(e->atp, 1);
+    EXPECT_CHANGE(ch, n, "FEED-1", "", 11);
+    EXPECT_CHANGE(ch, n, "FEED-2", "", 1);
 
     /* max 1: one entry and more; from its cursor, the other one. */
     assert_int_equal(atp_client_changes(c, "web", cur, true, 1, ch, &n, &next, &more), 0);
