@@ -589,7 +589,7 @@ ssize_t atp_proto_enc_mget_req(uint8_t *buf, size_t cap, uint64_t id, bool break
 
 int atp_proto_dec_changes_req(const struct atp_frame *f, struct atp_proto_changes_req *ret)
 {
-    int rc = req_check(f, ATP_FLAG_NETWORK);
+    int rc = req_check(f, ATP_FLAG_NETWORK | ATP_FLAG_WAIT);
     if (rc)
         return rc;
     struct rd r = rd_body(f);
@@ -597,6 +597,7 @@ int atp_proto_dec_changes_req(const struct atp_frame *f, struct atp_proto_change
     v.channel = get_str8(&r);
     v.cursor = get_u64(&r);
     v.max = get_u16(&r);
+    v.wait_ms = (f->flags & ATP_FLAG_WAIT) ? get_u32(&r) : 0;
     v.network = (f->flags & ATP_FLAG_NETWORK) != 0;
     if ((rc = rd_end(&r)))
         return rc;
@@ -608,10 +609,13 @@ ssize_t atp_proto_enc_changes_req(uint8_t *buf, size_t cap, uint64_t id,
                                   const struct atp_proto_changes_req *req)
 {
     struct wr w;
-    wr_begin(&w, buf, cap, ATP_OP_CHANGES, req->network ? ATP_FLAG_NETWORK : 0, 0, id);
+    uint16_t flags = (req->network ? ATP_FLAG_NETWORK : 0) | (req->wait_ms ? ATP_FLAG_WAIT : 0);
+    wr_begin(&w, buf, cap, ATP_OP_CHANGES, flags, 0, id);
     put_str8(&w, req->channel);
     put_u64(&w, req->cursor);
     put_count(&w, req->max);
+    if (req->wait_ms)
+        put_u32(&w, req->wait_ms);
     return wr_end(&w);
 }
 

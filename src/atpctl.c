@@ -49,13 +49,15 @@ static const char usage_text[] =
     "  reservation ID | --key KEY             show a reservation\n"
     "  adjust SKU LOC DELTA                   on_hand += DELTA (admin)\n"
     "  set SKU LOC QTY [--seq N]              on_hand = QTY, guarded by sequence N (admin)\n"
-    "  changes -c CHANNEL [-n] [-s CURSOR] [-m N]\n"
+    "  changes -c CHANNEL [-n] [-s CURSOR] [-m N] [-w DURATION]\n"
     "                                         what changed after CURSOR: the next cursor,\n"
     "                                         whether more waits, and SKU[@LOC] ATP per\n"
     "                                         change; without -s only the cursor to follow;\n"
     "                                         -n/--network: per sku with network ATP;\n"
     "                                         -s/--since CURSOR; -m/--max N (default: the\n"
-    "                                         server's max-keys, at most 1000)\n"
+    "                                         server's max-keys, at most 1000);\n"
+    "                                         -w/--wait DURATION: if nothing changed yet,\n"
+    "                                         wait up to DURATION for a change\n"
     "  stats                                  server counters\n"
     "\n"
     "Options:\n"
@@ -88,6 +90,7 @@ struct opts {
     bool network;
     uint64_t since; /* 0: ask for the cursor to follow */
     uint32_t max;   /* 0: the default */
+    uint64_t wait_ms; /* changes: hold the answer until a change, at most this long */
     /* positional arguments after the command */
     const char *pos[MAX_ARGS];
     int npos;
@@ -235,6 +238,10 @@ static int parse_args(int argc, char **argv, struct opts *o, const char **ret_cm
             NEED_VALUE();
             if (!parse_u64(next, &o->since))
                 return usage_error("bad cursor %s", next);
+        } else if (cmd && (strcmp(a, "-w") == 0 || strcmp(a, "--wait") == 0)) {
+            NEED_VALUE();
+            if (!parse_duration(next, &o->wait_ms) || o->wait_ms > UINT32_MAX)
+                return usage_error("bad duration %s (try 30s, 500ms)", next);
         } else if (cmd && (strcmp(a, "-m") == 0 || strcmp(a, "--max") == 0)) {
             NEED_VALUE();
             uint64_t v;
@@ -668,7 +675,8 @@ static int cmd_set(struct opts *o, struct atp_client *c)
  */
 static int cmd_changes(struct opts *o, struct atp_client *c)
 {
-    int rc = need_pos(o, 0, "changes -c CHANNEL [--network] [--since CURSOR] [--max N]");
+    int rc = need_pos(o, 0,
+                      "changes -c CHANNEL [--network] [--since CURSOR] [--max N] [--wait DURATION]");
     if (rc >= 0)
         return rc;
     if (!o->channel)
@@ -687,7 +695,8 @@ static int cmd_changes(struct opts *o, struct atp_client *c)
     }
     uint64_t next;
     bool more;
-    if ((rc = atp_client_changes(c, o->channel, o->since, o->network, max, ch, &n, &next, &more)))
+    if ((rc = atp_client_changes_wait(c, o->channel, o->since, o->network, max,
+                                      (uint32_t)o->wait_ms, ch, &n, &next, &more)))
         return report_error(o, c, rc, NULL, 0, NULL);
     if (o->json) {
         char cur[24];

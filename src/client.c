@@ -36,6 +36,7 @@ struct atp_client {
     uint8_t *in; /* received bytes: [in_off, in_len) unread */
     size_t in_off, in_len, in_cap;
     size_t last_len; /* size of the frame handed out last, dropped next read */
+    uint32_t timeout_ms; /* atp_client_set_timeout's, 0: none */
     char err[256];
 };
 
@@ -147,13 +148,21 @@ void atp_client_close(struct atp_client *c)
     free(c);
 }
 
-int atp_client_set_timeout(struct atp_client *c, uint32_t ms)
+static int socket_timeout(int fd, uint64_t ms)
 {
-    struct timeval tv = {.tv_sec = ms / 1000, .tv_usec = (long)(ms % 1000) * 1000};
-    if (setsockopt(c->fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv)) != 0 ||
-        setsockopt(c->fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv)) != 0)
+    struct timeval tv = {.tv_sec = (time_t)(ms / 1000), .tv_usec = (long)(ms % 1000) * 1000};
+    if (setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv)) != 0 ||
+        setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv)) != 0)
         return -errno;
     return 0;
+}
+
+int atp_client_set_timeout(struct atp_client *c, uint32_t ms)
+{
+    int rc = socket_timeout(c->fd, ms);
+    if (rc == 0)
+        c->timeout_ms = ms;
+    return rc;
 }
 
 int atp_client_fd(const struct atp_client *c)
@@ -314,11 +323,17 @@ int atp_client_queue_set(struct atp_client *c, const char *sku, const char *loc,
     RETURN_QUEUE(c, ret_id, atp_proto_enc_set_req(P, C, ID, &r));
 }
 
+static int queue_changes(struct atp_client *c, const char *channel, uint64_t cursor, bool network,
+                         uint32_t max, uint32_t wait_ms, uint64_t *ret_id)
+{
+    struct atp_proto_changes_req r = {sl(channel), cursor, max, network, wait_ms};
+    RETURN_QUEUE(c, ret_id, atp_proto_enc_changes_req(P, C, ID, &r));
+}
+
 int atp_client_queue_changes(struct atp_client *c, const char *channel, uint64_t cursor,
                              bool network, uint32_t max, uint64_t *ret_id)
 {
-    struct atp_proto_changes_req r = {sl(channel), cursor, max, network};
-    RETURN_QUEUE(c, ret_id, atp_proto_enc_changes_req(P, C, ID, &r));
+    return queue_changes(c, channel, cursor, network, max, 0, ret_id);
 }
 
 static int queue_stats(struct atp_client *c, uint64_t *ret_id)
@@ -657,8 +672,31 @@ int atp_client_changes(struct atp_client *c, const char *channel, uint64_t curso
                        uint32_t max, struct atp_client_change *ret, uint32_t *ret_n,
                        uint64_t *ret_next, bool *ret_more)
 {
+    return atp_client_changes_wait(c, channel, cursor, network, max, 0, ret, ret_n, ret_next,
+                                   ret_more);
+}
+
+int atp_client_changes_wait(struct atp_client *c, const char *channel, uint64_t cursor,
+                            bool network, uint32_t max, uint32_t wait_ms,
+                            struct atp_client_change *ret, uint32_t *ret_n, uint64_t *ret_next,
+                            bool *ret_more)
+{
     struct atp_frame f;
-    CALL(c, f, atp_client_queue_changes(c, channel, cursor, network, max, &id));
+    /* The socket timeout bounds the wait for a reply; this one may come
+     * wait_ms late by design. */
+    bool stretch = wait_ms > 0 && c->timeout_ms > 0;
+    if (stretch && socket_timeout(c->fd, (uint64_t)c->timeout_ms + wait_ms) != 0)
+        return broken(c, -errno, strerror(errno));
+    uint64_t id = 0;
+    int rc = call_begin(c);
+    if (rc == 0)
+        rc = queue_changes(c, channel, cursor, network, max, wait_ms, &id);
+    if (rc == 0)
+        rc = call_finish(c, id, &f);
+    if (stretch && !c->broken)
+        (void)socket_timeout(c->fd, c->timeout_ms);
+    if (rc)
+        return rc;
     /* An answer with the other NETWORK setting does not answer this request. */
     if (f.status == 0 && ((f.flags & ATP_FLAG_NETWORK) != 0) != network)
         return ATP_EMALFORMED;

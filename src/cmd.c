@@ -209,9 +209,32 @@ static int op_mget(struct atp_cmd_ctx *ctx, const struct atp_frame *f, struct at
     return 0;
 }
 
+bool atp_wait_hold(struct atp_wait *w, bool empty, uint32_t wait_ms, uint64_t now_us)
+{
+    if (!w)
+        return false;
+    if (empty && wait_ms > 0 && w->max_ms > 0) {
+        uint64_t most = (uint64_t)(wait_ms < w->max_ms ? wait_ms : w->max_ms) * 1000u;
+        if (w->until_us == 0)
+            w->until_us = now_us + most;
+        /* A deadline further off than the longest wait means the clock went
+         * back: answer rather than wait longer than promised. */
+        if (now_us < w->until_us && w->until_us - now_us <= most) {
+            w->parked = true;
+            return true;
+        }
+    }
+    w->until_us = 0;
+    return false;
+}
+
+/* Returned by an operation that holds its request (nothing appended). */
+#define OP_HELD 1
+
 /*
  * CHANGES: cursor 0 answers the feed's position now; any other cursor reads
- * the store's feed after it. The entries (at most ATP_CHANGES_MAX, 40 KB) are
+ * the store's feed after it, and with WAIT an answer of nothing new may be
+ * held (atp_wait_hold). The entries (at most ATP_CHANGES_MAX, 40 KB) are
  * on the stack: their slices point into the store, and the encoder copies
  * the bytes into the answer.
  */
@@ -240,6 +263,10 @@ static int op_changes(struct atp_cmd_ctx *ctx, const struct atp_frame *f, struct
         rc = atp_store_changes(ctx->store, channel, req.cursor,
                                req.network ? ATP_CHANGES_NETWORK : 0, req.max, changes, &n, &next,
                                &more);
+        if (rc == 0 && atp_wait_hold(ctx->wait, n == 0 && next == req.cursor, req.wait_ms, now_us))
+            return OP_HELD;
+        if (ctx->wait)
+            ctx->wait->until_us = 0; /* answered (an error too): its wait is over */
         if (rc)
             return rc;
     }
@@ -530,7 +557,8 @@ static int framing_error(struct atp_buf *out, ssize_t size, const struct atp_fra
 }
 
 /*
- * Execute one whole frame and append its response. Returns 0, or -ENOMEM
+ * Execute one whole frame and append its response. Returns 0, OP_HELD when
+ * the frame is held (nothing appended, see struct atp_wait), or -ENOMEM
  * when not even an error response fitted. *ret_code is the request's status
  * for the metrics.
  */
@@ -541,6 +569,8 @@ static int run_frame(struct atp_cmd_ctx *ctx, const struct atp_frame *f, struct 
     size_t start = out->len;
     if (f->opcode < ATP_OP_RESPONSE && ops[f->opcode].fn) {
         rc = code = ops[f->opcode].fn(ctx, f, out, now_us);
+        if (rc == OP_HELD)
+            return OP_HELD; /* no answer yet, no metrics */
         if (rc)
             rc = append_error(out, f->opcode, f->id, rc, NULL, NULL, 0);
     } else {
@@ -571,7 +601,11 @@ ssize_t atp_cmd_handle(struct atp_cmd_ctx *ctx, const uint8_t *in, size_t len, s
         return framing_error(out, size, &f, max_frame) ? -ENOMEM : size;
     uint64_t t0 = atp_metrics_now_ns();
     int code;
+    if (ctx->wait)
+        ctx->wait->parked = false;
     int rc = run_frame(ctx, &f, out, now_us, &code);
+    if (rc == OP_HELD)
+        return 0;
     atp_metrics_request(ATP_MPROTO_BIN, metrics_op(f.opcode), code, atp_metrics_now_ns() - t0);
     return rc ? -ENOMEM : size;
 }
@@ -727,6 +761,8 @@ size_t atp_cmd_handle_many(struct atp_cmd_ctx *ctx, const uint8_t *in, size_t le
      * runs from the end of the previous one, the first from *io_t_ns (the
      * caller's reading, which saves one per call) or from now. */
     uint64_t t = io_t_ns && *io_t_ns ? *io_t_ns : atp_metrics_now_ns();
+    if (ctx->wait)
+        ctx->wait->parked = false;
     for (;;) {
         struct atp_frame f;
         ssize_t size = 0;
@@ -762,6 +798,11 @@ size_t atp_cmd_handle_many(struct atp_cmd_ctx *ctx, const uint8_t *in, size_t le
         }
         int code;
         err = run_frame(ctx, &f, out, now_us, &code);
+        if (err == OP_HELD) {
+            err = 0;
+            frames--; /* held, not handled: the caller keeps it */
+            break;
+        }
         uint64_t t1 = atp_metrics_now_ns();
         atp_metrics_request(ATP_MPROTO_BIN, metrics_op(f.opcode), code, t1 - t);
         t = t1;

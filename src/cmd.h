@@ -9,6 +9,7 @@
 #ifndef ATP_CMD_H
 #define ATP_CMD_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/types.h>
@@ -36,6 +37,31 @@ struct atp_stats_source {
 
 #define ATP_CMD_MAX_SOURCES 8
 
+/*
+ * A feed request that asks to wait (binary CHANGES with the WAIT flag, HTTP
+ * /v1/changes with `wait`) and would report nothing new (no entries, and a
+ * next cursor equal to its own) is held instead of answered: the call stops
+ * before it, consuming nothing and appending nothing, and sets `parked`.
+ * The caller keeps the request's input and calls again later (the server:
+ * every few milliseconds), and the request is answered as soon as the feed
+ * has something after its cursor, or with nothing once its wait is over.
+ * One per connection, since it remembers the deadline of the request at the
+ * head of that connection's input.
+ */
+struct atp_wait {
+    uint32_t max_ms;   /* set by the caller: the longest wait granted; 0 answers at once */
+    uint64_t until_us; /* 0, or when the held request must be answered (now_us's clock) */
+    bool parked;       /* out: the last call stopped at a held request */
+};
+
+/*
+ * For a feed request asking to wait wait_ms: true to hold it now (sets
+ * w->parked, and the deadline the first time), false to answer it (and the
+ * deadline is forgotten). `empty`: the answer would report nothing new.
+ * w may be NULL (a caller that cannot hold: answer at once).
+ */
+bool atp_wait_hold(struct atp_wait *w, bool empty, uint32_t wait_ms, uint64_t now_us);
+
 struct atp_cmd_ctx {
     struct atp_store *store;
     struct atp_stats_source sources[ATP_CMD_MAX_SOURCES]; /* for STATS */
@@ -47,12 +73,16 @@ struct atp_cmd_ctx {
     /* Set by the server: 0 while serving normally, else a code such as
      * ATP_EUNAVAILABLE that reservations are refused with. */
     const volatile int *refuse_writes;
+    /* Set by the server before each call: the connection's, or NULL (feed
+     * requests are then answered at once whatever they ask). */
+    struct atp_wait *wait;
 };
 
 /*
  * Handle the frame at the start of `in`.
  *   > 0  bytes consumed; one response appended to `out`;
- *   0    `in` holds less than one whole frame: read more;
+ *   0    `in` holds less than one whole frame: read more; or (ctx->wait
+ *        set, and its `parked` then true) the frame is held: call again;
  *   < 0  broken framing (bad magic, version, or a length over the limit):
  *        an error response was appended; the caller flushes `out` and closes.
  *        -ENOMEM: `out` could not grow (its limit or malloc) to hold even an
@@ -82,7 +112,7 @@ ssize_t atp_cmd_handle(struct atp_cmd_ctx *ctx, const uint8_t *in, size_t len, s
  * chains them with no clock read in between.
  *
  * Returns the bytes consumed: whole frames answered; it stops at a partial
- * frame or at out_stop. *ret_frames counts the frames handled (a broken one
+ * frame, at out_stop, or at a held frame (ctx->wait->parked is then true). *ret_frames counts the frames handled (a broken one
  * included). *ret_err is 0, or what atp_cmd_handle would have returned for
  * the frame that ended the call (broken framing with its error appended, or
  * -ENOMEM); the caller then flushes `out` and closes, and the return value

@@ -118,6 +118,9 @@ static const struct directive directives[] = {
     D("feed-size", "N", "change-feed records kept, rounded up to a power of two: a cursor "
       "older than that many changes must start again (default 1048576)",
       K_U32, feed_records, 1024, 1u << 30, 0),
+    D("feed-wait-max", "DURATION", "longest a change-feed request may wait for a change before "
+      "it is answered with none; longer waits are cut to this, 0 = answer at once "
+      "(default 30s)", K_DURATION, feed_wait_max_ms, 0, 300ull * 1000, 1000),
     D("channel", "NAME [safety=N] [pct=N] [cap=N] [locations=all|L1,L2]",
       "a sales channel; repeat for each (replaces the default web, app, marketplace)",
       K_CHANNEL, channels, 0, 0, 0),
@@ -212,6 +215,7 @@ void atp_config_init(struct atp_config *cfg)
     cfg->max_ttl_ms = sc.max_ttl_ms ? sc.max_ttl_ms : 24ull * 3600 * 1000;
     cfg->idempotency_window_ms = sc.idempotency_window_ms;
     cfg->feed_records = sc.feed_records;
+    cfg->feed_wait_max_ms = 30 * 1000;
     cfg->appendfsync = ATP_FSYNC_ALWAYS;
     cfg->snapshot_interval_ms = 300 * 1000;
     cfg->snapshot_log_size = 256ull << 20;

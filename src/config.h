@@ -96,7 +96,8 @@ struct atp_config {
     uint32_t max_reservations;
     uint64_t max_ttl_ms;
     uint64_t idempotency_window_ms;
-    uint32_t feed_records; /* change-feed window */
+    uint32_t feed_records;     /* change-feed window */
+    uint64_t feed_wait_max_ms; /* longest wait of a feed request; 0: answer at once */
     struct atp_config_channel channels[ATP_MAX_CHANNELS];
     uint32_t nchannels;
     int channels_layer; /* layer the current channel set came from */

@@ -630,6 +630,7 @@ static int serve(const struct atp_config *cfg)
         .busy_poll_us = cfg->busy_poll_us,
         .output_buffer_limit = cfg->output_buffer_limit,
         .shutdown_timeout_ms = cfg->shutdown_timeout_ms,
+        .feed_wait_max_ms = cfg->feed_wait_max_ms,
     };
     /* HTTP/JSON facade on the same workers; /readyz is 503 while draining
      * (the server adds that) and ready otherwise once we get here: the store

@@ -616,6 +616,10 @@ static const struct rule rules[] = {
      "Bytes sent to clients."},
     {"server_backpressure_pauses", false, "atp_backpressure_pauses_total", "", T_COUNTER, NULL, 1,
      0, "Times reading from a client paused because its responses were not being read."},
+    {"server_feed_waits", false, "atp_feed_waits_total", "", T_COUNTER, NULL, 1, 0,
+     "Change-feed requests held until a change or the end of their wait."},
+    {"server_feed_waiting", false, "atp_feed_waiting", "", T_GAUGE, NULL, 1, 0,
+     "Connections whose change-feed request is being held now."},
     /* durability: write-ahead log and snapshots (src/wal.c, src/recover.c) */
     {"durable_ready", false, "atp_durable_ready", "", T_GAUGE, NULL, 1, 0,
      "1 when the write-ahead log is open and has not failed."},

@@ -117,6 +117,7 @@
 #define LINGER_MS       1000  /* bound on CLOSING + LINGER */
 #define TICK_MS         50    /* idle sweep period; the idle timeout's precision */
 #define DRAIN_TICK_MS   10
+#define WAIT_TICK_MS    5 /* held feed requests are looked at again this often */
 #define DRAIN_QUIET_MS  20   /* a draining conn closes once this quiet with nothing pending */
 #define QUIET_MS        1000 /* multishot: a conn this quiet gets its socket checked once */
 #define LISTEN_BACKLOG  4096
@@ -132,8 +133,9 @@ enum ud_tag {
     UD_WAKE = 5,
     UD_HACCEPT = 6, /* the HTTP listener */
     UD_DURABLE = 7, /* the log writer signalled: held responses may go */
+    UD_WAIT = 8,    /* look again at the held feed requests */
 };
-#define UD_TAG_MASK 7ull
+#define UD_TAG_MASK 15ull
 
 enum conn_state {
     C_OPEN,
@@ -179,6 +181,9 @@ struct conn {
     uint64_t hold_pos;      /* durability: out waits until this log position is acked */
     struct conn *held_next; /* on the worker's held list */
     bool held;
+    bool waiting;                       /* a feed request at the head of in waits (paused too) */
+    struct atp_wait wait;               /* cmd.h: that request's deadline */
+    struct conn *wait_prev, *wait_next; /* the worker's waiting list */
 } __attribute__((aligned(16)));
 
 struct clist {
@@ -199,6 +204,8 @@ struct worker_stats {
     uint64_t bytes_out;
     uint64_t pauses;
     uint64_t recv_restarts; /* multishot recvs the quiet check restarted */
+    uint64_t feed_waits;    /* feed requests held for a change */
+    uint64_t feed_waiting;  /* connections holding one now (a gauge) */
 };
 
 /* A relaxed load and store: plain instructions on x86, no lock prefix; a
@@ -217,7 +224,10 @@ struct worker {
     int efd;  /* eventfd: drain requests */
     int dfd;  /* eventfd the log writer signals; -1 without durability */
     uint64_t dval;
-    struct conn *held; /* conns whose output waits for the log */
+    struct conn *held;    /* conns whose output waits for the log */
+    struct conn *waiters; /* conns whose head request waits for a feed change */
+    bool wait_armed;      /* the UD_WAIT timeout is pending */
+    struct __kernel_timespec wait_ts;
     struct io_uring ring;
     bool ring_ok;
     struct atp_cmd_ctx ctx;   /* this worker's copy */
@@ -548,6 +558,53 @@ static int in_reserve(struct worker *w, struct conn *c, size_t need)
     return 0;
 }
 
+/* --- held feed requests ------------------------------------------------------ */
+
+static void arm_wait(struct worker *w)
+{
+    w->wait_ts.tv_sec = 0;
+    w->wait_ts.tv_nsec = (long long)WAIT_TICK_MS * 1000000;
+    struct io_uring_sqe *sqe = get_sqe(w);
+    io_uring_prep_timeout(sqe, &w->wait_ts, 0, 0);
+    io_uring_sqe_set_data64(sqe, ud_make(w, UD_WAIT));
+    w->wait_armed = true;
+}
+
+/* c's head request waits for a feed change: stop reading, look again soon. */
+static void wait_start(struct worker *w, struct conn *c)
+{
+    c->paused = true;
+    if (c->waiting)
+        return;
+    c->waiting = true;
+    c->wait_prev = NULL;
+    c->wait_next = w->waiters;
+    if (w->waiters)
+        w->waiters->wait_prev = c;
+    w->waiters = c;
+    STAT_ADD(w, feed_waits, 1);
+    STAT_ADD(w, feed_waiting, 1);
+    if (!w->wait_armed)
+        arm_wait(w);
+}
+
+/* Off the waiting list (answered, closing or released); paused is the caller's. */
+static void wait_end(struct worker *w, struct conn *c)
+{
+    if (!c->waiting)
+        return;
+    if (c->wait_prev)
+        c->wait_prev->wait_next = c->wait_next;
+    else
+        w->waiters = c->wait_next;
+    if (c->wait_next)
+        c->wait_next->wait_prev = c->wait_prev;
+    c->wait_prev = c->wait_next = NULL;
+    c->waiting = false;
+    c->wait.until_us = 0;
+    STAT_ADD(w, feed_waiting, (uint64_t)-1);
+}
+
 /* --- connections: state changes ---------------------------------------------- */
 
 static void count_close(struct worker *w, enum close_reason why)
@@ -583,6 +640,7 @@ static void conn_kill(struct worker *w, struct conn *c)
         active_remove(w, c);
     else
         list_remove(&w->closing, c);
+    wait_end(w, c);
     c->state = C_DEAD;
     /*
      * Shutting the socket down wakes a pending recv (it returns 0) and a
@@ -609,6 +667,7 @@ static void conn_begin_close(struct worker *w, struct conn *c, enum close_reason
     c->last_ms = w->now_ms;
     c->in_len = 0; /* unanswered input is dropped */
     c->paused = false;
+    wait_end(w, c);
     list_push(&w->closing, c);
     mark_dirty(w, c);
     if (atp_log_enabled(ATP_LOG_DEBUG)) {
@@ -693,6 +752,11 @@ static size_t consume(struct worker *w, struct conn *c, const uint8_t *p, size_t
     uint64_t handled = 0;
     uint64_t pos0 = atp_durable_tls_pos();
     size_t limit = w->srv->cfg.output_buffer_limit;
+    /* A feed request that asks to wait may be held (cmd.h, struct atp_wait):
+     * the handlers then stop before it and set c->wait.parked. */
+    c->wait.max_ms = w->draining ? 0 : (uint32_t)w->srv->cfg.feed_wait_max_ms;
+    c->wait.parked = false;
+    w->ctx.wait = &c->wait;
     if (!c->http && n > 0) {
         size_t unsent = c->snd.len - c->snd_off;
         uint32_t frames = 0;
@@ -726,6 +790,11 @@ static size_t consume(struct worker *w, struct conn *c, const uint8_t *p, size_t
         }
         break;
     }
+    w->ctx.wait = NULL;
+    if (c->wait.parked && c->state == C_OPEN)
+        wait_start(w, c);
+    else if (c->waiting)
+        wait_end(w, c);
     if (off > 0)
         c->req_ms = w->now_ms; /* what is left is a request that begins now */
     if (handled)
@@ -1201,6 +1270,32 @@ static void on_tick(struct worker *w)
     arm_tick(w);
 }
 
+/*
+ * Every WAIT_TICK_MS while some are held: each held feed request is handled
+ * again, and answered if the feed now has something after its cursor or its
+ * wait is over (then the requests pipelined behind it follow); otherwise it
+ * is held again. A held connection counts as active, not idle.
+ */
+static void on_wait(struct worker *w)
+{
+    w->wait_armed = false;
+    for (struct conn *c = w->waiters, *next; c; c = next) {
+        next = c->wait_next;
+        if (c->state != C_OPEN || c->in_len == 0) {
+            wait_end(w, c); /* (held input is never empty; defensive) */
+            c->paused = false;
+            mark_dirty(w, c);
+            continue;
+        }
+        touch(w, c);
+        c->paused = false;
+        consume_buffered(w, c); /* holds it again, or answers and goes on */
+        mark_dirty(w, c);       /* a recv to re-arm, or output to send */
+    }
+    if (w->waiters && !w->wait_armed)
+        arm_wait(w);
+}
+
 static void handle_cqe(struct worker *w, const struct io_uring_cqe *cqe)
 {
     uint64_t ud = io_uring_cqe_get_data64(cqe);
@@ -1220,6 +1315,9 @@ static void handle_cqe(struct worker *w, const struct io_uring_cqe *cqe)
         break;
     case UD_TICK:
         on_tick(w);
+        break;
+    case UD_WAIT:
+        on_wait(w);
         break;
     case UD_DURABLE:
         on_durable(w, cqe);
@@ -1546,6 +1644,8 @@ void atp_server_stats(const struct atp_server *srv, struct atp_server_stats *ret
         ret->bytes_out += LD(bytes_out);
         ret->backpressure_pauses += LD(pauses);
         ret->recv_restarts += LD(recv_restarts);
+        ret->feed_waits += LD(feed_waits);
+        ret->feed_waiting += LD(feed_waiting);
 #undef LD
     }
 }
@@ -1570,6 +1670,8 @@ static void stats_collect(void *arg, atp_stat_emit_fn emit, void *emit_arg)
     emit(emit_arg, "server_bytes_in", (int64_t)s.bytes_in);
     emit(emit_arg, "server_bytes_out", (int64_t)s.bytes_out);
     emit(emit_arg, "server_backpressure_pauses", (int64_t)s.backpressure_pauses);
+    emit(emit_arg, "server_feed_waits", (int64_t)s.feed_waits);
+    emit(emit_arg, "server_feed_waiting", (int64_t)s.feed_waiting);
 }
 
 /* --- the HTTP listener -------------------------------------------------------- */

@@ -34,6 +34,7 @@ struct atp_server_config {
     uint64_t idle_timeout_ms;     /* 0: never; else ETIMEDOUT, then close */
     uint64_t output_buffer_limit; /* pending bytes before reads pause */
     uint64_t shutdown_timeout_ms; /* drain bound */
+    uint64_t feed_wait_max_ms;    /* longest a feed request is held (cmd.h atp_wait); 0: never */
     /* HTTP/JSON facade (http.h): a second listener on the same workers. */
     bool http;                        /* false: no HTTP listener */
     const char *http_bind;            /* NULL: the same address as bind */
@@ -107,6 +108,8 @@ struct atp_server_stats {
     uint64_t bytes_out;
     uint64_t backpressure_pauses; /* times reading from a client paused */
     uint64_t recv_restarts;       /* multishot recvs the quiet check restarted */
+    uint64_t feed_waits;          /* feed requests held for a change */
+    uint64_t feed_waiting;        /* connections holding one now */
 };
 void atp_server_stats(const struct atp_server *srv, struct atp_server_stats *ret);
 

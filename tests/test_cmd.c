@@ -331,7 +331,7 @@ static void test_mget(void **state)
 static void req_changes(struct fx *x, const char *channel, uint64_t cursor, uint32_t max,
                         bool network)
 {
-    struct atp_proto_changes_req r = {atp_slice_cstr(channel), cursor, max, network};
+    struct atp_proto_changes_req r = {atp_slice_cstr(channel), cursor, max, network, 0};
     x->req_len = atp_proto_enc_changes_req(x->req, sizeof(x->req), id(x), &r);
 }
 

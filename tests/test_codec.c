@@ -121,7 +121,7 @@ static void build_samples(void)
         add_sample(bd ? "mget resp breakdown" : "mget resp", b, (ssize_t)sz);
     }
 
-    struct atp_proto_changes_req cq = {ATP_SLICE("web"), 0, 1000, false};
+    struct atp_proto_changes_req cq = {ATP_SLICE("web"), 0, 1000, false, 0};
     add_sample("changes req start", b, atp_proto_enc_changes_req(b, sizeof(b), 12, &cq));
     cq.cursor = UINT64_C(0x5a3c000000001000);
     cq.max = 2;
@@ -710,7 +710,7 @@ static void test_changes(void **state)
     struct atp_frame f;
 
     /* Request: every field back, the slice into the frame, NETWORK as a flag. */
-    struct atp_proto_changes_req q = {ATP_SLICE("marketplace"), UINT64_MAX, 65535, true};
+    struct atp_proto_changes_req q = {ATP_SLICE("marketplace"), UINT64_MAX, 65535, true, 0};
     ssize_t n = atp_proto_enc_changes_req(b, sizeof(b), 5, &q);
     assert_int_equal(n, 20 + 1 + 11 + 8 + 2);
     f = frame_of(b, n);
@@ -731,13 +731,38 @@ static void test_changes(void **state)
     assert_int_equal(atp_proto_dec_changes_req(&f, &r), 0);
     assert_false(r.network);
     assert_true(r.cursor == 0);
+    assert_int_equal(r.wait_ms, 0);
+
+    /* WAIT: the flag and a u32 after max, only when wait_ms is not 0. */
+    struct atp_proto_changes_req qw = {ATP_SLICE("web"), 77, 10, true, 0xfedcba98u};
+    n = atp_proto_enc_changes_req(b, sizeof(b), 6, &qw);
+    assert_int_equal(n, 20 + 1 + 3 + 8 + 2 + 4);
+    f = frame_of(b, n);
+    assert_int_equal(f.flags, ATP_FLAG_NETWORK | ATP_FLAG_WAIT);
+    assert_int_equal(atp_proto_dec_changes_req(&f, &r), 0);
+    assert_true(r.wait_ms == 0xfedcba98u);
+    assert_true(r.network);
+    assert_true(r.cursor == 77);
+    assert_int_equal(r.max, 10);
+    /* WAIT without its u32, or the u32 without WAIT: EMALFORMED. */
+    f = frame_of(b, n);
+    f.body_len -= 4;
+    assert_int_equal(atp_proto_dec_changes_req(&f, &r), ATP_EMALFORMED);
+    f = frame_of(b, n);
+    f.flags = ATP_FLAG_NETWORK;
+    assert_int_equal(atp_proto_dec_changes_req(&f, &r), ATP_EMALFORMED);
+
+    n = atp_proto_enc_changes_req(b, sizeof(b), 5, &q);
+    f = frame_of(b, n);
+    assert_int_equal(atp_proto_dec_changes_req(&f, &r), 0);
+    assert_int_equal(r.wait_ms, 0);
 
     /* An undefined flag, a body one byte short, one byte over: EMALFORMED,
      * and *ret untouched. */
     struct atp_proto_changes_req before;
     memset(&r, 0x5a, sizeof(r));
     before = r;
-    b[4] = 0x02;
+    b[4] = 0x04;
     f = frame_of(b, n);
     assert_int_equal(atp_proto_dec_changes_req(&f, &r), ATP_EMALFORMED);
     b[4] = 0;

@@ -44,6 +44,7 @@ static void test_defaults(void **state)
     assert_int_equal(cfg.channels[2].nlocations, 2);
     assert_int_equal(cfg.max_frame, 1u << 20);
     assert_int_equal(cfg.shutdown_timeout_ms, 5000);
+    assert_int_equal(cfg.feed_wait_max_ms, 30000);
     assert_false(cfg.demo);
     assert_null(cfg.kafka_brokers);
     assert_int_equal(atp_config_validate(&cfg, err, sizeof(err)), 0);
@@ -75,6 +76,7 @@ static void test_every_directive(void **state)
                                "max-ttl 2h\n"
                                "idempotency-window 15m\n"
                                "feed-size 5000\n"
+                               "feed-wait-max 2500ms\n"
                                "channel web safety=2 pct=0 cap=-1 locations=all\r\n"
                                "channel marketplace-x safety=5 pct=10 cap=50 locations=DC1,DC2\n"
                                "demo yes\n"
@@ -107,6 +109,7 @@ static void test_every_directive(void **state)
     assert_int_equal(cfg.max_ttl_ms, 2 * 3600 * 1000);
     assert_int_equal(cfg.idempotency_window_ms, 15 * 60 * 1000);
     assert_int_equal(cfg.feed_records, 5000);
+    assert_int_equal(cfg.feed_wait_max_ms, 2500);
     struct atp_config_store sc;
     atp_config_to_store(&cfg, &sc);
     assert_int_equal(sc.store.feed_records, 8192); /* the next power of two */
@@ -432,6 +435,7 @@ static void test_directive_table(void **state)
         "max-ttl",
         "idempotency-window",
         "feed-size",
+        "feed-wait-max",
         "channel",
         "demo",
         "kafka-brokers",

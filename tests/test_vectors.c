@@ -175,6 +175,7 @@ static ssize_t encode_request(struct toks *ts, uint8_t op, uint64_t id, uint16_t
         r.cursor = take_u(ts, "cursor");
         r.max = (uint32_t)take_u(ts, "max");
         r.network = flags & ATP_FLAG_NETWORK;
+        r.wait_ms = flags & ATP_FLAG_WAIT ? (uint32_t)take_u(ts, "wait_ms") : 0;
         return atp_proto_enc_changes_req(buf, cap, id, &r);
     }
     case ATP_OP_RESERVE: {

@@ -159,6 +159,18 @@ int atp_client_changes(struct atp_client *c, const char *channel, uint64_t curso
                        uint32_t max, struct atp_client_change *ret, uint32_t *ret_n,
                        uint64_t *ret_next, bool *ret_more);
 /*
+ * The same, but when there is nothing new after cursor the server holds the
+ * answer for up to wait_ms (cut to its feed-wait-max) and answers as soon as
+ * a change arrives: a subscription rather than a poll. The answer after a
+ * wait with nothing new has no entries and *ret_next == cursor. The socket
+ * timeout (atp_client_set_timeout) is stretched by wait_ms for this call.
+ * wait_ms 0 is atp_client_changes.
+ */
+int atp_client_changes_wait(struct atp_client *c, const char *channel, uint64_t cursor,
+                            bool network, uint32_t max, uint32_t wait_ms,
+                            struct atp_client_change *ret, uint32_t *ret_n, uint64_t *ret_next,
+                            bool *ret_more);
+/*
  * fn is called for each pair, name NUL-terminated and valid for the call;
  * a non-zero return from fn stops the walk (the call still returns 0).
  */

@@ -72,6 +72,7 @@ const char *atp_proto_op_name(unsigned opcode);
 #define ATP_FLAG_REPLAYED  0x0001 /* RESERVE response */
 #define ATP_FLAG_BY_KEY    0x0001 /* GET_RESERVATION request */
 #define ATP_FLAG_NETWORK   0x0001 /* CHANGES request and response */
+#define ATP_FLAG_WAIT      0x0002 /* CHANGES request: a u32 wait_ms follows max */
 
 /* A frame: the decoded header and where its body is. */
 struct atp_frame {
@@ -168,13 +169,16 @@ ssize_t atp_proto_enc_mget_req(uint8_t *buf, size_t cap, uint64_t id, bool break
 /*
  * CHANGES: cursor 0 asks for the feed's position now (no entries). max is
  * a u16 on the wire; the command layer checks its range (1..ATP_CHANGES_MAX
- * and max_keys), the codec does not.
+ * and max_keys), the codec does not. wait_ms (on the wire only with
+ * ATP_FLAG_WAIT, which the encoder sets when it is not 0): how long the
+ * server may hold an answer that would report nothing.
  */
 struct atp_proto_changes_req {
     struct atp_slice channel;
     uint64_t cursor;
     uint32_t max;
     bool network; /* ATP_FLAG_NETWORK */
+    uint32_t wait_ms;
 };
 int atp_proto_dec_changes_req(const struct atp_frame *f, struct atp_proto_changes_req *ret);
 /* ATP_EINVAL when max is over 65535 or the channel over 255 bytes. */
