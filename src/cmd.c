@@ -209,7 +209,7 @@ static int op_mget(struct atp_cmd_ctx *ctx, const struct atp_frame *f, struct at
     return 0;
 }
 
-bool atp_wait_hold(struct atp_wait *w, bool empty, uint32_t wait_ms, uint64_t now_us)
+static bool wait_hold(struct atp_wait *w, bool empty, uint32_t wait_ms, uint64_t now_us)
 {
     if (!w)
         return false;
@@ -225,11 +225,52 @@ bool atp_wait_hold(struct atp_wait *w, bool empty, uint32_t wait_ms, uint64_t no
         }
     }
     w->until_us = 0;
+    w->from = 0;
     return false;
 }
 
+int atp_cmd_changes(struct atp_cmd_ctx *ctx, uint32_t channel, uint64_t cursor, uint32_t flags,
+                    uint32_t max, uint32_t wait_ms, uint64_t now_us, struct atp_change *ret,
+                    uint32_t *ret_n, uint64_t *ret_next, bool *ret_more)
+{
+    struct atp_wait *w = ctx->wait;
+    if (cursor == 0) {
+        if (w)
+            w->until_us = w->from = 0;
+        *ret_n = 0;
+        *ret_next = atp_store_changes_cursor(ctx->store);
+        *ret_more = false;
+        return 0;
+    }
+    /* A request held before goes on from where its last look ended: the
+     * records between its cursor and there were all of items the channel
+     * does not sell from (else it would have been answered). */
+    uint64_t since = w && w->until_us && w->from ? w->from : cursor;
+    uint32_t n;
+    uint64_t next;
+    bool more;
+    int rc = atp_store_changes(ctx->store, channel, since, flags, max, ret, &n, &next, &more);
+    if (rc == 0 && wait_hold(w, n == 0 && !more, wait_ms, now_us)) {
+        w->from = next;
+        return ATP_CMD_HELD;
+    }
+    if (w)
+        w->until_us = w->from = 0; /* answered (an error too): its wait is over */
+    if (rc)
+        return rc;
+    *ret_n = n;
+    *ret_next = next;
+    *ret_more = more;
+    return 0;
+}
+
+bool atp_wait_hold(struct atp_wait *w, bool empty, uint32_t wait_ms, uint64_t now_us)
+{
+    return wait_hold(w, empty, wait_ms, now_us);
+}
+
 /* Returned by an operation that holds its request (nothing appended). */
-#define OP_HELD 1
+#define OP_HELD ATP_CMD_HELD
 
 /*
  * CHANGES: cursor 0 answers the feed's position now; any other cursor reads
@@ -254,22 +295,13 @@ static int op_changes(struct atp_cmd_ctx *ctx, const struct atp_frame *f, struct
     if ((rc = atp_store_channel_find(ctx->store, req.channel, &channel)))
         return rc;
     struct atp_change changes[ATP_CHANGES_MAX];
-    uint32_t n = 0;
+    uint32_t n;
     uint64_t next;
-    bool more = false;
-    if (req.cursor == 0) {
-        next = atp_store_changes_cursor(ctx->store);
-    } else {
-        rc = atp_store_changes(ctx->store, channel, req.cursor,
-                               req.network ? ATP_CHANGES_NETWORK : 0, req.max, changes, &n, &next,
-                               &more);
-        if (rc == 0 && atp_wait_hold(ctx->wait, n == 0 && next == req.cursor, req.wait_ms, now_us))
-            return OP_HELD;
-        if (ctx->wait)
-            ctx->wait->until_us = 0; /* answered (an error too): its wait is over */
-        if (rc)
-            return rc;
-    }
+    bool more;
+    rc = atp_cmd_changes(ctx, channel, req.cursor, req.network ? ATP_CHANGES_NETWORK : 0, req.max,
+                         req.wait_ms, now_us, changes, &n, &next, &more);
+    if (rc)
+        return rc; /* OP_HELD too */
     RETURN_EMIT(out, atp_proto_enc_changes_resp(P, C, f->id, req.network, next, more, changes, n));
 }
 

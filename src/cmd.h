@@ -39,26 +39,29 @@ struct atp_stats_source {
 
 /*
  * A feed request that asks to wait (binary CHANGES with the WAIT flag, HTTP
- * /v1/changes with `wait`) and would report nothing new (no entries, and a
- * next cursor equal to its own) is held instead of answered: the call stops
- * before it, consuming nothing and appending nothing, and sets `parked`.
- * The caller keeps the request's input and calls again later (the server:
- * every few milliseconds), and the request is answered as soon as the feed
- * has something after its cursor, or with nothing once its wait is over.
- * One per connection, since it remembers the deadline of the request at the
- * head of that connection's input.
+ * /v1/changes with `wait`) and would report nothing (no entries, and no
+ * more records waiting to be examined) is held instead of answered: the
+ * call stops before it, consuming nothing and appending nothing, and sets
+ * `parked`. The caller keeps the request's input and calls again later (the
+ * server: every few milliseconds), and the request is answered as soon as
+ * the feed has something for it after its cursor, or with nothing once its
+ * wait is over. One per connection, since it remembers the deadline of the
+ * request at the head of that connection's input and where its last look
+ * ended.
  */
 struct atp_wait {
     uint32_t max_ms;   /* set by the caller: the longest wait granted; 0 answers at once */
     uint64_t until_us; /* 0, or when the held request must be answered (now_us's clock) */
+    uint64_t from;     /* the held request's last look ended at this cursor */
     bool parked;       /* out: the last call stopped at a held request */
 };
 
 /*
  * For a feed request asking to wait wait_ms: true to hold it now (sets
  * w->parked, and the deadline the first time), false to answer it (and the
- * deadline is forgotten). `empty`: the answer would report nothing new.
+ * deadline is forgotten). `empty`: the answer would report nothing.
  * w may be NULL (a caller that cannot hold: answer at once).
+ * (atp_cmd_changes does this and more; prefer it.)
  */
 bool atp_wait_hold(struct atp_wait *w, bool empty, uint32_t wait_ms, uint64_t now_us);
 
@@ -77,6 +80,22 @@ struct atp_cmd_ctx {
      * requests are then answered at once whatever they ask). */
     struct atp_wait *wait;
 };
+
+#define ATP_CMD_HELD 1 /* atp_cmd_changes: the request is held, nothing to answer yet */
+
+/*
+ * The feed call of a request (binary CHANGES, HTTP /v1/changes), waiting as
+ * above when wait_ms > 0 and ctx->wait is set: cursor 0 answers the feed's
+ * position now (no entries); any other cursor is atp_store_changes after
+ * it, or after where the same request's last look ended when it was held
+ * before (the records in between were all of items the channel does not
+ * sell from). Returns 0 with the out-parameters written, a store error, or
+ * ATP_CMD_HELD (ctx->wait->parked set, nothing written): the caller answers
+ * nothing now and handles the same request again later.
+ */
+int atp_cmd_changes(struct atp_cmd_ctx *ctx, uint32_t channel, uint64_t cursor, uint32_t flags,
+                    uint32_t max, uint32_t wait_ms, uint64_t now_us, struct atp_change *ret,
+                    uint32_t *ret_n, uint64_t *ret_next, bool *ret_more);
 
 /*
  * Handle the frame at the start of `in`.

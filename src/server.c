@@ -182,6 +182,8 @@ struct conn {
     struct conn *held_next; /* on the worker's held list */
     bool held;
     bool waiting;                       /* a feed request at the head of in waits (paused too) */
+    bool wait_fresh;                    /* held since on_wait last handled it */
+    uint64_t wait_pos;                  /* the feed's position when on_wait last handled it */
     struct atp_wait wait;               /* cmd.h: that request's deadline */
     struct conn *wait_prev, *wait_next; /* the worker's waiting list */
 } __attribute__((aligned(16)));
@@ -574,6 +576,7 @@ static void arm_wait(struct worker *w)
 static void wait_start(struct worker *w, struct conn *c)
 {
     c->paused = true;
+    c->wait_fresh = true; /* handled at the next look whatever the feed did */
     if (c->waiting)
         return;
     c->waiting = true;
@@ -601,7 +604,9 @@ static void wait_end(struct worker *w, struct conn *c)
         c->wait_next->wait_prev = c->wait_prev;
     c->wait_prev = c->wait_next = NULL;
     c->waiting = false;
-    c->wait.until_us = 0;
+    /* c->wait.until_us stays: it belongs to the request at the head of the
+     * input, which may be held again (after a pause for output, say) and
+     * keeps its deadline; answering it clears it (cmd.c). */
     STAT_ADD(w, feed_waiting, (uint64_t)-1);
 }
 
@@ -992,7 +997,10 @@ static void conn_flush(struct worker *w, struct conn *c)
         if (c->state == C_DEAD)
             return; /* conn_kill put it back on the dirty list */
     }
-    bool want_recv = (c->state == C_OPEN && !c->paused) || c->state == C_LINGER;
+    /* A conn holding a feed request keeps receiving: what arrives is kept
+     * behind the held request (bounded by the input limit), and a client
+     * that closes is noticed now rather than at the end of the wait. */
+    bool want_recv = (c->state == C_OPEN && (!c->paused || c->waiting)) || c->state == C_LINGER;
     if (want_recv && !c->recv_armed)
         arm_recv(w, c);
     else if (!want_recv && c->recv_armed && w->multishot && c->state == C_OPEN)
@@ -1275,10 +1283,22 @@ static void on_tick(struct worker *w)
  * again, and answered if the feed now has something after its cursor or its
  * wait is over (then the requests pipelined behind it follow); otherwise it
  * is held again. A held connection counts as active, not idle.
+ *
+ * One feed scan per look (atp_store_changes_cursor) tells whether anything
+ * was recorded since the last: a request held at the last look was held
+ * because nothing followed its cursor, and its cursor is therefore the
+ * position `pos` that look read before handling it (the position only
+ * grows, and it was neither behind the cursor nor, with the request's own
+ * scan finding nothing after the cursor, ahead of it). So while the position
+ * stays put and its deadline is ahead, it is not handled again: a look costs
+ * one scan, not one per held request. A request held elsewhere (a new one,
+ * or one handled again after a pause for output) is handled at the next
+ * look whatever the position.
  */
 static void on_wait(struct worker *w)
 {
     w->wait_armed = false;
+    uint64_t pos = atp_store_changes_cursor(w->ctx.store);
     for (struct conn *c = w->waiters, *next; c; c = next) {
         next = c->wait_next;
         if (c->state != C_OPEN || c->in_len == 0) {
@@ -1288,9 +1308,18 @@ static void on_wait(struct worker *w)
             continue;
         }
         touch(w, c);
+        /* (A deadline further off than the longest wait: the clock went
+         * back; the command layer then answers.) */
+        if (!c->wait_fresh && c->wait_pos == pos && !w->draining && w->now_us < c->wait.until_us &&
+            c->wait.until_us - w->now_us <= (uint64_t)c->wait.max_ms * 1000u)
+            continue; /* nothing recorded since it was held, and time left */
         c->paused = false;
         consume_buffered(w, c); /* holds it again, or answers and goes on */
         mark_dirty(w, c);       /* a recv to re-arm, or output to send */
+        if (c->waiting) {
+            c->wait_fresh = false;
+            c->wait_pos = pos;
+        }
     }
     if (w->waiters && !w->wait_armed)
         arm_wait(w);
