@@ -161,8 +161,10 @@ int atp_client_changes(struct atp_client *c, const char *channel, uint64_t curso
 /*
  * The same, but when there is nothing new after cursor the server holds the
  * answer for up to wait_ms (cut to its feed-wait-max) and answers as soon as
- * a change arrives: a subscription rather than a poll. The answer after a
- * wait with nothing new has no entries and *ret_next == cursor. The socket
+ * a change for the channel arrives: a subscription rather than a poll. The
+ * answer after a wait with nothing has no entries; *ret_next is where to go
+ * on from, as always (past changes of items at locations the channel does
+ * not sell from, which never end a wait). The socket
  * timeout (atp_client_set_timeout) is stretched by wait_ms for this call.
  * wait_ms 0 is atp_client_changes.
  */
