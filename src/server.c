@@ -1286,14 +1286,13 @@ static void on_tick(struct worker *w)
  *
  * One feed scan per look (atp_store_changes_cursor) tells whether anything
  * was recorded since the last: a request held at the last look was held
- * because nothing followed its cursor, and its cursor is therefore the
- * position `pos` that look read before handling it (the position only
- * grows, and it was neither behind the cursor nor, with the request's own
- * scan finding nothing after the cursor, ahead of it). So while the position
- * stays put and its deadline is ahead, it is not handled again: a look costs
- * one scan, not one per held request. A request held elsewhere (a new one,
- * or one handled again after a pause for output) is handled at the next
- * look whatever the position.
+ * because its own feed call, made after that look read the position `pos`,
+ * examined every record up to the feed's end then (no `more`) and found
+ * none for its channel. The position only grows, so while it stays at pos
+ * there is nothing new for the request, and while its deadline is ahead too
+ * it is not handled again: a look costs one scan, not a feed call per held
+ * request. A request held elsewhere (a new one, or one handled again after
+ * a pause for output) is handled at the next look whatever the position.
  */
 static void on_wait(struct worker *w)
 {
