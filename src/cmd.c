@@ -209,6 +209,12 @@ static int op_mget(struct atp_cmd_ctx *ctx, const struct atp_frame *f, struct at
     return 0;
 }
 
+/*
+ * For a feed request asking to wait wait_ms: true to hold it now (sets
+ * w->parked, and the deadline the first time), false to answer it (and the
+ * request's wait state is forgotten). `empty`: the answer would report
+ * nothing. w may be NULL (a caller that cannot hold: answer at once).
+ */
 static bool wait_hold(struct atp_wait *w, bool empty, uint32_t wait_ms, uint64_t now_us)
 {
     if (!w)
@@ -262,11 +268,6 @@ int atp_cmd_changes(struct atp_cmd_ctx *ctx, uint32_t channel, uint64_t cursor, 
     *ret_next = next;
     *ret_more = more;
     return 0;
-}
-
-bool atp_wait_hold(struct atp_wait *w, bool empty, uint32_t wait_ms, uint64_t now_us)
-{
-    return wait_hold(w, empty, wait_ms, now_us);
 }
 
 /* Returned by an operation that holds its request (nothing appended). */

@@ -56,15 +56,6 @@ struct atp_wait {
     bool parked;       /* out: the last call stopped at a held request */
 };
 
-/*
- * For a feed request asking to wait wait_ms: true to hold it now (sets
- * w->parked, and the deadline the first time), false to answer it (and the
- * deadline is forgotten). `empty`: the answer would report nothing.
- * w may be NULL (a caller that cannot hold: answer at once).
- * (atp_cmd_changes does this and more; prefer it.)
- */
-bool atp_wait_hold(struct atp_wait *w, bool empty, uint32_t wait_ms, uint64_t now_us);
-
 struct atp_cmd_ctx {
     struct atp_store *store;
     struct atp_stats_source sources[ATP_CMD_MAX_SOURCES]; /* for STATS */
@@ -131,11 +122,12 @@ ssize_t atp_cmd_handle(struct atp_cmd_ctx *ctx, const uint8_t *in, size_t len, s
  * chains them with no clock read in between.
  *
  * Returns the bytes consumed: whole frames answered; it stops at a partial
- * frame, at out_stop, or at a held frame (ctx->wait->parked is then true). *ret_frames counts the frames handled (a broken one
- * included). *ret_err is 0, or what atp_cmd_handle would have returned for
- * the frame that ended the call (broken framing with its error appended, or
- * -ENOMEM); the caller then flushes `out` and closes, and the return value
- * means nothing more.
+ * frame, at out_stop, or at a held frame (ctx->wait->parked is then
+ * true). *ret_frames counts the frames handled (a broken one included).
+ * *ret_err is 0, or what atp_cmd_handle would have returned for the frame
+ * that ended the call (broken framing with its error appended, or -ENOMEM);
+ * the caller then flushes `out` and closes, and the return value means
+ * nothing more.
  */
 size_t atp_cmd_handle_many(struct atp_cmd_ctx *ctx, const uint8_t *in, size_t len,
                            struct atp_buf *out, uint64_t now_us, size_t out_stop, uint64_t *io_t_ns,

@@ -1356,31 +1356,38 @@ static bool parse_decimal(struct atp_slice s, uint64_t *ret, bool *ret_over)
 }
 
 /*
- * GET /v1/changes?channel=&since=&limit=&scope=: the store's change feed
- * (store.h, "change feed"). Without `since`: the cursor now and no changes,
- * the client's starting point. With it: up to `limit` (by default, and at
- * most, the batch limit or ATP_CHANGES_MAX if lower) items whose ATP
+ * GET /v1/changes?channel=&since=&limit=&scope=&wait=: the store's change
+ * feed (store.h, "change feed"). Without `since`: the cursor now and no
+ * changes, the client's starting point. With it: up to `limit` (by default,
+ * and at most, the batch limit or ATP_CHANGES_MAX if lower) items whose ATP
  * changed after it, each with its ATP now, and the cursor to ask from next;
  * `scope=network` gives one entry per sku with its network ATP and no
  * `location` member. The cursor is a decimal string (a u64 is beyond the
  * integers every JSON client keeps exactly). Answers depend on the moment,
  * so no ETag and no caching.
+ *
+ * `wait` (milliseconds, a u32): with `since`, an answer that would report
+ * nothing is held, as the binary protocol's CHANGES with WAIT is (the feed
+ * call of both is atp_cmd_changes): ATP_CMD_HELD, with nothing appended and
+ * nothing recorded, and the caller hands the same bytes again later. They
+ * are parsed afresh each time; what the held request needs between calls
+ * (its deadline, where its last look ended) is in the connection's struct
+ * atp_wait, not here. HEAD is held like GET: its headers are those of the
+ * GET's answer, which is only known once the wait ends. Without `since`,
+ * with an error, or with ctx->cmd->wait NULL it is answered at once.
  */
-static int op_changes(struct call *c)
+static int changes(struct call *c)
 {
-    c->op = ATP_MOP_CHANGES;
-    if (!is_get(c))
-        return method_not_allowed(c, "GET, HEAD");
-    char chb[PATH_MAX_SEG], sinceb[PATH_MAX_SEG], limitb[PATH_MAX_SEG], scopeb[PATH_MAX_SEG];
+    char chb[PATH_MAX_SEG], sinceb[PATH_MAX_SEG], limitb[PATH_MAX_SEG], scopeb[PATH_MAX_SEG],
+        waitb[PATH_MAX_SEG];
     struct qparam qp[] = {
-        QPARAM("channel", chb),
-        QPARAM("since", sinceb),
-        QPARAM("limit", limitb),
-        QPARAM("scope", scopeb),
+        QPARAM("channel", chb),  QPARAM("since", sinceb), QPARAM("limit", limitb),
+        QPARAM("scope", scopeb), QPARAM("wait", waitb),
     };
     if (!query_params(c->query, c->query_len, qp, sizeof(qp) / sizeof(qp[0])))
         return fail(c, ATP_EMALFORMED, "a query parameter is not valid percent-encoding");
-    const struct qparam *ch = &qp[0], *since = &qp[1], *limit = &qp[2], *scope = &qp[3];
+    const struct qparam *ch = &qp[0], *since = &qp[1], *limit = &qp[2], *scope = &qp[3],
+                        *wait = &qp[4];
     if (!ch->has || ch->val.len == 0)
         return fail(c, ATP_ENOCHANNEL, "the 'channel' query parameter is required");
     uint32_t flags = 0;
@@ -1409,6 +1416,9 @@ static int op_changes(struct call *c)
     }
     if (since->has && (!parse_decimal(since->val, &cursor, &over) || over))
         return fail(c, ATP_EINVAL, "'since' must be a cursor as this server gave it (decimal)");
+    uint64_t wait_ms = 0;
+    if (wait->has && (!parse_decimal(wait->val, &wait_ms, &over) || wait_ms > UINT32_MAX))
+        return fail(c, ATP_EINVAL, "'wait' must be a whole number of milliseconds, 0 to 2^32-1");
     uint32_t channel;
     int rc = atp_store_channel_find(store_of(c), ch->val, &channel);
     if (rc)
@@ -1417,20 +1427,23 @@ static int op_changes(struct call *c)
     struct atp_change chg[ATP_CHANGES_MAX];
     uint32_t n = 0;
     bool more = false;
-    uint64_t next;
-    if (!since->has) {
-        next = atp_store_changes_cursor(store_of(c));
-    } else {
-        rc = atp_store_changes(store_of(c), channel, cursor, flags, (uint32_t)max, chg, &n, &next,
-                               &more);
-        if (rc == ATP_ECURSOR)
-            return fail(c, rc,
-                        "this cursor expired or is not from this instance: take a new cursor (GET "
-                        "/v1/changes without 'since'), read everything again (POST "
-                        "/v1/availability:batchGet), then follow the new cursor");
-        if (rc)
-            return fail(c, rc, NULL);
-    }
+    uint64_t next = 0;
+    /* Cursor 0 asks atp_cmd_changes for the position now: that is a request
+     * without `since`. `since=0` is no cursor this server gives. */
+    if (since->has && cursor == 0)
+        rc = ATP_ECURSOR;
+    else
+        rc = atp_cmd_changes(c->ctx->cmd, channel, cursor, flags, (uint32_t)max, (uint32_t)wait_ms,
+                             c->now_us, chg, &n, &next, &more);
+    if (rc == ATP_CMD_HELD)
+        return rc;
+    if (rc == ATP_ECURSOR)
+        return fail(c, rc,
+                    "this cursor expired or is not from this instance: take a new cursor (GET "
+                    "/v1/changes without 'since'), read everything again (POST "
+                    "/v1/availability:batchGet), then follow the new cursor");
+    if (rc)
+        return fail(c, rc, NULL);
     struct jb j = body_begin(c->ctx);
     jb_lit(&j, "{\"channel\":");
     jb_slice(&j, atp_store_channel_name(store_of(c), channel));
@@ -1452,6 +1465,16 @@ static int op_changes(struct call *c)
     }
     jb_lit(&j, "]}");
     return emit_json(c->ctx, c->out, &c->r, 200, "Cache-Control: no-store\r\n", &j, c->now_us);
+}
+
+static int op_changes(struct call *c)
+{
+    c->op = ATP_MOP_CHANGES;
+    int rc = is_get(c) ? changes(c) : method_not_allowed(c, "GET, HEAD");
+    struct atp_wait *w = c->ctx->cmd->wait;
+    if (rc != ATP_CMD_HELD && w)
+        w->until_us = w->from = 0; /* answered (an error too): its wait is over */
+    return rc;
 }
 
 /* --- reservations ------------------------------------------------------------------------- */
@@ -1973,6 +1996,8 @@ static int bad_request(struct atp_http_ctx *ctx, struct atp_buf *out, int code, 
 ssize_t atp_http_handle(struct atp_http_ctx *ctx, const uint8_t *in, size_t len,
                         struct atp_buf *out, uint64_t now_us)
 {
+    if (ctx->cmd->wait)
+        ctx->cmd->wait->parked = false;
     /* Empty lines before a request line are ignored (RFC 9112 2.2). */
     size_t skip = 0;
     while (skip < len && (in[skip] == '\r' || in[skip] == '\n'))
@@ -2055,6 +2080,8 @@ ssize_t atp_http_handle(struct atp_http_ctx *ctx, const uint8_t *in, size_t len,
     } else {
         rc = route(&c);
     }
+    if (rc == ATP_CMD_HELD)
+        return 0; /* held: no answer yet, no metrics; blank lines before it stay too */
     atp_metrics_request(ATP_MPROTO_HTTP, c.op, c.code, atp_metrics_now_ns() - t0);
     if (rc)
         return -ENOMEM;

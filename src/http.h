@@ -15,7 +15,7 @@
  *   GET  /v1/reservations/{id}, GET /v1/reservations?idempotencyKey=
  *   POST /v1/reservations/{id}:commit | :release | :extend
  *   POST /v1/items/{sku}/{location}:adjust | :set    (admin)
- *   GET  /v1/changes?channel=&since=&limit=&scope=   change feed
+ *   GET  /v1/changes?channel=&since=&limit=&scope=&wait=  change feed
  *   GET  /metrics, /livez, /readyz
  *
  * Errors are RFC 9457 application/problem+json whose `code` is the status
@@ -92,6 +92,9 @@ struct atp_http_ctx {
  *   > 0  bytes consumed; one response appended to `out`;
  *   0    `in` holds less than one whole request: read more (a
  *        "100 Continue" may have been appended for a client that waits);
+ *        or (ctx->cmd->wait set, and its `parked` then true) the request
+ *        is a change-feed request held until a change or its wait's end
+ *        (struct atp_wait): nothing appended, call again with the same bytes;
  *   < 0  close the connection once `out` is flushed: the response asked
  *        for it (Connection: close, HTTP/1.0) or the request cannot be
  *        answered and skipped (malformed: 400, body over max_body: 413,

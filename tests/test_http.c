@@ -836,6 +836,372 @@ static void test_changes_expired(void **state)
     resp_free(r);
 }
 
+/* --- change feed: waiting for a change --------------------------------------------- */
+
+/* A GET /v1/changes request's text with this query (buf: 512 bytes). */
+static const char *changes_text(char *buf, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+static const char *changes_text(char *buf, const char *fmt, ...)
+{
+    char q[256];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(q, sizeof(q), fmt, ap);
+    va_end(ap);
+    snprintf(buf, 512, "GET /v1/changes?%s HTTP/1.1\r\nHost: t\r\n\r\n", q);
+    return buf;
+}
+
+/* One call on the whole of `text` at now_us, x->out emptied first. */
+static ssize_t handle_at(struct fx *x, const char *text, uint64_t now_us)
+{
+    x->out.len = 0;
+    return atp_http_handle(&x->http, (const uint8_t *)text, strlen(text), &x->out, now_us);
+}
+
+/* `text` at now_us is held: 0, nothing appended, parked, deadline until_us,
+ * and no request counted. */
+static void assert_held(struct fx *x, struct atp_wait *w, const char *text, uint64_t now_us,
+                        uint64_t until_us)
+{
+    uint64_t calls = atp_metrics_requests(ATP_MPROTO_HTTP, ATP_MOP_CHANGES);
+    ssize_t rc = handle_at(x, text, now_us);
+    if (rc != 0 || x->out.len != 0)
+        fail_msg("not held: rc %zd, %.*s", rc, (int)x->out.len, (const char *)x->out.data);
+    assert_true(w->parked);
+    assert_int_equal(w->until_us, until_us);
+    assert_int_equal(atp_metrics_requests(ATP_MPROTO_HTTP, ATP_MOP_CHANGES), calls);
+}
+
+/* `text` at now_us is answered at once: consumed whole, one response, not
+ * parked, nothing of a wait left, one request counted. */
+static struct resp *assert_answered(struct fx *x, struct atp_wait *w, const char *text,
+                                    uint64_t now_us)
+{
+    uint64_t calls = atp_metrics_requests(ATP_MPROTO_HTTP, ATP_MOP_CHANGES);
+    ssize_t rc = handle_at(x, text, now_us);
+    if (rc != (ssize_t)strlen(text))
+        fail_msg("not answered: rc %zd", rc);
+    size_t off = 0;
+    struct resp *r = parse_resp(&x->out, &off, strncmp(text, "HEAD ", 5) == 0);
+    assert_int_equal(off, x->out.len);
+    if (w) {
+        assert_false(w->parked);
+        assert_int_equal(w->until_us, 0);
+        assert_int_equal(w->from, 0);
+    }
+    assert_int_equal(atp_metrics_requests(ATP_MPROTO_HTTP, ATP_MOP_CHANGES), calls + 1);
+    return r;
+}
+
+/* An answer of nothing new: 200, no entries, the cursor asked from. */
+static void assert_nothing_new(const struct resp *r, uint64_t since)
+{
+    if (r->status != 200)
+        fail_msg("status %d: %s", r->status, r->body);
+    assert_int_equal(json_object_array_length(feed_changes(r)), 0);
+    assert_false(feed_more(r));
+    assert_int_equal(feed_cursor(r), since);
+}
+
+static void test_changes_wait(void **state)
+{
+    struct fx *x = *state;
+    struct atp_wait wt = {.max_ms = 1000};
+    x->cmd.wait = &wt;
+    char req[512];
+    /* The starting cursor is answered at once, wait or not. */
+    struct resp *r = assert_answered(x, &wt, changes_text(req, "channel=web&wait=500"), T0);
+    assert_nothing_new(r, feed_cursor(r));
+    uint64_t c0 = feed_cursor(r);
+    resp_free(r);
+
+    /* Nothing new: held, with the deadline now + wait. */
+    changes_text(req, "channel=web&since=%llu&wait=500", (unsigned long long)c0);
+    assert_held(x, &wt, req, T0, T0 + 500000);
+    /* The same bytes again before the deadline: held again, same deadline. */
+    assert_held(x, &wt, req, T0 + 200000, T0 + 500000);
+    assert_held(x, &wt, req, T0 + 499999, T0 + 500000);
+    /* Another route clears `parked` and leaves the deadline alone. */
+    r = do_req(x, GET("/livez"));
+    assert_int_equal(r->status, 200);
+    resp_free(r);
+    assert_false(wt.parked);
+    assert_int_equal(wt.until_us, T0 + 500000);
+    /* A change the channel sees: the same bytes are answered with it. */
+    int64_t oh;
+    assert_int_equal(atp_store_adjust(x->store, ATP_SLICE("SKU-2"), ATP_SLICE("DC-1"), 1, &oh), 0);
+    r = assert_answered(x, &wt, req, T0 + 300000);
+    assert_int_equal(r->status, 200);
+    assert_int_equal(json_object_array_length(feed_changes(r)), 1);
+    assert_change(r, 0, "SKU-2", "DC-1", 4);
+    uint64_t c1 = feed_cursor(r);
+    assert_true(c1 != c0);
+    resp_free(r);
+
+    /* Nothing new until the deadline: at it, answered with nothing and the
+     * cursor asked from. */
+    const uint64_t t1 = T0 + 1000000;
+    changes_text(req, "channel=web&since=%llu&wait=500", (unsigned long long)c1);
+    assert_held(x, &wt, req, t1, t1 + 500000);
+    assert_held(x, &wt, req, t1 + 499999, t1 + 500000);
+    r = assert_answered(x, &wt, req, t1 + 500000);
+    assert_nothing_new(r, c1);
+    assert_string_equal(hdr(r, "Cache-Control"), "no-store");
+    resp_free(r);
+    /* Well past it too (a late look), and the next request starts afresh. */
+    assert_held(x, &wt, req, t1 + 600000, t1 + 1100000);
+    r = assert_answered(x, &wt, req, t1 + 9000000);
+    assert_nothing_new(r, c1);
+    resp_free(r);
+
+    /* Changes of items the channel does not sell from (b2b: DC-1 and DC-2)
+     * neither answer a held request nor are examined again: it goes on
+     * from where its last look ended, and its answer's cursor is past them. */
+    r = assert_answered(x, &wt, changes_text(req, "channel=b2b"), t1);
+    uint64_t b0 = feed_cursor(r);
+    resp_free(r);
+    const uint64_t tb = T0 + 10000000;
+    changes_text(req, "channel=b2b&since=%llu&wait=800", (unsigned long long)b0);
+    assert_held(x, &wt, req, tb, tb + 800000);
+    assert_int_equal(wt.from, b0);
+    assert_int_equal(atp_store_adjust(x->store, ATP_SLICE("SKU-2"), ATP_SLICE("DC-3"), 5, &oh), 0);
+    assert_held(x, &wt, req, tb + 100000, tb + 800000);
+    uint64_t b1 = wt.from;
+    assert_true(b1 != b0);
+    r = assert_answered(x, &wt, req, tb + 800000);
+    assert_nothing_new(r, b1);
+    resp_free(r);
+    /* And a change it sells from answers it at once, from there on. */
+    assert_held(x, &wt, req, tb + 900000, tb + 1700000);
+    assert_int_equal(atp_store_adjust(x->store, ATP_SLICE("SKU-3"), ATP_SLICE("DC-9"), 5, &oh), 0);
+    assert_held(x, &wt, req, tb + 950000, tb + 1700000);
+    assert_int_equal(atp_store_adjust(x->store, ATP_SLICE("SKU-2"), ATP_SLICE("DC-2"), 6, &oh), 0);
+    r = assert_answered(x, &wt, req, tb + 1000000);
+    assert_int_equal(json_object_array_length(feed_changes(r)), 1);
+    assert_change(r, 0, "SKU-2", "DC-2", 6);
+    assert_true(feed_cursor(r) != b1);
+    resp_free(r);
+    r = assert_answered(x, &wt, changes_text(req, "channel=web"), tb);
+    c1 = feed_cursor(r);
+    resp_free(r);
+
+    /* A wait over max_ms is cut to it. */
+    const uint64_t t2 = T0 + 20000000;
+    changes_text(req, "channel=web&since=%llu&wait=5000", (unsigned long long)c1);
+    assert_held(x, &wt, req, t2, t2 + 1000000);
+    assert_held(x, &wt, req, t2 + 999999, t2 + 1000000);
+    r = assert_answered(x, &wt, req, t2 + 1000000);
+    assert_nothing_new(r, c1);
+    resp_free(r);
+    /* The largest wait accepted, cut likewise. */
+    changes_text(req, "channel=web&since=%llu&wait=4294967295", (unsigned long long)c1);
+    assert_held(x, &wt, req, t2, t2 + 1000000);
+    r = assert_answered(x, &wt, req, t2 + 1000000);
+    assert_nothing_new(r, c1);
+    resp_free(r);
+
+    /* HEAD is held like GET, and answered with headers only. */
+    snprintf(req, sizeof(req),
+             "HEAD /v1/changes?channel=web&since=%llu&wait=100 HTTP/1.1\r\n"
+             "Host: t\r\n\r\n",
+             (unsigned long long)c1);
+    assert_held(x, &wt, req, t2, t2 + 100000);
+    r = assert_answered(x, &wt, req, t2 + 100000);
+    assert_int_equal(r->status, 200);
+    assert_int_equal(r->blen, 0);
+    assert_string_equal(hdr(r, "Cache-Control"), "no-store");
+    resp_free(r);
+
+    /* Held behind blank lines and with a request pipelined behind it:
+     * nothing consumed (the blank lines stay too). Connection: close is
+     * kept for the answer. */
+    char pipe[1024];
+    snprintf(pipe, sizeof(pipe),
+             "\r\nGET /v1/changes?channel=web&since=%llu&wait=100 HTTP/1.1\r\nHost: t\r\n"
+             "Connection: close\r\n\r\n" GET("/livez"),
+             (unsigned long long)c1);
+    assert_held(x, &wt, pipe, t2, t2 + 100000);
+    x->out.len = 0;
+    ssize_t rc =
+        atp_http_handle(&x->http, (const uint8_t *)pipe, strlen(pipe), &x->out, t2 + 100000);
+    assert_int_equal(rc, -ECONNRESET);
+    size_t off = 0;
+    r = parse_resp(&x->out, &off, false);
+    assert_nothing_new(r, c1);
+    assert_string_equal(hdr(r, "Connection"), "close");
+    assert_int_equal(off, x->out.len);
+    resp_free(r);
+    assert_false(wt.parked);
+    assert_int_equal(wt.until_us, 0);
+
+    /* wait=0, or no wait: answered at once. */
+    r = assert_answered(
+        x, &wt, changes_text(req, "channel=web&since=%llu&wait=0", (unsigned long long)c1), t2);
+    assert_nothing_new(r, c1);
+    resp_free(r);
+    r = assert_answered(x, &wt, changes_text(req, "channel=web&since=%llu", (unsigned long long)c1),
+                        t2);
+    assert_nothing_new(r, c1);
+    resp_free(r);
+
+    /* max_ms 0 (the server's feed-wait-max 0, or a drain): answered at once,
+     * and a deadline left from an earlier look does not hold it. */
+    wt.max_ms = 0;
+    changes_text(req, "channel=web&since=%llu&wait=500", (unsigned long long)c1);
+    r = assert_answered(x, &wt, req, t2);
+    assert_nothing_new(r, c1);
+    resp_free(r);
+    wt.until_us = t2 + 400000;
+    r = assert_answered(x, &wt, req, t2);
+    assert_nothing_new(r, c1);
+    resp_free(r);
+    wt.max_ms = 1000;
+
+    /* Without a wait context (a caller that cannot hold): answered at once. */
+    x->cmd.wait = NULL;
+    r = assert_answered(x, NULL, req, t2);
+    assert_nothing_new(r, c1);
+    resp_free(r);
+    x->cmd.wait = &wt;
+    assert_held(x, &wt, req, t2, t2 + 500000);
+    x->cmd.wait = NULL;
+}
+
+/* Requests with a wait that are never held, and bad waits. */
+static void test_changes_wait_never(void **state)
+{
+    struct fx *x = *state;
+    struct atp_wait wt = {.max_ms = 1000};
+    x->cmd.wait = &wt;
+    char req[512];
+    struct resp *r = assert_answered(x, &wt, changes_text(req, "channel=web"), T0);
+    uint64_t c0 = feed_cursor(r);
+    resp_free(r);
+
+    /* Something new already: answered at once. */
+    int64_t oh;
+    assert_int_equal(atp_store_adjust(x->store, ATP_SLICE("SKU-1"), ATP_SLICE("DC-2"), 2, &oh), 0);
+    r = assert_answered(
+        x, &wt, changes_text(req, "channel=web&since=%llu&wait=500", (unsigned long long)c0), T0);
+    assert_int_equal(r->status, 200);
+    assert_change(r, 0, "SKU-1", "DC-2", 22);
+    uint64_t c1 = feed_cursor(r);
+    resp_free(r);
+
+    /* Errors are answered at once, and end a wait in progress. */
+    struct {
+        const char *query;
+        int code;
+    } errs[] = {
+        {"channel=tv&since=%llu&wait=500", ATP_ENOCHANNEL},
+        {"since=%llu&wait=500", ATP_ENOCHANNEL},
+        {"channel=web&since=12345&wait=500&x=%llu", ATP_ECURSOR},
+        {"channel=web&since=0&wait=500&x=%llu", ATP_ECURSOR},
+        {"channel=web&since=%llu&wait=500&limit=5", ATP_ETOOMANY},
+        {"channel=web&since=%llu&wait=500&scope=all", ATP_EINVAL},
+        {"channel=web&since=%llu&wait=5%%zz", ATP_EMALFORMED},
+    };
+    for (size_t i = 0; i < sizeof(errs) / sizeof(errs[0]); i++) {
+        wt.until_us = T0 + 400000; /* as if held before */
+        r = assert_answered(x, &wt, changes_text(req, errs[i].query, (unsigned long long)c1),
+                            T0 + 100000);
+        if (r->status != atp_error_http(errs[i].code))
+            fail_msg("%s: %d %s", errs[i].query, r->status, r->body);
+        assert_problem(r, errs[i].code);
+        resp_free(r);
+    }
+    /* A cursor this store never gave, ahead of the feed: 410, not held. */
+    wt.until_us = T0 + 400000;
+    r = assert_answered(
+        x, &wt,
+        changes_text(req, "channel=web&since=%llu&wait=500", (unsigned long long)(c1 + 1000000)),
+        T0 + 100000);
+    assert_problem(r, ATP_ECURSOR);
+    resp_free(r);
+    /* A held request whose cursor falls more than the feed's window (1024
+     * records here) behind while it waits: 410, and its wait is over. Its
+     * channel (b2b) does not sell from DC-3, so until then it stays held. */
+    r = assert_answered(x, &wt, changes_text(req, "channel=b2b"), T0);
+    uint64_t b0 = feed_cursor(r);
+    resp_free(r);
+    changes_text(req, "channel=b2b&since=%llu&wait=900", (unsigned long long)b0);
+    assert_held(x, &wt, req, T0, T0 + 900000);
+    for (int i = 0; i < 10; i++)
+        assert_int_equal(atp_store_adjust(x->store, ATP_SLICE("SKU-2"), ATP_SLICE("DC-3"), 1, &oh),
+                         0);
+    assert_held(x, &wt, req, T0 + 100000, T0 + 900000);
+    for (int i = 0; i < 1100; i++) {
+        assert_int_equal(atp_store_adjust(x->store, ATP_SLICE("SKU-2"), ATP_SLICE("DC-3"), 1, &oh),
+                         0);
+        (void)atp_store_changes_cursor(x->store);
+    }
+    r = assert_answered(x, &wt, req, T0 + 200000);
+    assert_problem(r, ATP_ECURSOR);
+    resp_free(r);
+    /* A cursor more than the feed's window behind: 410, not held. */
+    for (int i = 0; i < 1100; i++) {
+        assert_int_equal(atp_store_adjust(x->store, ATP_SLICE("SKU-2"), ATP_SLICE("DC-1"), 1, &oh),
+                         0);
+        (void)atp_store_changes_cursor(x->store);
+    }
+    wt.until_us = T0 + 400000;
+    r = assert_answered(
+        x, &wt, changes_text(req, "channel=web&since=%llu&wait=500", (unsigned long long)c1),
+        T0 + 100000);
+    assert_problem(r, ATP_ECURSOR);
+    resp_free(r);
+    r = assert_answered(x, &wt, changes_text(req, "channel=web&wait=500"), T0 + 100000);
+    c1 = feed_cursor(r);
+    resp_free(r);
+    /* Another method on the route: 405, and the wait ends too. */
+    wt.until_us = T0 + 400000;
+    wt.from = c1;
+    snprintf(req, sizeof(req),
+             "DELETE /v1/changes?channel=web&since=%llu&wait=500 HTTP/1.1\r\nHost: t\r\n\r\n",
+             (unsigned long long)c1);
+    r = assert_answered(x, &wt, req, T0 + 100000);
+    assert_problem(r, ATP_EMETHOD);
+    resp_free(r);
+
+    /* A wait that is not a u32 of decimal digits: 400 invalid-argument,
+     * with since or without. */
+    static const char *const bad[] = {
+        "wait=-1",
+        "wait=abc",
+        "wait=4294967296",
+        "wait=",
+        "wait=1.5",
+        "wait=+5",
+        "wait=5ms",
+        "wait=%205",
+        "wait=99999999999999999999999",
+        "wait=18446744073709551616",
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        for (int with_since = 0; with_since < 2; with_since++) {
+            if (with_since)
+                changes_text(req, "channel=web&since=%llu&%s", (unsigned long long)c1, bad[i]);
+            else
+                changes_text(req, "channel=web&%s", bad[i]);
+            r = assert_answered(x, &wt, req, T0);
+            if (r->status != 400 || strcmp(jstr(r, "code"), "einval") != 0)
+                fail_msg("%s: %d %s", bad[i], r->status, r->body);
+            assert_problem(r, ATP_EINVAL);
+            assert_non_null(strstr(jstr(r, "detail"), "'wait'"));
+            resp_free(r);
+        }
+    }
+    /* The last occurrence wins, as for the other parameters. */
+    r = assert_answered(
+        x, &wt, changes_text(req, "channel=web&since=%llu&wait=500&wait=0", (unsigned long long)c1),
+        T0);
+    assert_int_equal(r->status, 200);
+    resp_free(r);
+    x->cmd.wait = NULL;
+}
+
 /* --- reservations ------------------------------------------------------------------ */
 
 #define RESV_BODY                                                                                  \
@@ -1689,6 +2055,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_changes, setup, teardown),
         cmocka_unit_test_setup_teardown(test_changes_errors, setup, teardown),
         cmocka_unit_test_setup_teardown(test_changes_expired, setup_small_feed, teardown),
+        cmocka_unit_test_setup_teardown(test_changes_wait, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_changes_wait_never, setup_small_feed, teardown),
         cmocka_unit_test_setup_teardown(test_reserve, setup, teardown),
         cmocka_unit_test_setup_teardown(test_reservation_lifecycle, setup, teardown),
         cmocka_unit_test_setup_teardown(test_expired, setup, teardown),

@@ -7,7 +7,8 @@
 # Starts the real atpd with the demo catalogue on ephemeral ports (--port 0,
 # --http-port 0, port files) and checks with curl: every endpoint and every
 # error class (400 404 405 408 409 413 415 422 431, problem+json members),
-# ETag and 304, Idempotency-Key rules and replay, keep-alive; with raw
+# ETag and 304, Idempotency-Key rules and replay, keep-alive, the change
+# feed and its wait (held until the wait is over or a change comes); with raw
 # sockets (python3): pipelining in order, a slowloris client cut off with 408
 # while another client is served, /metrics parsing (promtool when installed,
 # and a parser here) with counters that move, every path of openapi.yaml
@@ -18,7 +19,9 @@
 # Needs curl and python3 with PyYAML (Debian: curl, python3-yaml); exits 77
 # (skipped) without them. Every process started here is stopped by its pid.
 # No assertion on timing except the slowloris bound (the cut-off must come
-# within a few seconds of a 1 s request timeout).
+# within a few seconds of a 1 s request timeout) and the feed's wait, with
+# wide margins (answered after about the wait asked, or well before it when a
+# change comes).
 set -u
 
 ATPD=${1:?atpd binary}
@@ -255,6 +258,115 @@ req feednoch 400 "$BASE/v1/changes?since=$C0" && problem feednoch 400 enochannel
 req feedlim0 400 "$BASE/v1/changes?channel=web&limit=0" && problem feedlim0 400 einval
 req feedlimbig 400 "$BASE/v1/changes?channel=web&limit=1001" && problem feedlimbig 400 etoomany
 req feedscope 400 "$BASE/v1/changes?channel=web&scope=everything" && problem feedscope 400 einval
+
+# --- change feed: waiting for a change (wait=) -----------------------------------
+# Timing bounds are wide (a loaded CI machine): only "waited about as long as
+# asked" and "answered well before the wait when a change came".
+# metric NAME: its value in a scrape now (0 when absent).
+metric() {
+    curl -s "$BASE/metrics" | awk -v n="$1" '$1 == n { v = $2 } END { print v + 0 }'
+}
+# secs_between T LO HI: LO <= T < HI (seconds, decimals allowed).
+secs_between() {
+    awk -v t="$1" -v lo="$2" -v hi="$3" 'BEGIN { exit !(t + 0 >= lo && t + 0 < hi) }'
+}
+WAITS0=$(metric atp_feed_waits_total)
+req feedw0 200 "$BASE/v1/changes?channel=web"
+CW=$(cursor_of feedw0)
+# Nothing changes: the answer comes once the wait is over, with nothing and
+# the cursor asked from.
+out=$(curl -s -o "$T/feedwait.body" -D "$T/feedwait.hdr" -w '%{http_code} %{time_total}' \
+    "$BASE/v1/changes?channel=web&since=$CW&wait=700")
+code=${out% *}
+secs=${out#* }
+if [ "$code" = 200 ] && secs_between "$secs" 0.6 3; then
+    ok "feed wait=700, nothing new: answered after $secs s"
+else
+    bad "feed wait=700, nothing new: status $code after $secs s (expected 200 after 0.6 to 3 s)"
+fi
+jcheck feedwait "j['changes'] == [] and j['more'] is False and j['cursor'] == '$CW' and \
+h['cache-control'] == 'no-store'"
+# A wait longer than the request timeout (1 s here) is not a slow request.
+out=$(curl -s -o "$T/feedwaitlong.body" -D "$T/feedwaitlong.hdr" -w '%{http_code} %{time_total}' \
+    "$BASE/v1/changes?channel=web&since=$CW&wait=1500")
+code=${out% *}
+secs=${out#* }
+if [ "$code" = 200 ] && secs_between "$secs" 1.4 4.5; then
+    ok "feed wait=1500 outlasts the 1 s request timeout: answered 200 after $secs s"
+else
+    bad "feed wait=1500: status $code after $secs s (expected 200 after 1.4 to 4.5 s, no 408)"
+fi
+jcheck feedwaitlong "j['changes'] == [] and j['cursor'] == '$CW'"
+# A change about 0.3 s into a wait of 5 s: answered with it, well before.
+(
+    sleep 0.3
+    curl -s -o "$T/feedwaitadj.body" -H "$JSON" -d '{"delta":7}' "$BASE/v1/items/FD-W/DC1:adjust"
+) &
+ADJ=$!
+out=$(curl -s -o "$T/feedwoken.body" -D "$T/feedwoken.hdr" -w '%{http_code} %{time_total}' \
+    "$BASE/v1/changes?channel=web&since=$CW&wait=5000")
+wait "$ADJ"
+code=${out% *}
+secs=${out#* }
+if [ "$code" = 200 ] && secs_between "$secs" 0 2.5; then
+    ok "feed wait=5000 with a change after 0.3 s: answered after $secs s"
+else
+    bad "feed wait=5000 with a change after 0.3 s: status $code after $secs s (expected 200 within 2.5 s)"
+fi
+jcheck feedwoken "j['changes'] == [{'sku': 'FD-W', 'location': 'DC1', 'available': 5}] and \
+j['cursor'] != '$CW'"
+CW2=$(cursor_of feedwoken)
+# Requests pipelined behind a held one wait with it, and are answered in order.
+if python3 - "$HP" "$CW2" <<'PY3'; then
+import socket, sys, time
+port, cursor = int(sys.argv[1]), sys.argv[2]
+s = socket.create_connection(("127.0.0.1", port), timeout=10)
+t0 = time.monotonic()
+s.sendall(("GET /v1/changes?channel=web&since=%s&wait=600 HTTP/1.1\r\nHost: t\r\n\r\n"
+           "GET /livez HTTP/1.1\r\nHost: t\r\n\r\n" % cursor).encode())
+buf, answers, first = b"", [], None
+while len(answers) < 2:
+    chunk = s.recv(65536)
+    if not chunk:
+        break
+    buf += chunk
+    while b"\r\n\r\n" in buf:
+        head, rest = buf.split(b"\r\n\r\n", 1)
+        n = 0
+        for line in head.split(b"\r\n")[1:]:
+            k, v = line.split(b":", 1)
+            if k.strip().lower() == b"content-length":
+                n = int(v)
+        if len(rest) < n:
+            break
+        answers.append((head.split(b"\r\n")[0], rest[:n]))
+        if first is None:
+            first = time.monotonic() - t0
+        buf = rest[n:]
+s.close()
+ok = (len(answers) == 2 and answers[0][0].startswith(b"HTTP/1.1 200") and
+      b'"changes":[]' in answers[0][1] and answers[1][1] == b'{"status":"ok"}' and first >= 0.5)
+if not ok:
+    print("# answers %r after %r s" % (answers, first))
+sys.exit(0 if ok else 1)
+PY3
+    ok "feed wait: a request pipelined behind a held one is answered after it, in order"
+else
+    bad "feed wait: pipelined behind a held request"
+fi
+req feedwaitbad 400 "$BASE/v1/changes?channel=web&since=$CW2&wait=abc" &&
+    problem feedwaitbad 400 einval
+req feedwaitneg 400 "$BASE/v1/changes?channel=web&wait=-1" && problem feedwaitneg 400 einval
+# A client that gives up (closes) ends its wait: none is left waiting.
+curl -s -o /dev/null -m 0.4 "$BASE/v1/changes?channel=web&since=$CW2&wait=20000"
+sleep 0.3
+WAITS1=$(metric atp_feed_waits_total)
+WAITING=$(metric atp_feed_waiting)
+if [ "$WAITS1" -ge $((WAITS0 + 4)) ] && [ "$WAITING" -eq 0 ]; then
+    ok "metrics: feed waits counted ($WAITS0 -> $WAITS1), none waiting after a client closed"
+else
+    bad "metrics: atp_feed_waits_total $WAITS0 -> $WAITS1, atp_feed_waiting $WAITING"
+fi
 
 # --- limits ----------------------------------------------------------------------
 python3 -c 'print("{\"items\":[" + ",".join(["{\"sku\":\"A\"}"] * 12000) + "]}")' >"$T/big.json"
