@@ -88,8 +88,8 @@ struct opts {
     bool have_seq;
     uint64_t seq;
     bool network;
-    uint64_t since; /* 0: ask for the cursor to follow */
-    uint32_t max;   /* 0: the default */
+    uint64_t since;   /* 0: ask for the cursor to follow */
+    uint32_t max;     /* 0: the default */
     uint64_t wait_ms; /* changes: hold the answer until a change, at most this long */
     /* positional arguments after the command */
     const char *pos[MAX_ARGS];
@@ -675,8 +675,8 @@ static int cmd_set(struct opts *o, struct atp_client *c)
  */
 static int cmd_changes(struct opts *o, struct atp_client *c)
 {
-    int rc = need_pos(o, 0,
-                      "changes -c CHANNEL [--network] [--since CURSOR] [--max N] [--wait DURATION]");
+    int rc = need_pos(
+        o, 0, "changes -c CHANNEL [--network] [--since CURSOR] [--max N] [--wait DURATION]");
     if (rc >= 0)
         return rc;
     if (!o->channel)

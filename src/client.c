@@ -35,7 +35,7 @@ struct atp_client {
     size_t out_len, out_cap;
     uint8_t *in; /* received bytes: [in_off, in_len) unread */
     size_t in_off, in_len, in_cap;
-    size_t last_len; /* size of the frame handed out last, dropped next read */
+    size_t last_len;     /* size of the frame handed out last, dropped next read */
     uint32_t timeout_ms; /* atp_client_set_timeout's, 0: none */
     char err[256];
 };

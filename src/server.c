@@ -117,7 +117,7 @@
 #define LINGER_MS       1000  /* bound on CLOSING + LINGER */
 #define TICK_MS         50    /* idle sweep period; the idle timeout's precision */
 #define DRAIN_TICK_MS   10
-#define WAIT_TICK_MS    5 /* held feed requests are looked at again this often */
+#define WAIT_TICK_MS    5    /* held feed requests are looked at again this often */
 #define DRAIN_QUIET_MS  20   /* a draining conn closes once this quiet with nothing pending */
 #define QUIET_MS        1000 /* multishot: a conn this quiet gets its socket checked once */
 #define LISTEN_BACKLOG  4096
@@ -171,6 +171,7 @@ struct conn {
     bool http;          /* accepted on the HTTP listener: http.h parses its input */
     uint8_t *in;        /* unconsumed input (a partial frame, or paused input) */
     size_t in_len, in_cap;
+    size_t recv_off;          /* plain recv: where the one in flight writes into in */
     struct atp_buf out;       /* responses being appended */
     struct atp_buf snd;       /* responses being sent */
     size_t snd_off;           /* bytes of snd already sent */
@@ -877,6 +878,7 @@ static void arm_recv(struct worker *w, struct conn *c)
         }
         sqe = get_sqe(w);
         io_uring_prep_recv(sqe, conn_sqe_fd(c), c->in + c->in_len, c->in_cap - c->in_len, 0);
+        c->recv_off = c->in_len;
     }
     if (c->slot >= 0)
         sqe->flags |= IOSQE_FIXED_FILE;
@@ -1085,6 +1087,11 @@ static void on_recv(struct worker *w, struct conn *c, const struct io_uring_cqe 
     if (w->multishot) {
         conn_input(w, c, data, (size_t)res);
     } else {
+        /* A conn holding a feed request receives while its input is
+         * handled again (on_wait), which may consume from the front of in
+         * while this recv is in flight: its bytes then sit past in_len. */
+        if (c->recv_off != c->in_len)
+            memmove(c->in + c->in_len, c->in + c->recv_off, (size_t)res);
         c->in_len += (size_t)res;
         if (!c->paused)
             consume_buffered(w, c);
