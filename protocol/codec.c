@@ -601,6 +601,8 @@ int atp_proto_dec_changes_req(const struct atp_frame *f, struct atp_proto_change
     v.network = (f->flags & ATP_FLAG_NETWORK) != 0;
     if ((rc = rd_end(&r)))
         return rc;
+    if ((f->flags & ATP_FLAG_WAIT) && v.wait_ms == 0)
+        return ATP_EMALFORMED; /* a wait of 0 is written without the flag */
     *ret = v;
     return 0;
 }

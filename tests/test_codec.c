@@ -751,6 +751,10 @@ static void test_changes(void **state)
     f = frame_of(b, n);
     f.flags = ATP_FLAG_NETWORK;
     assert_int_equal(atp_proto_dec_changes_req(&f, &r), ATP_EMALFORMED);
+    /* WAIT with a wait of 0 (which the encoder never writes): EMALFORMED. */
+    memset(b + n - 4, 0, 4);
+    f = frame_of(b, n);
+    assert_int_equal(atp_proto_dec_changes_req(&f, &r), ATP_EMALFORMED);
 
     n = atp_proto_enc_changes_req(b, sizeof(b), 5, &q);
     f = frame_of(b, n);

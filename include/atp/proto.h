@@ -170,8 +170,9 @@ ssize_t atp_proto_enc_mget_req(uint8_t *buf, size_t cap, uint64_t id, bool break
  * CHANGES: cursor 0 asks for the feed's position now (no entries). max is
  * a u16 on the wire; the command layer checks its range (1..ATP_CHANGES_MAX
  * and max_keys), the codec does not. wait_ms (on the wire only with
- * ATP_FLAG_WAIT, which the encoder sets when it is not 0): how long the
- * server may hold an answer that would report nothing.
+ * ATP_FLAG_WAIT, which the encoder sets when it is not 0, and which the
+ * decoder refuses with a 0): how long the server may hold an answer that
+ * would report nothing.
  */
 struct atp_proto_changes_req {
     struct atp_slice channel;
