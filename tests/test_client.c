@@ -5,14 +5,16 @@
  * Starts atpd (--port 0 --port-file), drives every operation through
  * atp/client.h, pipelines 1000 requests on one connection, checks that bad
  * bodies are answered and the connection carries on while bad magic is
- * answered and closed, and runs atpctl for its output and exit codes. The
- * server is stopped by pid (SIGTERM, then SIGKILL after a bound).
+ * answered and closed, waits for a change with CHANGES' WAIT, and runs
+ * atpctl for its output and exit codes. The server is stopped by pid
+ * (SIGTERM, then SIGKILL after a bound).
  *
  * Usage: test_client ATPD ATPCTL   (exit 77 = skipped: atpd did not start)
  */
 #include <errno.h>
 #include <fcntl.h>
 #include <json-c/json.h>
+#include <pthread.h>
 #include <setjmp.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -22,6 +24,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/time.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -320,6 +324,112 @@ static void test_changes(void **state)
     assert_int_equal(atp_client_decode_status(c, &f), 0);
 }
 
+/* --- CHANGES with WAIT ---------------------------------------------------------- */
+
+static uint64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+/* A second client's adjust, some time after the waiting call began. */
+struct later_adjust {
+    unsigned after_ms;
+    const char *sku;
+    int rc;
+};
+
+static void *adjust_later(void *arg)
+{
+    struct later_adjust *a = arg;
+    sleep_ms(a->after_ms);
+    struct atp_client *d = NULL;
+    a->rc = atp_client_connect("127.0.0.1", server_port, &d);
+    if (a->rc == 0) {
+        atp_client_set_timeout(d, 5000);
+        a->rc = atp_client_adjust(d, a->sku, "DC-1", 7, NULL);
+        atp_client_close(d);
+    }
+    return NULL;
+}
+
+static void test_changes_wait(void **state)
+{
+    struct atp_client *c = *state;
+    static struct atp_client_change ch[100];
+    uint32_t n = 99;
+    uint64_t cur = 0, next = 0;
+    bool more = true;
+    assert_int_equal(atp_client_changes(c, "web", 0, false, 100, ch, &n, &cur, &more), 0);
+
+    /* Nothing changes: the answer comes after about the wait, with nothing
+     * and the same cursor. */
+    uint64_t t0 = now_ms();
+    assert_int_equal(atp_client_changes_wait(c, "web", cur, false, 100, 300, ch, &n, &next, &more),
+                     0);
+    uint64_t took = now_ms() - t0;
+    if (took < 250 || took >= 3000)
+        fail_msg("a 300 ms wait with nothing new took %llu ms", (unsigned long long)took);
+    assert_int_equal(n, 0);
+    assert_false(more);
+    assert_true(next == cur);
+
+    /* A change from another client 200 ms in ends a 5 s wait with it. */
+    struct later_adjust a = {200, "WAIT-CL-1", -1};
+    pthread_t th;
+    t0 = now_ms();
+    assert_int_equal(pthread_create(&th, NULL, adjust_later, &a), 0);
+    int rc = atp_client_changes_wait(c, "web", cur, false, 100, 5000, ch, &n, &next, &more);
+    took = now_ms() - t0;
+    pthread_join(th, NULL);
+    assert_int_equal(a.rc, 0);
+    assert_int_equal(rc, 0);
+    if (took >= 2500)
+        fail_msg("the change ended a 5 s wait after %llu ms", (unsigned long long)took);
+    assert_true(took >= 150); /* it did wait for the change */
+    assert_int_equal(n, 1);
+    EXPECT_CHANGE(ch, n, "WAIT-CL-1", "DC-1", 5); /* web holds 2 back */
+    assert_true(next != cur);
+    cur = next;
+
+    /* Something new already: answered at once, never held. */
+    assert_int_equal(atp_client_adjust(c, "WAIT-CL-2", "DC-1", 3, NULL), 0);
+    t0 = now_ms();
+    assert_int_equal(atp_client_changes_wait(c, "web", cur, false, 100, 5000, ch, &n, &next, &more),
+                     0);
+    assert_true(now_ms() - t0 < 1000);
+    assert_int_equal(n, 1);
+    EXPECT_CHANGE(ch, n, "WAIT-CL-2", "DC-1", 1);
+    cur = next;
+
+    /* A socket timeout shorter than the wait: stretched for the call (it
+     * succeeds after the wait), then back to what was set. */
+    assert_int_equal(atp_client_set_timeout(c, 200), 0);
+    t0 = now_ms();
+    rc = atp_client_changes_wait(c, "web", cur, false, 100, 1000, ch, &n, &next, &more);
+    took = now_ms() - t0;
+    if (rc != 0)
+        fail_msg("a 1 s wait under a 200 ms timeout: %s (%s)", atp_strerror(rc),
+                 atp_client_last_error(c));
+    assert_true(took >= 900);
+    assert_int_equal(n, 0);
+    assert_true(next == cur);
+    struct timeval tv;
+    socklen_t len = sizeof(tv);
+    assert_int_equal(getsockopt(atp_client_fd(c), SOL_SOCKET, SO_RCVTIMEO, &tv, &len), 0);
+    assert_int_equal(tv.tv_sec * 1000 + tv.tv_usec / 1000, 200);
+    assert_int_equal(atp_client_ping(c), 0);
+    /* Errors are answered at once. */
+    t0 = now_ms();
+    assert_int_equal(atp_client_changes_wait(c, "web", 1, false, 100, 5000, ch, &n, &next, &more),
+                     ATP_ECURSOR);
+    assert_int_equal(atp_client_changes_wait(c, "tv", cur, false, 100, 5000, ch, &n, &next, &more),
+                     ATP_ENOCHANNEL);
+    assert_true(now_ms() - t0 < 1000);
+    assert_false(atp_client_is_broken(c));
+}
+
 static int count_stat(void *arg, const char *name, int64_t value)
 {
     int *n = arg;
@@ -545,6 +655,46 @@ static void test_atpctl_changes(void **state)
     assert_non_null(strstr(out, "changes -c CHANNEL"));
 }
 
+/* atpctl changes --wait: held while nothing is new, at once otherwise. */
+static void test_atpctl_changes_wait(void **state)
+{
+    (void)state;
+    char out[8192];
+    unsigned p = server_port;
+    unsigned long long cur = 0, next = 0;
+    int more = -1;
+    assert_int_equal(atpctl(out, sizeof(out), "-p %u changes -c web", p), 0);
+    assert_int_equal(sscanf(out, "cursor %llu more %d", &cur, &more), 2);
+
+    uint64_t t0 = now_ms();
+    assert_int_equal(atpctl(out, sizeof(out), "-p %u changes -c web -s %llu -w 300ms", p, cur), 0);
+    uint64_t took = now_ms() - t0;
+    if (took < 250 || took >= 3000)
+        fail_msg("changes -w 300ms with nothing new took %llu ms", (unsigned long long)took);
+    assert_int_equal(sscanf(out, "cursor %llu more %d", &next, &more), 2);
+    assert_true(next == cur);
+    assert_int_equal(more, 0);
+    assert_null(strstr(out, "@"));
+
+    assert_int_equal(atpctl(out, sizeof(out), "-p %u adjust CTLW-1 DC-2 9", p), 0);
+    t0 = now_ms();
+    assert_int_equal(
+        atpctl(out, sizeof(out), "-p %u changes -c web --since %llu --wait 30s", p, cur), 0);
+    assert_true(now_ms() - t0 < 3000);
+    assert_int_equal(sscanf(out, "cursor %llu more %d", &next, &more), 2);
+    assert_true(next != cur);
+    char *line = strstr(out, "CTLW-1@DC-2");
+    assert_non_null(line);
+    long long atp = -1;
+    assert_int_equal(sscanf(line, "CTLW-1@DC-2 %lld", &atp), 1);
+    assert_int_equal(atp, 7);
+
+    /* A bad duration is a usage error (2). */
+    assert_int_equal(atpctl(out, sizeof(out), "-p %u changes -c web -s %llu -w 5q", p, cur), 2);
+    assert_int_equal(atpctl(out, sizeof(out), "--help"), 0);
+    assert_non_null(strstr(out, "--wait"));
+}
+
 /* Without --max, atpctl asks for the server's max-keys, not for 1000 (which
  * a server with fewer would refuse with ETOOMANY). */
 static void test_atpctl_changes_max_keys(void **state)
@@ -589,12 +739,14 @@ int main(int argc, char **argv)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_every_operation, setup, teardown),
         cmocka_unit_test_setup_teardown(test_changes, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_changes_wait, setup, teardown),
         cmocka_unit_test_setup_teardown(test_stats, setup, teardown),
         cmocka_unit_test_setup_teardown(test_pipeline_1000_in_order, setup, teardown),
         cmocka_unit_test_setup_teardown(test_bad_bodies_carry_on, setup, teardown),
         cmocka_unit_test_setup_teardown(test_bad_magic_closes, setup, teardown),
         cmocka_unit_test(test_atpctl),
         cmocka_unit_test(test_atpctl_changes),
+        cmocka_unit_test(test_atpctl_changes_wait),
         cmocka_unit_test(test_atpctl_changes_max_keys),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);

@@ -343,11 +343,9 @@ struct changes_out {
     char e[16][128];
 };
 
-static void changes_ok(struct fx *x, const char *channel, uint64_t cursor, uint32_t max,
-                       bool network, struct changes_out *ret)
+/* A CHANGES answer f (to a request with max and network) into *ret. */
+static void changes_of(struct atp_frame f, uint32_t max, bool network, struct changes_out *ret)
 {
-    req_changes(x, channel, cursor, max, network);
-    struct atp_frame f = exchange(x);
     if (f.status) {
         struct atp_proto_error e;
         assert_int_equal(atp_proto_dec_error(&f, &e), 0);
@@ -364,6 +362,13 @@ static void changes_ok(struct fx *x, const char *channel, uint64_t cursor, uint3
     for (uint32_t i = 0; atp_proto_changes_next(&r, &c); i++)
         snprintf(ret->e[i], sizeof(ret->e[i]), "%.*s@%.*s=%lld", (int)c.sku.len, c.sku.p,
                  (int)c.loc.len, c.loc.p, (long long)c.atp);
+}
+
+static void changes_ok(struct fx *x, const char *channel, uint64_t cursor, uint32_t max,
+                       bool network, struct changes_out *ret)
+{
+    req_changes(x, channel, cursor, max, network);
+    changes_of(exchange(x), max, network, ret);
 }
 
 /* Entry `want` is among the n entries of o. */
@@ -517,7 +522,7 @@ static void test_changes(void **state)
 
     /* Undefined flag bits and bodies of the wrong length: EMALFORMED. */
     req_changes(x, "web", c3, 100, false);
-    x->req[4] = 0x02;
+    x->req[4] = 0x04;
     expect_error(x, ATP_EMALFORMED);
     req_changes(x, "web", c3, 100, false);
     x->req[16]--;
@@ -531,6 +536,267 @@ static void test_changes(void **state)
 
     /* Every call above went to the CHANGES metrics. */
     assert_int_equal(atp_metrics_requests(ATP_MPROTO_BIN, ATP_MOP_CHANGES) - calls0, 32);
+}
+
+/* --- CHANGES with WAIT (struct atp_wait) ---------------------------------- */
+
+static void req_changes_wait(struct fx *x, const char *channel, uint64_t cursor, uint32_t max,
+                             bool network, uint32_t wait_ms)
+{
+    struct atp_proto_changes_req r = {atp_slice_cstr(channel), cursor, max, network, wait_ms};
+    x->req_len = atp_proto_enc_changes_req(x->req, sizeof(x->req), id(x), &r);
+    assert_true(x->req_len > 0);
+}
+
+/* The request in x->req handled at now_us: held (0, nothing appended,
+ * parked) with this deadline. parked is cleared first: the call must set it. */
+static void expect_held_(struct fx *x, uint64_t now_us, uint64_t until_us, int line)
+{
+    x->out.len = 0;
+    x->ctx.wait->parked = false;
+    ssize_t rc = atp_cmd_handle(&x->ctx, x->req, (size_t)x->req_len, &x->out, now_us);
+    if (rc != 0 || x->out.len != 0 || !x->ctx.wait->parked)
+        fail_msg("line %d: not held (returned %zd, %zu bytes answered, parked %d)", line, rc,
+                 x->out.len, x->ctx.wait->parked);
+    if (x->ctx.wait->until_us != until_us)
+        fail_msg("line %d: deadline T0%+lld, want T0%+lld", line,
+                 (long long)(x->ctx.wait->until_us - T0), (long long)(until_us - T0));
+}
+#define expect_held(x, now_us, until_us) expect_held_((x), (now_us), (until_us), __LINE__)
+
+/* The request in x->req handled at now_us: answered (the whole frame
+ * consumed, its response appended, any wait forgotten). parked is set first:
+ * the call must clear it. */
+static struct atp_frame expect_answered_(struct fx *x, uint64_t now_us, int line)
+{
+    x->out.len = 0;
+    if (x->ctx.wait)
+        x->ctx.wait->parked = true;
+    ssize_t rc = atp_cmd_handle(&x->ctx, x->req, (size_t)x->req_len, &x->out, now_us);
+    if (rc != x->req_len)
+        fail_msg("line %d: not answered (returned %zd of %zd)", line, rc, x->req_len);
+    if (x->ctx.wait && (x->ctx.wait->parked || x->ctx.wait->until_us != 0))
+        fail_msg("line %d: answered, but parked %d and deadline %llu left", line,
+                 x->ctx.wait->parked, (unsigned long long)x->ctx.wait->until_us);
+    struct atp_frame f = response(x);
+    assert_int_equal(f.id, x->next_id - 1);
+    return f;
+}
+#define expect_answered(x, now_us) expect_answered_((x), (now_us), __LINE__)
+
+/* The request in x->req answered at once with the error `code`. */
+static void expect_wait_error(struct fx *x, int code)
+{
+    struct atp_frame f = expect_answered(x, T0);
+    struct atp_proto_error e;
+    if (f.status == 0)
+        fail_msg("expected %s, got success", atp_error_name(code));
+    assert_int_equal(atp_proto_dec_error(&f, &e), 0);
+    if (e.code != code)
+        fail_msg("expected %s, got %s", atp_error_name(code), atp_error_name(e.code));
+}
+
+/* An answer with nothing new: no entries, the request's cursor back. */
+static void expect_nothing_new(struct atp_frame f, uint64_t cursor)
+{
+    struct changes_out o;
+    changes_of(f, 100, false, &o);
+    assert_int_equal(o.n, 0);
+    assert_false(o.more);
+    assert_true(o.next == cursor);
+}
+
+static void store_adjust(struct fx *x, const char *sku, const char *loc, int64_t delta)
+{
+    assert_int_equal(
+        atp_store_adjust(x->store, atp_slice_cstr(sku), atp_slice_cstr(loc), delta, NULL), 0);
+}
+
+static uint64_t feed_cursor(struct fx *x, const char *channel)
+{
+    struct changes_out o;
+    changes_ok(x, channel, 0, 100, false, &o);
+    assert_true(o.next != 0);
+    return o.next;
+}
+
+/* Held while nothing is new, answered by a change or at the deadline. */
+static void test_changes_wait(void **state)
+{
+    struct fx *x = *state;
+    struct atp_wait w = {.max_ms = 1000};
+    x->ctx.wait = &w;
+    struct changes_out o;
+    uint64_t c0 = feed_cursor(x, "web");
+    uint64_t calls0 = atp_metrics_requests(ATP_MPROTO_BIN, ATP_MOP_CHANGES);
+
+    /* Nothing new: held until now + wait_ms (under max_ms), and again with
+     * the same deadline until it passes; a held call is no request yet. */
+    req_changes_wait(x, "web", c0, 100, false, 300);
+    expect_held(x, T0, T0 + 300000);
+    expect_held(x, T0 + 1, T0 + 300000);
+    expect_held(x, T0 + 299999, T0 + 300000);
+    assert_int_equal(atp_metrics_requests(ATP_MPROTO_BIN, ATP_MOP_CHANGES), calls0);
+
+    /* A change (on another connection: the store) answers it at once. */
+    store_adjust(x, "WAIT-1", "DC-1", 4);
+    changes_of(expect_answered(x, T0 + 100000), 100, false, &o);
+    assert_int_equal(o.n, 1);
+    assert_string_equal(o.e[0], "WAIT-1@DC-1=4");
+    assert_true(o.next != c0);
+    uint64_t c1 = o.next;
+    assert_int_equal(atp_metrics_requests(ATP_MPROTO_BIN, ATP_MOP_CHANGES), calls0 + 1);
+
+    /* The next request starts a wait of its own; at its deadline it is
+     * answered with nothing new and its own cursor. */
+    req_changes_wait(x, "web", c1, 100, false, 300);
+    expect_held(x, T0 + 500000, T0 + 800000);
+    expect_held(x, T0 + 799999, T0 + 800000);
+    expect_nothing_new(expect_answered(x, T0 + 800000), c1);
+    /* and past it (a late look) the same */
+    req_changes_wait(x, "web", c1, 100, false, 300);
+    expect_held(x, T0 + 900000, T0 + 1200000);
+    expect_nothing_new(expect_answered(x, T0 + 5000000), c1);
+    /* A clock that went back (the deadline further off than the wait):
+     * answered rather than held past the wait asked for. */
+    req_changes_wait(x, "web", c1, 100, false, 300);
+    expect_held(x, T0 + 2000000, T0 + 2300000);
+    expect_nothing_new(expect_answered(x, T0 + 1000000), c1);
+
+    /* A change before the request: answered at once, never held. */
+    store_adjust(x, "WAIT-1", "DC-2", 2);
+    req_changes_wait(x, "web", c1, 100, false, 300);
+    changes_of(expect_answered(x, T0), 100, false, &o);
+    assert_int_equal(o.n, 1);
+    assert_string_equal(o.e[0], "WAIT-1@DC-2=2");
+    uint64_t c2 = o.next;
+
+    /* NETWORK with WAIT: held, then answered per sku; the answer's flags
+     * are NETWORK alone (WAIT is a request flag). */
+    req_changes_wait(x, "web", c2, 100, true, 300);
+    expect_held(x, T0, T0 + 300000);
+    store_adjust(x, "WAIT-2", "DC-1", 3);
+    changes_of(expect_answered(x, T0 + 5000), 100, true, &o);
+    assert_int_equal(o.n, 1);
+    assert_string_equal(o.e[0], "WAIT-2@=3");
+
+    /* A change the channel does not report (b2b sells from DC-1 and DC-2
+     * only) neither ends the wait nor is reported: at the deadline the
+     * answer has no entries and a cursor past that change, so the next
+     * request does not look at it again. A change the channel reports ends
+     * the next wait, with that change alone. */
+    uint64_t b0 = feed_cursor(x, "b2b");
+    req_changes_wait(x, "b2b", b0, 100, false, 300);
+    expect_held(x, T0, T0 + 300000);
+    store_adjust(x, "WAIT-3", "DC-3", 1);
+    expect_held(x, T0 + 5000, T0 + 300000);
+    expect_held(x, T0 + 10000, T0 + 300000);
+    changes_of(expect_answered(x, T0 + 300000), 100, false, &o);
+    assert_int_equal(o.n, 0);
+    assert_false(o.more);
+    assert_true(o.next != b0);
+    uint64_t b1 = o.next;
+    req_changes_wait(x, "b2b", b1, 100, false, 300);
+    expect_held(x, T0 + 400000, T0 + 700000);
+    store_adjust(x, "WAIT-3", "DC-3", 1);
+    expect_held(x, T0 + 405000, T0 + 700000);
+    store_adjust(x, "WAIT-3", "DC-1", 2);
+    changes_of(expect_answered(x, T0 + 410000), 100, false, &o);
+    assert_int_equal(o.n, 1);
+    assert_string_equal(o.e[0], "WAIT-3@DC-1=2");
+    assert_true(o.next != b1);
+    /* Asked again from b1 without waiting: the same entry, the same cursor
+     * (the unreported changes before it are passed over either way). */
+    uint64_t b2 = o.next;
+    changes_ok(x, "b2b", b1, 100, false, &o);
+    assert_int_equal(o.n, 1);
+    assert_string_equal(o.e[0], "WAIT-3@DC-1=2");
+    assert_true(o.next == b2);
+}
+
+/* How long: wait_ms cut to max_ms; never held without a wait to give. */
+static void test_changes_wait_limits(void **state)
+{
+    struct fx *x = *state;
+    struct atp_wait w = {.max_ms = 200};
+    x->ctx.wait = &w;
+    uint64_t c0 = feed_cursor(x, "web");
+
+    /* 5 s asked, 200 ms granted. */
+    req_changes_wait(x, "web", c0, 100, false, 5000);
+    expect_held(x, T0, T0 + 200000);
+    expect_held(x, T0 + 199999, T0 + 200000);
+    expect_nothing_new(expect_answered(x, T0 + 200000), c0);
+    /* Less than max_ms asked: that. */
+    req_changes_wait(x, "web", c0, 100, false, 50);
+    expect_held(x, T0, T0 + 50000);
+    expect_nothing_new(expect_answered(x, T0 + 50000), c0);
+
+    /* max_ms 0 (feed-wait-max 0, or a draining server): answered at once. */
+    w.max_ms = 0;
+    req_changes_wait(x, "web", c0, 100, false, 5000);
+    expect_nothing_new(expect_answered(x, T0), c0);
+    /* A request held under a max_ms that then drops to 0 is answered. */
+    w.max_ms = 200;
+    expect_held(x, T0, T0 + 200000);
+    w.max_ms = 0;
+    expect_nothing_new(expect_answered(x, T0 + 1000), c0);
+
+    /* No atp_wait (a caller that cannot hold): answered at once. */
+    x->ctx.wait = NULL;
+    req_changes_wait(x, "web", c0, 100, false, 5000);
+    expect_nothing_new(expect_answered(x, T0), c0);
+    x->ctx.wait = &w;
+    w.max_ms = 200;
+
+    /* Cursor 0 with WAIT: the cursor to follow, at once. */
+    req_changes_wait(x, "web", 0, 100, false, 5000);
+    struct changes_out o;
+    changes_of(expect_answered(x, T0), 100, false, &o);
+    assert_int_equal(o.n, 0);
+    assert_true(o.next == c0);
+
+    /* Errors are never held: ECURSOR, ENOCHANNEL, EINVAL, ETOOMANY. */
+    req_changes_wait(x, "web", 12345, 100, false, 5000);
+    expect_wait_error(x, ATP_ECURSOR);
+    req_changes_wait(x, "web", c0 + 1000000, 100, false, 5000);
+    expect_wait_error(x, ATP_ECURSOR);
+    req_changes_wait(x, "tv", c0, 100, false, 5000);
+    expect_wait_error(x, ATP_ENOCHANNEL);
+    req_changes_wait(x, "web", c0, 0, false, 5000);
+    expect_wait_error(x, ATP_EINVAL);
+    req_changes_wait(x, "web", c0, ATP_CHANGES_MAX + 1, false, 5000);
+    expect_wait_error(x, ATP_ETOOMANY);
+
+    /* A held request whose cursor expires meanwhile (more changes than the
+     * feed window, 1024 records): answered with ECURSOR, its wait over. */
+    req_changes_wait(x, "web", c0, 100, false, 5000);
+    expect_held(x, T0, T0 + 200000);
+    for (int i = 0; i < 1100; i++) {
+        char sku[16];
+        snprintf(sku, sizeof(sku), "WX-%d", i);
+        store_adjust(x, sku, "DC-1", 1);
+    }
+    expect_wait_error(x, ATP_ECURSOR);
+
+    /* The WAIT flag without its u32, with part of it, or the u32 without
+     * the flag: EMALFORMED, at once. */
+    uint64_t c1 = feed_cursor(x, "web");
+    req_changes_wait(x, "web", c1, 100, false, 300);
+    x->req[16] -= 4; /* body length (little-endian, under 256) */
+    x->req_len -= 4;
+    expect_error(x, ATP_EMALFORMED);
+    req_changes_wait(x, "web", c1, 100, false, 300);
+    x->req[16] -= 1;
+    x->req_len -= 1;
+    expect_error(x, ATP_EMALFORMED);
+    req_changes_wait(x, "web", c1, 100, false, 300);
+    x->req[4] &= (uint8_t)~ATP_FLAG_WAIT;
+    expect_error(x, ATP_EMALFORMED);
+    assert_true(w.until_us == 0);
+    /* The flag with the u32 in place is fine: held. */
+    req_changes_wait(x, "web", c1, 100, false, 300);
+    expect_held(x, T0, T0 + 200000);
 }
 
 static void test_reserve_lifecycle(void **state)
@@ -1170,6 +1436,126 @@ static void test_pipelined_errors(void **state)
     assert_int_equal(off, small.len);
     atp_buf_free(&small);
 }
+/* The frame at `off` of out: its id, and the offset after it. */
+static struct atp_frame frame_at(const struct atp_buf *out, size_t *off)
+{
+    struct atp_frame f;
+    ssize_t n = atp_proto_frame(out->data + *off, out->len - *off, 0, &f);
+    assert_true(n > 0);
+    *off += (size_t)n;
+    return f;
+}
+
+/* A held CHANGES in a pipeline: the frames before it are answered, it and
+ * the ones behind it wait (nothing of them consumed, counted or answered),
+ * and once it is answered the rest follow in order. */
+static void test_pipelined_wait(void **state)
+{
+    struct fx *x = *state;
+    struct atp_wait w = {.max_ms = 1000};
+    x->ctx.wait = &w;
+    uint64_t c0 = feed_cursor(x, "web");
+
+    static struct pipeline plb;
+    memset(&plb, 0, sizeof(plb));
+    struct pipeline *pl = &plb;
+    PUT(atp_proto_enc_ping_req(pl->buf + pl->len, sizeof(pl->buf) - pl->len, 1, ATP_SLICE("a")));
+    size_t first = pl->len;
+    struct atp_proto_changes_req r = {ATP_SLICE("web"), c0, 100, false, 300};
+    PUT(atp_proto_enc_changes_req(pl->buf + pl->len, sizeof(pl->buf) - pl->len, 2, &r));
+    PUT(atp_proto_enc_ping_req(pl->buf + pl->len, sizeof(pl->buf) - pl->len, 3, ATP_SLICE("c")));
+
+    uint64_t pings0 = atp_metrics_requests(ATP_MPROTO_BIN, ATP_MOP_PING);
+    uint64_t calls0 = atp_metrics_requests(ATP_MPROTO_BIN, ATP_MOP_CHANGES);
+    struct atp_buf out = {0};
+    uint32_t frames = 99;
+    int err = 99;
+    size_t used =
+        atp_cmd_handle_many(&x->ctx, pl->buf, pl->len, &out, T0, SIZE_MAX, NULL, &frames, &err);
+    assert_int_equal(used, first);
+    assert_int_equal(frames, 1);
+    assert_int_equal(err, 0);
+    assert_true(w.parked);
+    assert_true(w.until_us == T0 + 300000);
+    size_t off = 0;
+    struct atp_frame f = frame_at(&out, &off);
+    assert_int_equal(f.id, 1);
+    assert_int_equal(off, out.len);
+    assert_int_equal(atp_metrics_requests(ATP_MPROTO_BIN, ATP_MOP_PING) - pings0, 1);
+    assert_int_equal(atp_metrics_requests(ATP_MPROTO_BIN, ATP_MOP_CHANGES) - calls0, 0);
+
+    /* Offered again with nothing new: held at its head, nothing consumed. */
+    w.parked = false;
+    frames = 99;
+    used = atp_cmd_handle_many(&x->ctx, pl->buf + first, pl->len - first, &out, T0 + 1000, SIZE_MAX,
+                               NULL, &frames, &err);
+    assert_int_equal(used, 0);
+    assert_int_equal(frames, 0);
+    assert_int_equal(err, 0);
+    assert_true(w.parked);
+    assert_true(w.until_us == T0 + 300000);
+    assert_int_equal(out.len, off);
+
+    /* A change: the CHANGES answer, then the PING behind it. */
+    store_adjust(x, "WAIT-9", "DC-1", 6);
+    used = atp_cmd_handle_many(&x->ctx, pl->buf + first, pl->len - first, &out, T0 + 2000, SIZE_MAX,
+                               NULL, &frames, &err);
+    assert_int_equal(used, pl->len - first);
+    assert_int_equal(frames, 2);
+    assert_int_equal(err, 0);
+    assert_false(w.parked);
+    assert_true(w.until_us == 0);
+    f = frame_at(&out, &off);
+    assert_int_equal(f.id, 2);
+    struct changes_out o;
+    changes_of(f, 100, false, &o);
+    assert_int_equal(o.n, 1);
+    assert_string_equal(o.e[0], "WAIT-9@DC-1=6");
+    f = frame_at(&out, &off);
+    assert_int_equal(f.id, 3);
+    struct atp_slice p;
+    assert_int_equal(atp_proto_dec_ping_resp(&f, &p), 0);
+    assert_true(slice_is(p, "c"));
+    assert_int_equal(off, out.len);
+    assert_int_equal(atp_metrics_requests(ATP_MPROTO_BIN, ATP_MOP_PING) - pings0, 2);
+    assert_int_equal(atp_metrics_requests(ATP_MPROTO_BIN, ATP_MOP_CHANGES) - calls0, 1);
+
+    /* Held first in the input: nothing at all; at its deadline, all of it. */
+    out.len = 0;
+    r.cursor = o.next;
+    memset(pl, 0, sizeof(*pl));
+    PUT(atp_proto_enc_changes_req(pl->buf + pl->len, sizeof(pl->buf) - pl->len, 4, &r));
+    PUT(atp_proto_enc_ping_req(pl->buf + pl->len, sizeof(pl->buf) - pl->len, 5, ATP_SLICE("e")));
+    used = atp_cmd_handle_many(&x->ctx, pl->buf, pl->len, &out, T0 + 3000, SIZE_MAX, NULL, &frames,
+                               &err);
+    assert_int_equal(used, 0);
+    assert_int_equal(frames, 0);
+    assert_int_equal(out.len, 0);
+    assert_true(w.parked);
+    assert_true(w.until_us == T0 + 303000);
+    used = atp_cmd_handle_many(&x->ctx, pl->buf, pl->len, &out, T0 + 303000, SIZE_MAX, NULL,
+                               &frames, &err);
+    assert_int_equal(used, pl->len);
+    assert_int_equal(frames, 2);
+    assert_false(w.parked);
+    assert_true(w.until_us == 0);
+    off = 0;
+    f = frame_at(&out, &off);
+    assert_int_equal(f.id, 4);
+    changes_of(f, 100, false, &o);
+    assert_int_equal(o.n, 0);
+    assert_true(o.next == r.cursor);
+    assert_int_equal(frame_at(&out, &off).id, 5);
+    assert_int_equal(off, out.len);
+
+    /* Without an atp_wait the same input is answered whole, at once. */
+    x->ctx.wait = NULL;
+    out.len = 0;
+    used = atp_cmd_handle_many(&x->ctx, pl->buf, pl->len, &out, T0, SIZE_MAX, NULL, &frames, &err);
+    assert_int_equal(used, pl->len);
+    assert_int_equal(frames, 2);
+    atp_buf_free(&out);
+}
 #undef PUT
 
 int main(void)
@@ -1180,6 +1566,8 @@ int main(void)
         T(test_get),
         T(test_mget),
         T(test_changes),
+        T(test_changes_wait),
+        T(test_changes_wait_limits),
         T(test_reserve_lifecycle),
         T(test_reserve_errors),
         T(test_set),
@@ -1191,6 +1579,7 @@ int main(void)
         T(test_pipelined),
         T(test_pipelined_errors),
         T(test_pipelined_clock),
+        T(test_pipelined_wait),
     };
 #undef T
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -13,7 +13,8 @@
  * and bounded memory), max connections, idle timeout, graceful drain with
  * requests in flight, the drain bound and the forced exit, HELLO limits,
  * clients that reset right after a request (the quiet check),
- * STATS counters, the demo catalogue and the command line.
+ * STATS counters, CHANGES requests held for a change (WAIT), the demo
+ * catalogue and the command line.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -1122,6 +1123,239 @@ static void test_busy_poll(void **state)
     }
 }
 
+/* --- the change feed: CHANGES with WAIT --------------------------------------------- */
+
+/* A CHANGES request with the WAIT flag (wait_ms) queued on c. */
+static void queue_changes_wait(struct atp_client *c, uint64_t id, uint64_t cursor, uint32_t wait_ms)
+{
+    uint8_t buf[128];
+    struct atp_proto_changes_req r = {ATP_SLICE("web"), cursor, 100, false, wait_ms};
+    ssize_t n = atp_proto_enc_changes_req(buf, sizeof(buf), id, &r);
+    assert_true(n > 0);
+    assert_int_equal(buf[4] & ATP_FLAG_WAIT, ATP_FLAG_WAIT);
+    assert_int_equal(atp_client_queue_raw(c, buf, (size_t)n), 0);
+}
+
+/* The next answer is CHANGES `id`'s: its entries and next cursor. */
+static void read_changes(struct atp_client *c, uint64_t id, struct atp_client_change *ch,
+                         uint32_t *ret_n, uint64_t *ret_next)
+{
+    struct atp_frame f;
+    int rc = atp_client_read(c, &f);
+    if (rc != 0)
+        fail_msg("reading the CHANGES answer %llu: %s", (unsigned long long)id, atp_strerror(rc));
+    if (f.id != id)
+        fail_msg("an answer to request %llu (opcode 0x%02x) where CHANGES %llu's was due",
+                 (unsigned long long)f.id, f.opcode, (unsigned long long)id);
+    bool more = true;
+    assert_int_equal(atp_client_decode_changes(c, &f, ch, 100, ret_n, ret_next, &more, NULL), 0);
+    assert_false(more);
+}
+
+/* The next answer is PING `id`'s. */
+static void read_ping(struct atp_client *c, uint64_t id)
+{
+    struct atp_frame f;
+    int rc = atp_client_read(c, &f);
+    if (rc != 0)
+        fail_msg("reading the PING answer %llu: %s", (unsigned long long)id, atp_strerror(rc));
+    if (f.id != id)
+        fail_msg("an answer to request %llu (opcode 0x%02x) where PING %llu's was due",
+                 (unsigned long long)f.id, f.opcode, (unsigned long long)id);
+    assert_int_equal(f.opcode, ATP_OP_PING | ATP_OP_RESPONSE);
+    assert_int_equal(atp_client_decode_status(c, &f), 0);
+}
+
+/* Nothing arrives on c's socket for ms milliseconds. */
+static void expect_silence(struct atp_client *c, int ms)
+{
+    struct pollfd p = {.fd = atp_client_fd(c), .events = POLLIN};
+    if (poll(&p, 1, ms) != 0) {
+        struct atp_frame f;
+        int rc = atp_client_read(c, &f);
+        if (rc != 0)
+            fail_msg("%s while the request should be held", atp_strerror(rc));
+        fail_msg("an answer to request %llu (opcode 0x%02x) while the request should be held",
+                 (unsigned long long)f.id, f.opcode);
+    }
+}
+
+/* Poll a stat until it equals `want`, for at most `ms`. */
+static void stat_within_(const struct srv *s, const char *name, int64_t want, unsigned ms, int line)
+{
+    uint64_t t0 = mono_ms();
+    int64_t v;
+    while ((v = stat_get(s, name)) != want) {
+        if (mono_ms() - t0 > ms)
+            fail_msg("line %d: stat %s is %lld after %u ms, expected %lld", line, name,
+                     (long long)v, ms, (long long)want);
+        sleep_ms(10);
+    }
+}
+#define stat_within(s, name, want, ms) stat_within_((s), (name), (want), (ms), __LINE__)
+
+/*
+ * A held CHANGES on a real server: the PING pipelined behind it waits with
+ * it, a change from another connection answers both in order, a wait with
+ * nothing new ends at its deadline, STATS counts each held request once,
+ * and a client that goes away while held leaves nothing held behind.
+ */
+static void test_feed_wait(void **state)
+{
+    (void)state;
+    struct srv s;
+    start(&s, NULL); /* feed-wait-max: the default 30 s */
+    struct atp_client *c = client(&s), *f = client(&s);
+    static struct atp_client_change ch[100];
+    uint32_t n = 0;
+    uint64_t cur = 0, next = 0;
+    bool more;
+    assert_int_equal(atp_client_changes(c, "web", 0, false, 100, ch, &n, &cur, &more), 0);
+    assert_int_equal(stat_get(&s, "server_feed_waits"), 0);
+    assert_int_equal(stat_get(&s, "server_feed_waiting"), 0);
+
+    /* Held: no answer to either, one request waiting. */
+    uint64_t ping_id;
+    queue_changes_wait(f, 1001, cur, 3000);
+    assert_int_equal(atp_client_queue_ping(f, &ping_id), 0);
+    assert_int_equal(atp_client_flush(f), 0);
+    uint64_t t0 = mono_ms();
+    expect_silence(f, 150);
+    assert_int_equal(stat_get(&s, "server_feed_waiting"), 1);
+    assert_int_equal(stat_get(&s, "server_feed_waits"), 1);
+    /* A change on another connection answers it well before its 3 s, with
+     * that change; then the PING. */
+    assert_int_equal(atp_client_adjust(c, "FW-1", "DC1", 5, NULL), 0);
+    read_changes(f, 1001, ch, &n, &next);
+    uint64_t took = mono_ms() - t0;
+    if (took > 2000)
+        fail_msg("the change answered the held request after %llu ms", (unsigned long long)took);
+    assert_int_equal(n, 1);
+    assert_string_equal(ch[0].sku, "FW-1");
+    assert_string_equal(ch[0].loc, "DC1");
+    assert_int_equal(ch[0].atp, 3); /* web holds 2 back */
+    assert_true(next != cur);
+    read_ping(f, ping_id);
+    stat_within(&s, "server_feed_waiting", 0, 1000);
+
+    /* Nothing new: held until its 300 ms are over, answered with nothing
+     * and its own cursor; a PING sent while it is held (and a PING of
+     * another size after it) are answered after it, in order. */
+    cur = next;
+    queue_changes_wait(f, 1003, cur, 300);
+    assert_int_equal(atp_client_flush(f), 0);
+    t0 = mono_ms();
+    expect_silence(f, 100);
+    uint64_t ping2_id;
+    assert_int_equal(atp_client_queue_ping(f, &ping_id), 0);
+    assert_int_equal(atp_client_flush(f), 0);
+    read_changes(f, 1003, ch, &n, &next);
+    took = mono_ms() - t0;
+    if (took < 250 || took > 3000)
+        fail_msg("a 300 ms wait answered after %llu ms", (unsigned long long)took);
+    assert_int_equal(n, 0);
+    assert_true(next == cur);
+    read_ping(f, ping_id);
+    static const char payload[] = "a ping of another size";
+    uint8_t pf[64];
+    ssize_t pn = atp_proto_enc_ping_req(pf, sizeof(pf), 1004,
+                                        (struct atp_slice){payload, sizeof(payload) - 1});
+    assert_true(pn > 0);
+    assert_int_equal(atp_client_queue_raw(f, pf, (size_t)pn), 0);
+    assert_int_equal(atp_client_queue_ping(f, &ping2_id), 0);
+    assert_int_equal(atp_client_flush(f), 0);
+    read_ping(f, 1004);
+    read_ping(f, ping2_id);
+    /* Two requests were held (each once, however often it was looked at). */
+    assert_int_equal(stat_get(&s, "server_feed_waits"), 2);
+    stat_within(&s, "server_feed_waiting", 0, 1000);
+    ping_ok(f);
+
+    /* A client that closes while held: the server forgets it promptly, and
+     * goes on answering others. */
+    struct atp_client *g = client(&s);
+    queue_changes_wait(g, 1005, cur, 5000);
+    assert_int_equal(atp_client_flush(g), 0);
+    stat_within(&s, "server_feed_waiting", 1, 1000);
+    atp_client_close(g);
+    stat_within(&s, "server_feed_waiting", 0, 1500);
+    assert_int_equal(stat_get(&s, "server_feed_waits"), 3);
+    ping_ok(c);
+    assert_int_equal(atp_client_changes(f, "web", cur, false, 100, ch, &n, &next, &more), 0);
+    assert_int_equal(n, 0);
+    atp_client_close(f);
+    atp_client_close(c);
+    stop(&s);
+}
+
+/* feed-wait-max cuts a longer wait (and a held connection is not idle);
+ * 0 never holds; a drain answers at once. */
+static void test_feed_wait_max(void **state)
+{
+    (void)state;
+    struct srv s;
+    const char *cut[] = {"--feed-wait-max", "200ms", "--idle-timeout", "100ms", NULL};
+    start(&s, cut);
+    struct atp_client *c = client(&s);
+    static struct atp_client_change ch[100];
+    uint32_t n = 0;
+    uint64_t cur = 0, next = 0;
+    bool more;
+    assert_int_equal(atp_client_changes(c, "web", 0, false, 100, ch, &n, &cur, &more), 0);
+    uint64_t t0 = mono_ms();
+    assert_int_equal(atp_client_changes_wait(c, "web", cur, false, 100, 5000, ch, &n, &next, &more),
+                     0);
+    uint64_t took = mono_ms() - t0;
+    if (took < 150 || took > 2000)
+        fail_msg("a 5 s wait under feed-wait-max 200ms answered after %llu ms",
+                 (unsigned long long)took);
+    assert_int_equal(n, 0);
+    assert_true(next == cur);
+    assert_int_equal(stat_get(&s, "server_feed_waits"), 1);
+    atp_client_close(c);
+    stop(&s);
+
+    /* 0: never held (WAIT accepted and ignored). */
+    const char *never[] = {"--feed-wait-max", "0", NULL};
+    start(&s, never);
+    c = client(&s);
+    assert_int_equal(atp_client_changes(c, "web", 0, false, 100, ch, &n, &cur, &more), 0);
+    t0 = mono_ms();
+    assert_int_equal(atp_client_changes_wait(c, "web", cur, false, 100, 5000, ch, &n, &next, &more),
+                     0);
+    took = mono_ms() - t0;
+    if (took > 1000) /* held, it would take the 5 s asked for */
+        fail_msg("feed-wait-max 0 held a request for %llu ms", (unsigned long long)took);
+    assert_int_equal(n, 0);
+    assert_true(next == cur);
+    assert_int_equal(stat_get(&s, "server_feed_waits"), 0);
+    atp_client_close(c);
+    stop(&s);
+
+    /* A draining server answers a held request at once, then closes. */
+    start(&s, NULL);
+    c = client(&s);
+    assert_int_equal(atp_client_changes(c, "web", 0, false, 100, ch, &n, &cur, &more), 0);
+    queue_changes_wait(c, 1007, cur, 5000);
+    assert_int_equal(atp_client_flush(c), 0);
+    stat_within(&s, "server_feed_waiting", 1, 1000);
+    sleep_ms(50); /* held through a few looks, not only just now */
+    t0 = mono_ms();
+    kill(s.pid, SIGTERM);
+    read_changes(c, 1007, ch, &n, &next);
+    took = mono_ms() - t0;
+    if (took > 1500)
+        fail_msg("the drain answered the held request after %llu ms", (unsigned long long)took);
+    assert_int_equal(n, 0);
+    assert_true(next == cur);
+    atp_client_close(c);
+    int status = wait_exit(&s, 10000);
+    if (status == -1 || !WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+        dump_log(&s);
+        fail_msg("atpd did not exit 0 after the drain (status %d)", status);
+    }
+}
+
 /* --- lifecycle --------------------------------------------------------------------- */
 
 static void test_graceful_shutdown_answers_in_flight(void **state)
@@ -1475,6 +1709,8 @@ int main(void)
         BOTH(test_quiet_then_request_and_close),
         BOTH(test_busy_poll),
         BOTH(test_graceful_shutdown_answers_in_flight),
+        BOTH(test_feed_wait),
+        ONE(test_feed_wait_max),
         ONE(test_drain_is_bounded),
         ONE(test_second_signal_forces_exit),
         ONE(test_hello_and_stats),

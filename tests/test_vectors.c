@@ -467,6 +467,10 @@ static void decode_request(struct out *o, const struct atp_frame *f)
         assert_int_equal(atp_proto_dec_changes_req(f, &r), 0);
         out_str(o, "channel", r.channel);
         outf(o, " cursor=%llu max=%u", (unsigned long long)r.cursor, r.max);
+        if (f->flags & ATP_FLAG_WAIT)
+            outf(o, " wait_ms=%u", r.wait_ms);
+        else
+            assert_int_equal(r.wait_ms, 0);
         assert_int_equal(r.network, (f->flags & ATP_FLAG_NETWORK) != 0);
         return;
     }

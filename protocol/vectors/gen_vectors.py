@@ -204,9 +204,14 @@ FILES["mget"] = [
 ]
 
 
-def changes_req(rid, flags, channel, cursor, mx):
-    return req("CHANGES", rid, flags=flags).s8("channel", channel).num("cursor", cursor, u64) \
+def changes_req(rid, flags, channel, cursor, mx, wait_ms=None):
+    m = req("CHANGES", rid, flags=flags).s8("channel", channel).num("cursor", cursor, u64) \
         .num("max", mx, u16)
+    # WAIT (0x0002): a u32 wait_ms ends the body; without the flag there is none.
+    assert (wait_ms is not None) == bool(flags & 0x0002)
+    if wait_ms is not None:
+        m.num("wait_ms", wait_ms, u32)
+    return m
 
 
 def changes_resp(rid, flags, next_cursor, more, entries):
@@ -240,6 +245,16 @@ FILES["changes"] = [
     ("ECURSOR: take a new cursor (cursor 0), read everything again, follow it.",
      err("CHANGES", 17, "ECURSOR", "change feed cursor expired or not from this instance: "
          "read again and follow a new cursor")),
+    ("WAIT: if nothing is new after the cursor, the server may hold the answer for up to "
+     "wait_ms (30 s here, cut to its feed-wait-max) and answers as soon as a change arrives.",
+     changes_req(18, 0x0002, "web", CUR1, 100, wait_ms=30000)),
+    ("The wait is over with nothing new: no entries, next_cursor is the request's cursor (ask "
+     "again from it). WAIT is a request flag only.",
+     changes_resp(18, 0, CUR1, 0, [])),
+    ("NETWORK and WAIT together, for half a second.",
+     changes_req(19, 0x0003, "web", CUR1, 10, wait_ms=500)),
+    ("A change arrived during the wait: answered at once, NETWORK echoed.",
+     changes_resp(19, 0x0001, CUR1 + 1, 0, [("SKU-3", "", 5)])),
 ]
 
 
