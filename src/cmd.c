@@ -221,8 +221,11 @@ static bool wait_hold(struct atp_wait *w, bool empty, uint32_t wait_ms, uint64_t
         return false;
     if (empty && wait_ms > 0 && w->max_ms > 0) {
         uint64_t most = (uint64_t)(wait_ms < w->max_ms ? wait_ms : w->max_ms) * 1000u;
-        if (w->until_us == 0)
+        if (w->until_us == 0) {
             w->until_us = now_us + most;
+            w->wait_us = most;
+            w->held++; /* a request held, for the caller's count */
+        }
         /* A deadline further off than the longest wait means the clock went
          * back: answer rather than wait longer than promised. */
         if (now_us < w->until_us && w->until_us - now_us <= most) {

@@ -52,7 +52,9 @@ struct atp_stats_source {
 struct atp_wait {
     uint32_t max_ms;   /* set by the caller: the longest wait granted; 0 answers at once */
     uint64_t until_us; /* 0, or when the held request must be answered (now_us's clock) */
+    uint64_t wait_us;  /* the held request's wait: until_us is at most this far off */
     uint64_t from;     /* the held request's last look ended at this cursor */
+    uint32_t held;     /* requests held for the first time (the caller counts and clears) */
     bool parked;       /* out: the last call stopped at a held request */
 };
 

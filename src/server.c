@@ -183,6 +183,7 @@ struct conn {
     struct conn *held_next; /* on the worker's held list */
     bool held;
     bool waiting;                       /* a feed request at the head of in waits (paused too) */
+    bool wait_over;                     /* answer the held request now (the client shut down) */
     bool wait_fresh;                    /* held since on_wait last handled it */
     uint64_t wait_pos;                  /* the feed's position when on_wait last handled it */
     struct atp_wait wait;               /* cmd.h: that request's deadline */
@@ -586,7 +587,6 @@ static void wait_start(struct worker *w, struct conn *c)
     if (w->waiters)
         w->waiters->wait_prev = c;
     w->waiters = c;
-    STAT_ADD(w, feed_waits, 1);
     STAT_ADD(w, feed_waiting, 1);
     if (!w->wait_armed)
         arm_wait(w);
@@ -760,7 +760,7 @@ static size_t consume(struct worker *w, struct conn *c, const uint8_t *p, size_t
     size_t limit = w->srv->cfg.output_buffer_limit;
     /* A feed request that asks to wait may be held (cmd.h, struct atp_wait):
      * the handlers then stop before it and set c->wait.parked. */
-    c->wait.max_ms = w->draining ? 0 : (uint32_t)w->srv->cfg.feed_wait_max_ms;
+    c->wait.max_ms = w->draining || c->wait_over ? 0 : (uint32_t)w->srv->cfg.feed_wait_max_ms;
     c->wait.parked = false;
     w->ctx.wait = &c->wait;
     if (!c->http && n > 0) {
@@ -797,6 +797,10 @@ static size_t consume(struct worker *w, struct conn *c, const uint8_t *p, size_t
         break;
     }
     w->ctx.wait = NULL;
+    if (c->wait.held) {
+        STAT_ADD(w, feed_waits, c->wait.held);
+        c->wait.held = 0;
+    }
     if (c->wait.parked && c->state == C_OPEN)
         wait_start(w, c);
     else if (c->waiting)
@@ -999,10 +1003,13 @@ static void conn_flush(struct worker *w, struct conn *c)
         if (c->state == C_DEAD)
             return; /* conn_kill put it back on the dirty list */
     }
-    /* A conn holding a feed request keeps receiving: what arrives is kept
-     * behind the held request (bounded by the input limit), and a client
-     * that closes is noticed now rather than at the end of the wait. */
-    bool want_recv = (c->state == C_OPEN && (!c->paused || c->waiting)) || c->state == C_LINGER;
+    /* A conn holding a feed request keeps receiving, so that a client that
+     * closes is noticed now rather than at the end of the wait: what
+     * arrives is kept behind the held request, until that input reaches
+     * output-buffer-limit; then TCP flow control stops the client, as for
+     * any paused conn. */
+    bool waiting_reads = c->waiting && c->in_len < (size_t)w->srv->cfg.output_buffer_limit;
+    bool want_recv = (c->state == C_OPEN && (!c->paused || waiting_reads)) || c->state == C_LINGER;
     if (want_recv && !c->recv_armed)
         arm_recv(w, c);
     else if (!want_recv && c->recv_armed && w->multishot && c->state == C_OPEN)
@@ -1064,6 +1071,14 @@ static void on_recv(struct worker *w, struct conn *c, const struct io_uring_cqe 
         /* EOF or error. */
         if (c->state == C_OPEN) {
             c->peer_eof = true;
+            if (res == 0 && c->waiting) {
+                /* Shut down while a feed request was held: answer it now
+                 * (with what there is) and what was sent behind it, as
+                 * if the wait had ended; the client may still read. */
+                c->wait_over = true;
+                c->paused = false;
+                consume_buffered(w, c);
+            }
             c->in_len = 0; /* a frame cut off by the close is dropped */
             conn_begin_close(w, c, R_PEER);
             if (res < 0)
@@ -1317,7 +1332,7 @@ static void on_wait(struct worker *w)
         /* (A deadline further off than the longest wait: the clock went
          * back; the command layer then answers.) */
         if (!c->wait_fresh && c->wait_pos == pos && !w->draining && w->now_us < c->wait.until_us &&
-            c->wait.until_us - w->now_us <= (uint64_t)c->wait.max_ms * 1000u)
+            c->wait.until_us - w->now_us <= c->wait.wait_us)
             continue; /* nothing recorded since it was held, and time left */
         c->paused = false;
         consume_buffered(w, c); /* holds it again, or answers and goes on */

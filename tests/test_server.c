@@ -1283,6 +1283,40 @@ static void test_feed_wait(void **state)
     ping_ok(c);
     assert_int_equal(atp_client_changes(f, "web", cur, false, 100, ch, &n, &next, &more), 0);
     assert_int_equal(n, 0);
+
+    /* Two held requests back to back: the second is held as the first is
+     * answered, in the same pass; each counts. */
+    queue_changes_wait(f, 1008, cur, 150);
+    queue_changes_wait(f, 1009, cur, 150);
+    assert_int_equal(atp_client_flush(f), 0);
+    read_changes(f, 1008, ch, &n, &next);
+    read_changes(f, 1009, ch, &n, &next);
+    assert_int_equal(stat_get(&s, "server_feed_waits"), 5);
+
+    /* A client that shuts down its side while its request is held still
+     * gets that answer (at once, with nothing) and the answers of what it
+     * sent behind it, which are carried out. */
+    struct atp_client *h = client(&s);
+    uint64_t adj_id;
+    queue_changes_wait(h, 1010, cur, 5000);
+    assert_int_equal(atp_client_queue_adjust(h, "FW-2", "DC1", 7, &adj_id), 0);
+    assert_int_equal(atp_client_flush(h), 0);
+    stat_within(&s, "server_feed_waiting", 1, 1000);
+    t0 = mono_ms();
+    assert_int_equal(shutdown(atp_client_fd(h), SHUT_WR), 0);
+    read_changes(h, 1010, ch, &n, &next);
+    if (mono_ms() - t0 > 2000)
+        fail_msg("a held request was answered %llu ms after the client shut down",
+                 (unsigned long long)(mono_ms() - t0));
+    assert_int_equal(n, 0);
+    struct atp_frame af;
+    assert_int_equal(atp_client_read(h, &af), 0);
+    assert_true(af.id == adj_id);
+    assert_int_equal(af.status, 0);
+    atp_client_close(h);
+    struct atp_breakdown bd;
+    assert_int_equal(atp_client_get(c, "FW-2", "web", "DC1", true, &bd), 0);
+    assert_int_equal(bd.on_hand, 7);
     atp_client_close(f);
     atp_client_close(c);
     stop(&s);
