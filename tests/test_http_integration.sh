@@ -270,32 +270,30 @@ metric() {
 secs_between() {
     awk -v t="$1" -v lo="$2" -v hi="$3" 'BEGIN { exit !(t + 0 >= lo && t + 0 < hi) }'
 }
+# timed_feed NAME QUERY LO HI WHAT: GET /v1/changes?QUERY into $T/NAME.body
+# and .hdr; ok when 200 within [LO, HI) seconds.
+timed_feed() {
+    out=$(curl -s -o "$T/$1.body" -D "$T/$1.hdr" -w '%{http_code} %{time_total}' \
+        "$BASE/v1/changes?$2")
+    code=${out% *}
+    secs=${out#* }
+    if [ "$code" = 200 ] && secs_between "$secs" "$3" "$4"; then
+        ok "$5: answered after $secs s"
+    else
+        bad "$5: status $code after $secs s (expected 200 after $3 to $4 s)"
+    fi
+}
 WAITS0=$(metric atp_feed_waits_total)
 req feedw0 200 "$BASE/v1/changes?channel=web"
 CW=$(cursor_of feedw0)
 # Nothing changes: the answer comes once the wait is over, with nothing and
 # the cursor asked from.
-out=$(curl -s -o "$T/feedwait.body" -D "$T/feedwait.hdr" -w '%{http_code} %{time_total}' \
-    "$BASE/v1/changes?channel=web&since=$CW&wait=700")
-code=${out% *}
-secs=${out#* }
-if [ "$code" = 200 ] && secs_between "$secs" 0.6 3; then
-    ok "feed wait=700, nothing new: answered after $secs s"
-else
-    bad "feed wait=700, nothing new: status $code after $secs s (expected 200 after 0.6 to 3 s)"
-fi
+timed_feed feedwait "channel=web&since=$CW&wait=700" 0.6 3 "feed wait=700, nothing new"
 jcheck feedwait "j['changes'] == [] and j['more'] is False and j['cursor'] == '$CW' and \
 h['cache-control'] == 'no-store'"
 # A wait longer than the request timeout (1 s here) is not a slow request.
-out=$(curl -s -o "$T/feedwaitlong.body" -D "$T/feedwaitlong.hdr" -w '%{http_code} %{time_total}' \
-    "$BASE/v1/changes?channel=web&since=$CW&wait=1500")
-code=${out% *}
-secs=${out#* }
-if [ "$code" = 200 ] && secs_between "$secs" 1.4 4.5; then
-    ok "feed wait=1500 outlasts the 1 s request timeout: answered 200 after $secs s"
-else
-    bad "feed wait=1500: status $code after $secs s (expected 200 after 1.4 to 4.5 s, no 408)"
-fi
+timed_feed feedwaitlong "channel=web&since=$CW&wait=1500" 1.4 4.5 \
+    "feed wait=1500 outlasts the 1 s request timeout (no 408)"
 jcheck feedwaitlong "j['changes'] == [] and j['cursor'] == '$CW'"
 # A change about 0.3 s into a wait of 5 s: answered with it, well before.
 (
@@ -303,16 +301,9 @@ jcheck feedwaitlong "j['changes'] == [] and j['cursor'] == '$CW'"
     curl -s -o "$T/feedwaitadj.body" -H "$JSON" -d '{"delta":7}' "$BASE/v1/items/FD-W/DC1:adjust"
 ) &
 ADJ=$!
-out=$(curl -s -o "$T/feedwoken.body" -D "$T/feedwoken.hdr" -w '%{http_code} %{time_total}' \
-    "$BASE/v1/changes?channel=web&since=$CW&wait=5000")
+timed_feed feedwoken "channel=web&since=$CW&wait=5000" 0 2.5 \
+    "feed wait=5000 with a change after 0.3 s"
 wait "$ADJ"
-code=${out% *}
-secs=${out#* }
-if [ "$code" = 200 ] && secs_between "$secs" 0 2.5; then
-    ok "feed wait=5000 with a change after 0.3 s: answered after $secs s"
-else
-    bad "feed wait=5000 with a change after 0.3 s: status $code after $secs s (expected 200 within 2.5 s)"
-fi
 jcheck feedwoken "j['changes'] == [{'sku': 'FD-W', 'location': 'DC1', 'available': 5}] and \
 j['cursor'] != '$CW'"
 CW2=$(cursor_of feedwoken)
