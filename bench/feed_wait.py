@@ -9,6 +9,10 @@ answers it once a change is recorded. This measures, against a real atpd on
   * idle cost: atpd's CPU time (utime + stime from /proc/PID/stat) over a
     quiet window while N connections each hold a request, for each N of
     --held (STATS server_feed_waiting must equal N);
+  * churn cost: the same while a writer changes an item every --churn-ms
+    at a location the held requests' channel does not sell from, so the
+    feed moves at every look and every held request is examined again (and
+    must stay held);
   * delivery: a follower holds a request, a writer applies ADJUST, and the
     time from the writer's acknowledgement to the follower's answer is
     recorded, --changes times, with --held-background other requests held
@@ -163,6 +167,8 @@ def main():
     ap.add_argument("--atpd", default="build/src/atpd")
     ap.add_argument("--held", default="0,100,1000", help="held requests per idle window")
     ap.add_argument("--seconds", type=float, default=10.0, help="each idle window")
+    ap.add_argument("--churn-ms", type=float, default=4.0,
+                    help="pause between the churn phase's changes")
     ap.add_argument("--changes", type=int, default=200, help="changes timed for delivery")
     ap.add_argument("--held-background", type=int, default=1000,
                     help="other requests held while delivery is timed")
@@ -210,7 +216,35 @@ def main():
                 c.close()
             wait_held(admin, 0)
 
+        print("\nchurn: the same while a writer adjusts SKU-W@DC3 every %.1f ms; the held"
+              " requests follow marketplace, which does not sell from DC3, so every change"
+              " is examined for each of them and none is answered" % args.churn_ms)
+        print("%8s %10s %12s %12s" % ("held", "seconds", "changes/s", "atpd cpu %"))
+        for n in held:
+            conns = hold(port, n, cursor, 300000, "marketplace")
+            wait_held(admin, n)
+            writer = Conn(port)
+            c0, t0 = cpu_s(pid), time.monotonic()
+            made, delta = 0, 1
+            while time.monotonic() - t0 < args.seconds:
+                writer.call(OP_ADJUST, s8("SKU-W") + s8("DC3") + struct.pack("<q", delta))
+                delta, made = -delta, made + 1
+                time.sleep(args.churn_ms / 1000.0)
+            c1, t1 = cpu_s(pid), time.monotonic()
+            if stats(admin)["server_feed_waiting"] != n:
+                raise RuntimeError("a request of another channel was answered")
+            print("%8d %10.1f %12.0f %12.2f"
+                  % (n, t1 - t0, made / (t1 - t0), 100.0 * (c1 - c0) / (t1 - t0)))
+            writer.close()
+            for c in conns:
+                c.close()
+            wait_held(admin, 0)
+
         print("\ndelivery: writer's ADJUST acknowledged -> the follower's held CHANGES answered")
+        # The on_hand the churn left, and a cursor after its changes.
+        on_hand = struct.unpack("<q", admin.call(
+            OP_ADJUST, s8("SKU-W") + s8("DC3") + struct.pack("<q", 1)))[0]
+        cursor, _, _ = parse_changes(admin.call(OP_CHANGES, changes_body("web", 0, 1)))
         # The others follow marketplace, which does not sell from DC3: the
         # changes below are recorded but never theirs, so they stay held
         # (each is looked at again whenever the feed moves).
@@ -218,7 +252,6 @@ def main():
         wait_held(admin, args.held_background)
         follower = Conn(port)
         lat = []
-        on_hand = 1000
         cur = cursor
         for i in range(args.changes):
             follower.send(OP_CHANGES, changes_body("web", cur, 100, 300000), FLAG_WAIT)
