@@ -211,31 +211,24 @@ static int op_mget(struct atp_cmd_ctx *ctx, const struct atp_frame *f, struct at
 
 /*
  * For a feed request asking to wait wait_ms: true to hold it now (sets
- * w->parked, and the deadline the first time), false to answer it (and the
- * request's wait state is forgotten). `empty`: the answer would report
- * nothing. w may be NULL (a caller that cannot hold: answer at once).
+ * w->parked, and the deadline the first time), false to answer it. `empty`:
+ * the answer would report nothing. w may be NULL (a caller that cannot
+ * hold: answer at once). atp_cmd_changes forgets the request's wait state
+ * when it answers, whatever the answer.
  */
 static bool wait_hold(struct atp_wait *w, bool empty, uint32_t wait_ms, uint64_t now_us)
 {
-    if (!w)
+    if (!w || !empty || wait_ms == 0 || w->max_ms == 0)
         return false;
-    if (empty && wait_ms > 0 && w->max_ms > 0) {
-        uint64_t most = (uint64_t)(wait_ms < w->max_ms ? wait_ms : w->max_ms) * 1000u;
-        if (w->until_us == 0) {
-            w->until_us = now_us + most;
-            w->wait_us = most;
-            w->held++; /* a request held, for the caller's count */
-        }
-        /* A deadline further off than the longest wait means the clock went
-         * back: answer rather than wait longer than promised. */
-        if (now_us < w->until_us && w->until_us - now_us <= most) {
-            w->parked = true;
-            return true;
-        }
+    if (w->until_us == 0) {
+        w->wait_us = (uint64_t)(wait_ms < w->max_ms ? wait_ms : w->max_ms) * 1000u;
+        w->until_us = now_us + w->wait_us;
+        w->held++; /* a request held, for the caller's count */
     }
-    w->until_us = 0;
-    w->from = 0;
-    return false;
+    if (!atp_wait_pending(w, now_us))
+        return false;
+    w->parked = true;
+    return true;
 }
 
 int atp_cmd_changes(struct atp_cmd_ctx *ctx, uint32_t channel, uint64_t cursor, uint32_t flags,
@@ -243,34 +236,35 @@ int atp_cmd_changes(struct atp_cmd_ctx *ctx, uint32_t channel, uint64_t cursor, 
                     uint32_t *ret_n, uint64_t *ret_next, bool *ret_more)
 {
     struct atp_wait *w = ctx->wait;
+    int rc = 0;
     if (cursor == 0) {
-        if (w)
-            w->until_us = w->from = 0;
         *ret_n = 0;
         *ret_next = atp_store_changes_cursor(ctx->store);
         *ret_more = false;
-        return 0;
+    } else {
+        /* A request held before goes on from where its last look ended: the
+         * records between its cursor and there were all of items the
+         * channel does not sell from (else it would have been answered). */
+        uint64_t since = w && w->until_us && w->from ? w->from : cursor;
+        uint32_t n;
+        uint64_t next;
+        bool more;
+        rc = atp_store_changes(ctx->store, channel, since, flags, max, ret, &n, &next, &more);
+        if (rc == 0 && wait_hold(w, n == 0 && !more, wait_ms, now_us)) {
+            w->from = next;
+            return ATP_CMD_HELD;
+        }
+        if (rc == 0) {
+            *ret_n = n;
+            *ret_next = next;
+            *ret_more = more;
+        }
     }
-    /* A request held before goes on from where its last look ended: the
-     * records between its cursor and there were all of items the channel
-     * does not sell from (else it would have been answered). */
-    uint64_t since = w && w->until_us && w->from ? w->from : cursor;
-    uint32_t n;
-    uint64_t next;
-    bool more;
-    int rc = atp_store_changes(ctx->store, channel, since, flags, max, ret, &n, &next, &more);
-    if (rc == 0 && wait_hold(w, n == 0 && !more, wait_ms, now_us)) {
-        w->from = next;
-        return ATP_CMD_HELD;
-    }
+    /* Answered (an error too): the request's wait is over. A request held
+     * before is the same bytes again, so it reaches this call every time. */
     if (w)
-        w->until_us = w->from = 0; /* answered (an error too): its wait is over */
-    if (rc)
-        return rc;
-    *ret_n = n;
-    *ret_next = next;
-    *ret_more = more;
-    return 0;
+        w->until_us = w->from = 0;
+    return rc;
 }
 
 /* Returned by an operation that holds its request (nothing appended). */
@@ -279,7 +273,7 @@ int atp_cmd_changes(struct atp_cmd_ctx *ctx, uint32_t channel, uint64_t cursor, 
 /*
  * CHANGES: cursor 0 answers the feed's position now; any other cursor reads
  * the store's feed after it, and with WAIT an answer of nothing new may be
- * held (atp_wait_hold). The entries (at most ATP_CHANGES_MAX, 40 KB) are
+ * held (atp_cmd_changes). The entries (at most ATP_CHANGES_MAX, 40 KB) are
  * on the stack: their slices point into the store, and the encoder copies
  * the bytes into the answer.
  */

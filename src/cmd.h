@@ -58,6 +58,14 @@ struct atp_wait {
     bool parked;       /* out: the last call stopped at a held request */
 };
 
+/* Is the held request still within its wait at now_us? A deadline further
+ * off than its wait means the clock went back: no (answer rather than wait
+ * longer than promised). */
+static inline bool atp_wait_pending(const struct atp_wait *w, uint64_t now_us)
+{
+    return now_us < w->until_us && w->until_us - now_us <= w->wait_us;
+}
+
 struct atp_cmd_ctx {
     struct atp_store *store;
     struct atp_stats_source sources[ATP_CMD_MAX_SOURCES]; /* for STATS */

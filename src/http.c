@@ -1470,11 +1470,7 @@ static int changes(struct call *c)
 static int op_changes(struct call *c)
 {
     c->op = ATP_MOP_CHANGES;
-    int rc = is_get(c) ? changes(c) : method_not_allowed(c, "GET, HEAD");
-    struct atp_wait *w = c->ctx->cmd->wait;
-    if (rc != ATP_CMD_HELD && w)
-        w->until_us = w->from = 0; /* answered (an error too): its wait is over */
-    return rc;
+    return is_get(c) ? changes(c) : method_not_allowed(c, "GET, HEAD");
 }
 
 /* --- reservations ------------------------------------------------------------------------- */

@@ -1322,17 +1322,11 @@ static void on_wait(struct worker *w)
     uint64_t pos = atp_store_changes_cursor(w->ctx.store);
     for (struct conn *c = w->waiters, *next; c; c = next) {
         next = c->wait_next;
-        if (c->state != C_OPEN || c->in_len == 0) {
-            wait_end(w, c); /* (held input is never empty; defensive) */
-            c->paused = false;
-            mark_dirty(w, c);
-            continue;
-        }
+        /* (Every conn here is open with its held request in c->in:
+         * closing takes a conn off the list, wait_end.) */
         touch(w, c);
-        /* (A deadline further off than the longest wait: the clock went
-         * back; the command layer then answers.) */
-        if (!c->wait_fresh && c->wait_pos == pos && !w->draining && w->now_us < c->wait.until_us &&
-            c->wait.until_us - w->now_us <= c->wait.wait_us)
+        if (!c->wait_fresh && c->wait_pos == pos && !w->draining &&
+            atp_wait_pending(&c->wait, w->now_us))
             continue; /* nothing recorded since it was held, and time left */
         c->paused = false;
         consume_buffered(w, c); /* holds it again, or answers and goes on */
