@@ -595,16 +595,26 @@ static void test_atpctl(void **state)
     assert_int_equal(atpctl(out, sizeof(out), "-p 1 ping"), 3);
 }
 
+/* `atpctl changes -c web` without --since: the cursor to follow, no more. */
+static unsigned long long atpctl_feed_cursor(unsigned port)
+{
+    char out[256];
+    unsigned long long cur = 0;
+    int more = -1;
+    assert_int_equal(atpctl(out, sizeof(out), "-p %u changes -c web", port), 0);
+    assert_int_equal(sscanf(out, "cursor %llu more %d", &cur, &more), 2);
+    assert_true(cur != 0);
+    assert_int_equal(more, 0);
+    return cur;
+}
+
 static void test_atpctl_changes(void **state)
 {
     char out[8192];
     unsigned p = server_port;
     unsigned long long cur = 0, next = 0;
     int more = -1;
-    assert_int_equal(atpctl(out, sizeof(out), "-p %u changes -c web", p), 0);
-    assert_int_equal(sscanf(out, "cursor %llu more %d", &cur, &more), 2);
-    assert_true(cur != 0);
-    assert_int_equal(more, 0);
+    cur = atpctl_feed_cursor(p);
 
     assert_int_equal(atpctl(out, sizeof(out), "-p %u adjust CTLF-1 DC-3 20", p), 0);
     assert_int_equal(atpctl(out, sizeof(out), "-p %u changes -c web --since %llu", p, cur), 0);
@@ -663,8 +673,7 @@ static void test_atpctl_changes_wait(void **state)
     unsigned p = server_port;
     unsigned long long cur = 0, next = 0;
     int more = -1;
-    assert_int_equal(atpctl(out, sizeof(out), "-p %u changes -c web", p), 0);
-    assert_int_equal(sscanf(out, "cursor %llu more %d", &cur, &more), 2);
+    cur = atpctl_feed_cursor(p);
 
     uint64_t t0 = now_ms();
     assert_int_equal(atpctl(out, sizeof(out), "-p %u changes -c web -s %llu -w 300ms", p, cur), 0);
@@ -705,8 +714,7 @@ static void test_atpctl_changes_max_keys(void **state)
     unsigned p = server_port;
     unsigned long long cur = 0, next = 0;
     int more = -1;
-    assert_int_equal(atpctl(out, sizeof(out), "-p %u changes -c web", p), 0);
-    assert_int_equal(sscanf(out, "cursor %llu more %d", &cur, &more), 2);
+    cur = atpctl_feed_cursor(p);
     for (int i = 0; i < 5; i++)
         assert_int_equal(atpctl(out, sizeof(out), "-p %u adjust CTLK-%d DC-1 7", p, i), 0);
     assert_int_equal(atpctl(out, sizeof(out), "-p %u changes -c web --since %llu", p, cur), 0);
